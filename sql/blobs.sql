@@ -1,0 +1,650 @@
+-- The blob lifecycle: versions, deltas, events, quotas. Loaded last (finalize).
+--
+-- Every change takes, in this order, the user's user_contexts row lock, then the blob's row
+-- lock; so concurrent changes of one user serialize (quotas hold), concurrent changes of one
+-- blob serialize (versions stay dense), and the fixed order cannot deadlock.
+
+-- ---------------------------------------------------------------------------------------------
+-- Triggers
+
+-- updated_at on every UPDATE (design document).
+CREATE FUNCTION memmie.update_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := CURRENT_TIMESTAMP;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER update_blobs_updated_at BEFORE UPDATE ON memmie.blobs
+    FOR EACH ROW EXECUTE FUNCTION memmie.update_updated_at();
+CREATE TRIGGER update_providers_updated_at BEFORE UPDATE ON memmie.providers
+    FOR EACH ROW EXECUTE FUNCTION memmie.update_updated_at();
+
+-- Native reference counting (src/refcount.rs).
+CREATE TRIGGER manage_content_references
+    AFTER INSERT OR DELETE OR UPDATE OF content_hash ON memmie.blob_versions
+    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER manage_user_storage
+    AFTER INSERT OR DELETE OR UPDATE OF user_id, content_hash ON memmie.blob_versions
+    FOR EACH ROW EXECUTE FUNCTION memmie.user_storage_accounting();
+
+-- user_contexts.blob_count = the user's blobs that are not deleted, whatever removes them
+-- (memmie's functions, a cascade from a parent blob, plain DML).
+CREATE FUNCTION memmie._count_blobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    delta int := 0;
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.deleted_at IS NULL THEN
+        UPDATE memmie.user_contexts SET blob_count = blob_count - 1 WHERE user_id = OLD.user_id;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.deleted_at IS NULL THEN
+        UPDATE memmie.user_contexts SET blob_count = blob_count + 1 WHERE user_id = NEW.user_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER count_blobs_insert_delete AFTER INSERT OR DELETE ON memmie.blobs
+    FOR EACH ROW EXECUTE FUNCTION memmie._count_blobs();
+CREATE TRIGGER count_blobs_update AFTER UPDATE OF deleted_at, user_id ON memmie.blobs
+    FOR EACH ROW WHEN ((OLD.deleted_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL)
+                       OR OLD.user_id IS DISTINCT FROM NEW.user_id)
+    EXECUTE FUNCTION memmie._count_blobs();
+
+-- ---------------------------------------------------------------------------------------------
+-- Internal helpers
+
+CREATE FUNCTION memmie._require(val anyelement, what text) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF val IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = '22023';
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- The user's row, created on first use, locked for the rest of the transaction.
+CREATE FUNCTION memmie._lock_user(p_user uuid) RETURNS memmie.user_contexts
+LANGUAGE plpgsql AS $$
+DECLARE
+    u memmie.user_contexts;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO memmie.user_contexts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
+        SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR UPDATE;
+    END IF;
+    RETURN u;
+END
+$$;
+
+-- The blob, locked, after its user's row: P0002 when it does not exist.
+CREATE FUNCTION memmie._lock_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    IF FOUND THEN
+        PERFORM memmie._lock_user(b.user_id);
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+-- A content's size against the user's max_content_size quota.
+CREATE FUNCTION memmie._check_content_quota(p_user uuid, p_size bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim numeric;
+BEGIN
+    SELECT (quota_limits ->> 'max_content_size')::numeric INTO lim
+    FROM memmie.user_contexts WHERE user_id = p_user;
+    IF p_size > lim THEN
+        RAISE EXCEPTION 'content of % bytes exceeds the max_content_size quota (%) of user %', p_size, lim, p_user
+            USING ERRCODE = 'MM002';
+    END IF;
+END
+$$;
+
+-- After a change: the user's storage and blob quotas.
+CREATE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    u memmie.user_contexts;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
+    IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
+        RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
+            p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
+    END IF;
+    IF u.blob_count > (u.quota_limits ->> 'max_blobs')::numeric THEN
+        RAISE EXCEPTION 'user % would have % blobs, over the max_blobs quota (%)',
+            p_user, u.blob_count, u.quota_limits ->> 'max_blobs' USING ERRCODE = 'MM002';
+    END IF;
+END
+$$;
+
+-- The state document of a version (see docs/sql-api.md).
+CREATE FUNCTION memmie._make_state(p_hash text, p_size bigint, p_type text, p_metadata jsonb,
+                                   p_tags text[], p_deleted boolean) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s jsonb := jsonb_build_object('content_hash', p_hash, 'content_size', p_size,
+                                  'content_type', p_type, 'metadata', p_metadata,
+                                  'tags', to_jsonb(p_tags));
+BEGIN
+    IF p_deleted THEN
+        s := s || '{"deleted": true}';
+    END IF;
+    IF memmie._is_json_type(p_type) THEN
+        s := s || jsonb_build_object('content',
+                 memmie._json_from_bytes(memmie.get_content(p_hash))::jsonb);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION memmie._head_state(b memmie.blobs) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT memmie._make_state(b.content_hash, b.content_size, b.content_type, b.metadata, b.tags,
+                              b.deleted_at IS NOT NULL)
+$$;
+
+-- Records version b.version of blob b (whose head row is already written): its blob_versions
+-- row, its delta and its event. Returns the delta.
+CREATE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
+                                       p_provider text, p_caused_by uuid DEFAULT NULL,
+                                       p_caused_event jsonb DEFAULT NULL,
+                                       p_event_type text DEFAULT 'blob.updated')
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    d        memmie.deltas;
+    prev     uuid;
+    event_id uuid;
+BEGIN
+    IF b.version > 1 THEN
+        SELECT v.delta_id INTO prev FROM memmie.blob_versions v
+        WHERE v.blob_id = b.id AND v.version = b.version - 1;
+    END IF;
+    INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                               to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
+                               status, applied_at)
+    VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
+            p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
+    RETURNING * INTO d;
+    INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
+                                      content_type, metadata, tags, deleted, delta_id, created_by)
+    VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
+            b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload)
+    VALUES (p_event_type, b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', d.id,
+                               'operation', p_operation, 'content_type', b.content_type,
+                               'created_by', p_provider))
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    RETURN d;
+END
+$$;
+
+-- Writes state s as the next version of blob b: the head row, then _record_version.
+CREATE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p_patch jsonb,
+                                    p_provider text, p_caused_by uuid DEFAULT NULL,
+                                    p_caused_event jsonb DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    nb         memmie.blobs;
+    event_type text := 'blob.updated';
+BEGIN
+    UPDATE memmie.blobs
+    SET content_hash = s ->> 'content_hash',
+        content_size = (s ->> 'content_size')::bigint,
+        content_type = s ->> 'content_type',
+        metadata     = s -> 'metadata',
+        tags         = ARRAY(SELECT jsonb_array_elements_text(s -> 'tags')),
+        version      = b.version + 1,
+        deleted_at   = CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END
+    WHERE id = b.id
+    RETURNING * INTO nb;
+    IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
+        event_type := 'blob.deleted';
+    END IF;
+    RETURN memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
+                                  p_caused_event, event_type);
+END
+$$;
+
+-- Replaces the state's content: stores the bytes, sets content_hash / content_size (and
+-- content, for JSON types).
+CREATE FUNCTION memmie._with_content(s jsonb, p_user uuid, p_content bytea, p_type text)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    h text;
+BEGIN
+    PERFORM memmie._check_content_size(length(p_content));
+    PERFORM memmie._check_content_quota(p_user, length(p_content));
+    h := memmie.put_content(p_content, p_type);
+    s := s || jsonb_build_object('content_hash', h, 'content_size', length(p_content),
+                                 'content_type', p_type);
+    IF memmie._is_json_type(p_type) THEN
+        s := s || jsonb_build_object('content', memmie._json_from_bytes(p_content)::jsonb);
+    ELSE
+        s := s - 'content';
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION memmie._operation(p_provider text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_provider = 'user' THEN 'update' ELSE 'transform' END
+$$;
+
+CREATE FUNCTION memmie._check_expected(b memmie.blobs, expected int) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF expected IS NOT NULL AND expected <> b.version THEN
+        RAISE EXCEPTION 'blob % is at version %, not the expected version %', b.id, b.version, expected
+            USING ERRCODE = 'MM001';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
+            HINT = 'revert_blob() to an earlier version brings it back';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._check_provider(p_provider text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_provider IS NULL OR btrim(p_provider) = '' OR length(p_provider) > 255 THEN
+        RAISE EXCEPTION 'invalid provider id "%": expected 1 to 255 characters', p_provider
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN p_provider;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Public API
+
+CREATE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type text,
+                                   metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
+                                   parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_user   uuid   := memmie._require(create_blob.user_id, 'user_id');
+    p_type   text   := memmie._require(create_blob.content_type, 'content_type');
+    p_meta   jsonb  := memmie._require(create_blob.metadata, 'metadata');
+    p_tags   text[] := memmie._require(create_blob.tags, 'tags');
+    p_by     text   := memmie._check_provider(create_blob.created_by);
+    parent   memmie.blobs;
+    s        jsonb;
+    b        memmie.blobs;
+BEGIN
+    PERFORM memmie._require(create_blob.content, 'content');
+    PERFORM memmie._check_mime(p_type);
+    IF jsonb_typeof(p_meta) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, got %', jsonb_typeof(p_meta) USING ERRCODE = '22023';
+    END IF;
+    IF array_position(p_tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._lock_user(p_user);
+    IF create_blob.parent_blob_id IS NOT NULL THEN
+        SELECT * INTO parent FROM memmie.blobs b
+        WHERE b.id = create_blob.parent_blob_id AND b.user_id = p_user AND b.deleted_at IS NULL
+        FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent blob % does not exist', create_blob.parent_blob_id USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    s := memmie._with_content(jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
+                              p_user, create_blob.content, p_type);
+    INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
+                              parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
+    VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
+            parent.id, coalesce(parent.root_blob_id, parent.id), coalesce(parent.depth + 1, 0),
+            p_by, p_meta, p_tags)
+    RETURNING * INTO b;
+    IF parent.id IS NOT NULL THEN
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
+        VALUES (parent.id, b.id, p_by, 'derived');
+    END IF;
+    PERFORM memmie._record_version(b, 'create',
+        jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
+        p_by, NULL, NULL, 'blob.created');
+    PERFORM memmie._check_quotas(p_user);
+    RETURN b;
+END
+$$;
+
+CREATE FUNCTION memmie.apply_delta(blob_id uuid, patch jsonb, expected_version int DEFAULT NULL,
+                                   provider_id text DEFAULT 'user',
+                                   caused_by_delta_id uuid DEFAULT NULL,
+                                   caused_by_event jsonb DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_patch  jsonb := memmie._require(apply_delta.patch, 'patch');
+    p_by     text  := memmie._check_provider(apply_delta.provider_id);
+    b        memmie.blobs;
+    old_s    jsonb;
+    user_s   jsonb;
+    new_s    jsonb;
+    new_type text;
+    d        memmie.deltas;
+BEGIN
+    b := memmie._lock_blob(apply_delta.blob_id);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, apply_delta.expected_version);
+    IF apply_delta.caused_by_delta_id IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = apply_delta.caused_by_delta_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', apply_delta.caused_by_delta_id USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    old_s := memmie._head_state(b);
+    user_s := memmie._next_state(old_s::text, p_patch::text)::jsonb;
+    new_s := user_s;
+    new_type := user_s ->> 'content_type';
+    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' THEN
+        -- became a JSON type: its bytes must be JSON
+        new_s := user_s || jsonb_build_object('content',
+                     memmie._json_from_bytes(memmie.get_content(b.content_hash))::jsonb);
+    ELSIF user_s ? 'content' AND (user_s -> 'content') IS DISTINCT FROM (old_s -> 'content') THEN
+        new_s := memmie._with_content(user_s, b.user_id,
+                                      convert_to((user_s -> 'content')::text, 'UTF8'), new_type);
+    END IF;
+    -- The stored patch is the caller's operations plus those that keep the derived fields in
+    -- step, so that replaying the deltas alone rebuilds every version.
+    d := memmie._write_state(b, new_s, memmie._operation(p_by),
+                             p_patch || memmie.jsonb_diff(user_s, new_s), p_by,
+                             apply_delta.caused_by_delta_id, apply_delta.caused_by_event);
+    PERFORM memmie._check_quotas(b.user_id);
+    RETURN d;
+END
+$$;
+
+CREATE FUNCTION memmie.update_content(blob_id uuid, content bytea, content_type text DEFAULT NULL,
+                                      expected_version int DEFAULT NULL,
+                                      provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(update_content.provider_id);
+    b     memmie.blobs;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(update_content.content, 'content');
+    IF update_content.content_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(update_content.content_type);
+    END IF;
+    b := memmie._lock_blob(update_content.blob_id);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, update_content.expected_version);
+    old_s := memmie._head_state(b);
+    new_s := memmie._with_content(old_s, b.user_id, update_content.content,
+                                  coalesce(update_content.content_type, b.content_type));
+    PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
+                                memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = update_content.blob_id;
+    RETURN b;
+END
+$$;
+
+CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(revert_blob.provider_id);
+    b     memmie.blobs;
+    v     memmie.blob_versions;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(revert_blob.to_version, 'to_version');
+    b := memmie._lock_blob(revert_blob.blob_id);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
+    END IF;
+    old_s := memmie._head_state(b);
+    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                v.deleted);
+    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true))
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs;
+    v int;
+    s jsonb;
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(blob_state.blob_id, 'blob_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', blob_state.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    v := coalesce(blob_state.version, b.version);
+    IF v < 1 OR v > b.version THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
+    END IF;
+    SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
+    FROM memmie.deltas d
+    WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETURNS bytea
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    h text;
+BEGIN
+    SELECT v.content_hash INTO h
+    FROM memmie.blob_versions v JOIN memmie.blobs b ON b.id = v.blob_id
+    WHERE v.blob_id = memmie._require(blob_content.blob_id, 'blob_id')
+      AND v.version = coalesce(blob_content.version, b.version);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', blob_content.blob_id,
+            coalesce(blob_content.version::text, '(latest)') USING ERRCODE = 'P0002';
+    END IF;
+    RETURN memmie.get_content(h);
+END
+$$;
+
+CREATE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM FROM memmie.blobs b WHERE b.id = memmie._require(blob_history.blob_id, 'blob_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', blob_history.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = blob_history.blob_id
+                 ORDER BY d.to_version, d.created_at;
+END
+$$;
+
+-- One user's blobs, newest first, with keyset pagination. The query is assembled from the
+-- filters actually given so that each one can be served by its index.
+CREATE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
+                                  parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
+                                  text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    q       text := 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1';
+    after   memmie.blobs;
+BEGIN
+    PERFORM memmie._require(find_blobs.user_id, 'user_id');
+    IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', find_blobs.max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.metadata_contains IS NOT NULL AND jsonb_typeof(find_blobs.metadata_contains) <> 'object' THEN
+        RAISE EXCEPTION 'metadata_contains must be a JSON object, got %', jsonb_typeof(find_blobs.metadata_contains)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    IF NOT coalesce(find_blobs.include_deleted, false) THEN
+        q := q || ' AND b.deleted_at IS NULL';
+    END IF;
+    IF find_blobs.tags IS NOT NULL THEN
+        q := q || ' AND b.tags @> $2';
+    END IF;
+    IF find_blobs.created_by IS NOT NULL THEN
+        q := q || ' AND b.created_by = $3';
+    END IF;
+    IF find_blobs.parent_blob_id IS NOT NULL THEN
+        q := q || ' AND b.parent_blob_id = $4';
+    END IF;
+    IF find_blobs.metadata_contains IS NOT NULL THEN
+        q := q || ' AND b.metadata @> $5';
+    END IF;
+    IF find_blobs.text_query IS NOT NULL THEN
+        q := q || ' AND to_tsvector(''english''::regconfig, coalesce(b.metadata ->> ''title'', '''') || '' '' || '
+                  'coalesce(b.metadata ->> ''description'', '''')) @@ websearch_to_tsquery(''english''::regconfig, $6)';
+    END IF;
+    IF find_blobs.page_after IS NOT NULL THEN
+        SELECT * INTO after FROM memmie.blobs x
+        WHERE x.id = find_blobs.page_after AND x.user_id = find_blobs.user_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002';
+        END IF;
+        q := q || ' AND (b.created_at, b.id) < ($7, $8)';
+    END IF;
+    q := q || ' ORDER BY b.created_at DESC, b.id DESC LIMIT $9';
+    RETURN QUERY EXECUTE q
+        USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
+              find_blobs.metadata_contains, find_blobs.text_query, after.created_at, after.id,
+              find_blobs.max_rows;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Materialized views (design document; dag_statistics over blob_edges, see docs/schema.md)
+
+CREATE MATERIALIZED VIEW memmie.user_blob_summary AS
+SELECT user_id,
+       count(*)                     AS total_blobs,
+       count(DISTINCT root_blob_id) AS root_blobs,
+       sum(content_size)            AS total_storage,
+       count(DISTINCT created_by)   AS providers_used,
+       max(created_at)              AS last_activity,
+       avg(depth)                   AS avg_dag_depth
+FROM memmie.blobs
+WHERE deleted_at IS NULL
+GROUP BY user_id;
+CREATE UNIQUE INDEX idx_user_blob_summary ON memmie.user_blob_summary (user_id);
+
+-- Every live blob without a live parent is a root; levels follow blob_edges (all parents).
+-- UNION (not a path array) removes repeated (root, node, level) rows: linear on chains.
+CREATE MATERIALIZED VIEW memmie.dag_statistics AS
+WITH RECURSIVE live AS (
+    SELECT id FROM memmie.blobs WHERE deleted_at IS NULL
+), roots AS (
+    SELECT l.id FROM live l
+    WHERE NOT EXISTS (SELECT FROM memmie.blob_edges e JOIN live p ON p.id = e.parent_blob_id
+                      WHERE e.child_blob_id = l.id)
+), dag_tree AS (
+    SELECT r.id AS root_id, r.id AS node_id, 0 AS level FROM roots r
+    UNION
+    SELECT t.root_id, e.child_blob_id, t.level + 1
+    FROM dag_tree t
+    JOIN memmie.blob_edges e ON e.parent_blob_id = t.node_id
+    JOIN live c ON c.id = e.child_blob_id
+)
+SELECT root_id,
+       count(DISTINCT node_id)::bigint AS total_nodes,
+       max(level)                      AS max_depth,
+       count(DISTINCT level)::int      AS unique_levels
+FROM dag_tree
+GROUP BY root_id;
+CREATE UNIQUE INDEX idx_dag_statistics ON memmie.dag_statistics (root_id);
+
+CREATE FUNCTION memmie.refresh_user_blob_summary() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.user_blob_summary;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: nothing that writes (or reads users' data) is executable by PUBLIC; grant
+-- EXECUTE to the application's role (see README). Pure functions stay public.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'memmie'::regnamespace
+          AND p.proname NOT IN ('sha256', 'jsonb_patch', 'jsonb_diff', '_jsonb_patch', '_jsonb_diff')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;

@@ -1,0 +1,91 @@
+-- Content-addressed storage and JSON Patch: the SQL face of src/content.rs and src/patch.rs.
+
+CREATE FUNCTION memmie.jsonb_patch(doc jsonb, patch jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT memmie._jsonb_patch(doc::text, patch::text)::jsonb $$;
+COMMENT ON FUNCTION memmie.jsonb_patch(jsonb, jsonb) IS
+    'Applies an RFC 6902 JSON Patch. 22023 for a malformed patch or pointer, MM007 when a test operation fails.';
+
+CREATE FUNCTION memmie.jsonb_diff(source jsonb, target jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT memmie._jsonb_diff(source::text, target::text)::jsonb $$;
+COMMENT ON FUNCTION memmie.jsonb_diff(jsonb, jsonb) IS
+    'An RFC 6902 JSON Patch p with jsonb_patch(source, p) = target.';
+
+-- Stores content once per hash; returns the hash.
+CREATE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    h   text;
+    enc bytea;
+BEGIN
+    IF data IS NULL THEN
+        RAISE EXCEPTION 'put_content: data must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_content_size(length(data));
+    IF mime_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(mime_type);
+    END IF;
+    h := memmie.sha256(data);
+    PERFORM FROM memmie.content_storage c WHERE c.content_hash = h;
+    IF NOT FOUND THEN
+        enc := memmie._encode_content(data);
+        INSERT INTO memmie.content_storage
+            (content_hash, content, compression, original_size, compressed_size, mime_type)
+        VALUES (h, coalesce(enc, data), CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
+                length(data), length(coalesce(enc, data)), mime_type)
+        ON CONFLICT (content_hash) DO NOTHING;
+    END IF;
+    RETURN h;
+END
+$$;
+
+-- The original bytes of a content; MM006 when they no longer hash to content_hash.
+CREATE FUNCTION memmie.get_content(content_hash text) RETURNS bytea
+LANGUAGE sql STABLE STRICT
+AS $$
+    SELECT CASE
+             WHEN c.compression = 'none' AND c.storage_backend = 'postgres'
+                  AND memmie._verify_content_row(h.hash, c.compression, c.storage_backend,
+                                                 c.storage_path, c.content, c.original_size) IS NULL
+             THEN c.content
+             ELSE memmie._decode_content(h.hash, c.compression, c.storage_backend,
+                                         c.storage_path, c.content, c.original_size)
+           END
+    FROM (SELECT $1 AS hash) h
+    LEFT JOIN memmie.content_storage c ON c.content_hash = h.hash
+$$;
+
+-- Re-hashes one stored content, or all of them. (SQL, not PL/pgSQL: the argument and the first
+-- result column share the name content_hash, which PL/pgSQL cannot compile.)
+CREATE FUNCTION memmie._verify_target(p_hash text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_hash IS NOT NULL THEN
+        PERFORM memmie._check_hash(p_hash);
+        PERFORM FROM memmie.content_storage c WHERE c.content_hash = p_hash;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'content % does not exist', p_hash USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    RETURN p_hash;
+END
+$$;
+
+CREATE FUNCTION memmie.verify_content(content_hash text DEFAULT NULL)
+RETURNS TABLE (content_hash text, ok boolean, detail text)
+LANGUAGE sql STABLE
+AS $$
+    WITH target AS MATERIALIZED (SELECT memmie._verify_target($1) AS hash)
+    SELECT c.content_hash::text,
+           v.problem IS NULL,
+           coalesce(v.problem,
+                    CASE WHEN c.storage_backend = 'postgres' THEN 'ok'
+                         ELSE 'stored in ' || c.storage_backend || ', not checked here' END)
+    FROM target
+    JOIN memmie.content_storage c ON target.hash IS NULL OR c.content_hash = target.hash
+    CROSS JOIN LATERAL memmie._verify_content_row(c.content_hash, c.compression, c.storage_backend,
+                                                  c.storage_path, c.content, c.original_size) AS v(problem)
+    ORDER BY c.content_hash
+$$;

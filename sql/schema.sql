@@ -1,0 +1,404 @@
+-- memmie schema: the tables of the design document (seed/000), with its defects corrected.
+-- Every deviation is listed, with its reason, in docs/schema.md.
+-- Loaded first (bootstrap). All names are schema-qualified; nothing depends on search_path.
+
+-- ---------------------------------------------------------------------------------------------
+-- Users
+CREATE TABLE memmie.user_contexts (
+    user_id       uuid PRIMARY KEY,
+    settings      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
+    quota_limits  jsonb NOT NULL DEFAULT '{}' CHECK (
+                      jsonb_typeof(quota_limits) = 'object'
+                      AND NOT jsonb_path_exists(quota_limits, '$.* ? (@.type() != "number" || @ < 0)')),
+    storage_used  bigint NOT NULL DEFAULT 0 CHECK (storage_used >= 0),
+    blob_count    integer NOT NULL DEFAULT 0 CHECK (blob_count >= 0),
+    created_at    timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at    timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX idx_user_contexts_storage ON memmie.user_contexts (storage_used);
+CREATE INDEX idx_user_contexts_created ON memmie.user_contexts (created_at);
+
+-- ---------------------------------------------------------------------------------------------
+-- Content-addressed storage. One row per SHA-256 of the original bytes.
+CREATE TABLE memmie.content_storage (
+    content_hash    varchar(64) PRIMARY KEY CHECK (content_hash ~ '^[0-9a-f]{64}$'),
+    content         bytea,
+    storage_backend varchar(50) NOT NULL DEFAULT 'postgres'
+                    CHECK (storage_backend IN ('postgres', 's3', 'filesystem')),
+    storage_path    text,
+    compression     varchar(20) NOT NULL DEFAULT 'none'
+                    CHECK (compression IN ('none', 'gzip', 'lz4', 'zstd')),
+    original_size   bigint NOT NULL CHECK (original_size >= 0),
+    compressed_size bigint CHECK (compressed_size >= 0),
+    mime_type       varchar(255),
+    reference_count integer NOT NULL DEFAULT 0 CHECK (reference_count >= 0),
+    created_at      timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    last_accessed   timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT content_where CHECK (
+        (storage_backend = 'postgres' AND content IS NOT NULL)
+        OR (storage_backend <> 'postgres' AND content IS NULL AND storage_path IS NOT NULL))
+);
+-- memmie compresses content itself; TOAST must not try again.
+ALTER TABLE memmie.content_storage ALTER COLUMN content SET STORAGE EXTERNAL;
+CREATE INDEX idx_content_storage_accessed ON memmie.content_storage (last_accessed);
+CREATE INDEX idx_content_storage_refs ON memmie.content_storage (reference_count);
+CREATE INDEX idx_content_hash_size ON memmie.content_storage (content_hash, original_size);
+
+-- ---------------------------------------------------------------------------------------------
+-- Blobs: one row per blob, its head (latest version). Every version lives in blob_versions.
+CREATE TABLE memmie.blobs (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id        uuid NOT NULL,
+    content_hash   varchar(64) NOT NULL,
+    content_size   bigint NOT NULL CHECK (content_size >= 0),
+    content_type   varchar(255) NOT NULL,
+    version        integer NOT NULL DEFAULT 1 CHECK (version >= 1),
+    is_latest      boolean NOT NULL DEFAULT true CHECK (is_latest),
+    parent_blob_id uuid REFERENCES memmie.blobs (id) ON DELETE CASCADE,
+    root_blob_id   uuid,
+    depth          integer NOT NULL DEFAULT 0 CHECK (depth >= 0),
+    created_by     varchar(255) NOT NULL DEFAULT 'user',
+    metadata       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    tags           text[] NOT NULL DEFAULT '{}',
+    created_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    deleted_at     timestamptz,
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
+);
+CREATE INDEX idx_blobs_user_id ON memmie.blobs (user_id) WHERE deleted_at IS NULL;
+CREATE INDEX idx_blobs_parent ON memmie.blobs (parent_blob_id) WHERE deleted_at IS NULL;
+CREATE INDEX idx_blobs_root ON memmie.blobs (root_blob_id) WHERE deleted_at IS NULL;
+CREATE INDEX idx_blobs_content_hash ON memmie.blobs (content_hash);
+CREATE INDEX idx_blobs_created_by ON memmie.blobs (created_by);
+CREATE INDEX idx_blobs_tags ON memmie.blobs USING gin (tags);
+CREATE INDEX idx_blobs_metadata ON memmie.blobs USING gin (metadata jsonb_path_ops);
+CREATE INDEX idx_blobs_created_at ON memmie.blobs (created_at DESC);
+CREATE INDEX idx_blobs_updated_at ON memmie.blobs (updated_at DESC);
+-- Full text over title and description; a missing key must not make the whole text NULL.
+CREATE INDEX idx_blobs_search ON memmie.blobs USING gin (
+    to_tsvector('english'::regconfig,
+                coalesce(metadata ->> 'title', '') || ' ' || coalesce(metadata ->> 'description', '')));
+-- Keyset pagination (created_at DESC, id DESC) per user, per parent, per provider.
+CREATE INDEX idx_blobs_user_created ON memmie.blobs (user_id, created_at DESC, id DESC)
+    WHERE deleted_at IS NULL;
+CREATE INDEX idx_blobs_user_created_all ON memmie.blobs (user_id, created_at DESC, id DESC);
+CREATE INDEX idx_blobs_parent_created ON memmie.blobs (parent_blob_id, created_at DESC, id DESC)
+    WHERE deleted_at IS NULL;
+CREATE INDEX idx_blobs_provider_created ON memmie.blobs (created_by, created_at DESC, id DESC)
+    WHERE deleted_at IS NULL;
+
+-- ---------------------------------------------------------------------------------------------
+-- Every version of every blob, the head included: enough to restore any version.
+CREATE TABLE memmie.blob_versions (
+    blob_id      uuid NOT NULL,
+    version      integer NOT NULL CHECK (version >= 1),
+    user_id      uuid NOT NULL,
+    content_hash varchar(64) NOT NULL REFERENCES memmie.content_storage (content_hash),
+    content_size bigint NOT NULL CHECK (content_size >= 0),
+    content_type varchar(255) NOT NULL,
+    metadata     jsonb NOT NULL DEFAULT '{}',
+    tags         text[] NOT NULL DEFAULT '{}',
+    deleted      boolean NOT NULL DEFAULT false,
+    delta_id     uuid,
+    created_at   timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    created_by   varchar(255) NOT NULL,
+    PRIMARY KEY (blob_id, version),
+    CONSTRAINT fk_blob FOREIGN KEY (blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE
+);
+CREATE INDEX idx_blob_versions_created ON memmie.blob_versions (created_at DESC);
+CREATE INDEX idx_blob_versions_content ON memmie.blob_versions (content_hash);
+
+-- Per user and content: how many of the user's versions name it. storage_used is the sum of
+-- content_size over these rows, kept by the native trigger memmie.user_storage_accounting.
+CREATE TABLE memmie.user_content_refs (
+    user_id         uuid NOT NULL REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
+    content_hash    varchar(64) NOT NULL,
+    content_size    bigint NOT NULL CHECK (content_size >= 0),
+    reference_count integer NOT NULL CHECK (reference_count > 0),
+    PRIMARY KEY (user_id, content_hash)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Deltas: the event-sourced history, range-partitioned by month on created_at.
+CREATE TABLE memmie.deltas (
+    id                 uuid NOT NULL DEFAULT gen_random_uuid(),
+    blob_id            uuid NOT NULL,
+    user_id            uuid NOT NULL,
+    operation          varchar(50) NOT NULL
+                       CHECK (operation IN ('create', 'update', 'transform', 'delete', 'revert')),
+    provider_id        varchar(255) NOT NULL DEFAULT 'user',
+    patch              jsonb NOT NULL CHECK (jsonb_typeof(patch) = 'array'),
+    from_version       integer NOT NULL DEFAULT 0 CHECK (from_version >= 0),
+    to_version         integer NOT NULL,
+    previous_delta_id  uuid,
+    caused_by_delta_id uuid,
+    caused_by_event    jsonb,
+    status             varchar(50) NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'applying', 'applied', 'failed')),
+    error_message      text,
+    created_at         timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    applied_at         timestamptz,
+    PRIMARY KEY (id, created_at),
+    CONSTRAINT fk_blob FOREIGN KEY (blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
+) PARTITION BY RANGE (created_at);
+CREATE INDEX idx_deltas_blob_id ON memmie.deltas (blob_id, to_version);
+CREATE INDEX idx_deltas_user_id ON memmie.deltas (user_id);
+CREATE INDEX idx_deltas_status ON memmie.deltas (status) WHERE status <> 'applied';
+CREATE INDEX idx_deltas_provider ON memmie.deltas (provider_id);
+CREATE INDEX idx_deltas_created ON memmie.deltas (created_at DESC);
+CREATE INDEX idx_deltas_applied ON memmie.deltas (applied_at DESC) WHERE applied_at IS NOT NULL;
+CREATE INDEX idx_deltas_causality ON memmie.deltas (caused_by_delta_id)
+    WHERE caused_by_delta_id IS NOT NULL;
+CREATE INDEX idx_deltas_pending ON memmie.deltas (created_at) WHERE status = 'pending';
+CREATE TABLE memmie.deltas_default PARTITION OF memmie.deltas DEFAULT;
+
+-- ---------------------------------------------------------------------------------------------
+-- The DAG of derived blobs.
+CREATE TABLE memmie.blob_edges (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    parent_blob_id uuid NOT NULL,
+    child_blob_id  uuid NOT NULL,
+    provider_id    varchar(255) NOT NULL,
+    transform_type varchar(255) NOT NULL,
+    metadata       jsonb NOT NULL DEFAULT '{}',
+    created_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT fk_parent FOREIGN KEY (parent_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
+    CONSTRAINT fk_child FOREIGN KEY (child_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
+    CONSTRAINT unique_edge UNIQUE (parent_blob_id, child_blob_id, provider_id),
+    CONSTRAINT no_self_edge CHECK (parent_blob_id <> child_blob_id)
+);
+CREATE INDEX idx_edges_parent ON memmie.blob_edges (parent_blob_id);
+CREATE INDEX idx_edges_child ON memmie.blob_edges (child_blob_id);
+CREATE INDEX idx_edges_provider ON memmie.blob_edges (provider_id);
+
+-- ---------------------------------------------------------------------------------------------
+-- Providers: one row per provider id (its current version); every registered version is kept
+-- in provider_versions, which processing rows reference.
+CREATE TABLE memmie.providers (
+    id                varchar(255) PRIMARY KEY,
+    name              varchar(255) NOT NULL,
+    description       text,
+    category          varchar(100),
+    version           varchar(50) NOT NULL,
+    workflow_id       varchar(255),
+    config            jsonb NOT NULL DEFAULT '{}',
+    trigger_events    text[] NOT NULL DEFAULT '{}',
+    supported_types   text[] NOT NULL DEFAULT '{}',
+    max_input_size    bigint CHECK (max_input_size >= 0),
+    timeout_seconds   integer NOT NULL DEFAULT 30 CHECK (timeout_seconds > 0),
+    input_schema      jsonb,
+    output_schema     jsonb,
+    config_schema     jsonb,
+    processing_rules  jsonb NOT NULL DEFAULT '{}',
+    status            varchar(50) NOT NULL DEFAULT 'active'
+                      CHECK (status IN ('active', 'inactive', 'deprecated')),
+    author            varchar(255),
+    license           varchar(100),
+    documentation_url text,
+    created_at        timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at        timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT unique_provider_version UNIQUE (id, version)
+);
+CREATE INDEX idx_providers_status ON memmie.providers (status);
+CREATE INDEX idx_providers_category ON memmie.providers (category);
+CREATE INDEX idx_providers_events ON memmie.providers USING gin (trigger_events);
+CREATE INDEX idx_providers_types ON memmie.providers USING gin (supported_types);
+
+CREATE TABLE memmie.provider_versions (
+    provider_id varchar(255) NOT NULL REFERENCES memmie.providers (id) ON DELETE CASCADE,
+    version     varchar(50) NOT NULL,
+    definition  jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (provider_id, version)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Provider processing state.
+CREATE TABLE memmie.provider_processing (
+    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    blob_id              uuid NOT NULL,
+    provider_id          varchar(255) NOT NULL,
+    provider_version     varchar(50),
+    user_id              uuid NOT NULL,
+    status               varchar(50) NOT NULL
+                         CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'skipped')),
+    processed_version    integer,
+    current_blob_version integer,
+    output_blob_id       uuid REFERENCES memmie.blobs (id) ON DELETE SET NULL,
+    output_delta_id      uuid,
+    job_id               varchar(255),
+    attempt_count        integer NOT NULL DEFAULT 0,
+    error_message        text,
+    processing_time_ms   integer,
+    input_size           bigint,
+    output_size          bigint,
+    metadata             jsonb NOT NULL DEFAULT '{}',
+    queued_at            timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    started_at           timestamptz,
+    completed_at         timestamptz,
+    CONSTRAINT fk_blob FOREIGN KEY (blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
+    CONSTRAINT fk_provider FOREIGN KEY (provider_id) REFERENCES memmie.providers (id),
+    CONSTRAINT fk_provider_version FOREIGN KEY (provider_id, provider_version)
+        REFERENCES memmie.provider_versions (provider_id, version),
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
+    CONSTRAINT unique_processing UNIQUE (blob_id, provider_id, processed_version)
+);
+CREATE INDEX idx_processing_blob ON memmie.provider_processing (blob_id);
+CREATE INDEX idx_processing_provider ON memmie.provider_processing (provider_id);
+CREATE INDEX idx_processing_status ON memmie.provider_processing (status)
+    WHERE status IN ('pending', 'processing');
+CREATE INDEX idx_processing_completed ON memmie.provider_processing (completed_at DESC)
+    WHERE completed_at IS NOT NULL;
+CREATE INDEX idx_processing_provider_status ON memmie.provider_processing (provider_id, status)
+    WHERE status IN ('pending', 'processing');
+CREATE INDEX idx_processing_output_blob ON memmie.provider_processing (output_blob_id)
+    WHERE output_blob_id IS NOT NULL;
+
+-- ---------------------------------------------------------------------------------------------
+-- Events, range-partitioned by day on created_at.
+CREATE TABLE memmie.events (
+    id             uuid NOT NULL DEFAULT gen_random_uuid(),
+    event_type     varchar(100) NOT NULL,
+    aggregate_id   uuid NOT NULL,
+    aggregate_type varchar(50) NOT NULL,
+    user_id        uuid,
+    payload        jsonb NOT NULL,
+    metadata       jsonb NOT NULL DEFAULT '{}',
+    processed      boolean NOT NULL DEFAULT false,
+    processed_at   timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (id, created_at),
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
+) PARTITION BY RANGE (created_at);
+CREATE INDEX idx_events_type ON memmie.events (event_type);
+CREATE INDEX idx_events_aggregate ON memmie.events (aggregate_id, aggregate_type);
+CREATE INDEX idx_events_unprocessed ON memmie.events (processed, created_at) WHERE processed = false;
+CREATE INDEX idx_events_created ON memmie.events (created_at DESC);
+CREATE TABLE memmie.events_default PARTITION OF memmie.events DEFAULT;
+
+-- ---------------------------------------------------------------------------------------------
+-- Jobs, claimed and completed from SQL.
+CREATE TABLE memmie.jobs (
+    id            varchar(255) PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    job_type      varchar(100) NOT NULL,
+    user_id       uuid NOT NULL,
+    input         jsonb NOT NULL,
+    output        jsonb,
+    status        varchar(50) NOT NULL DEFAULT 'queued'
+                  CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    progress      integer NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    error_message text,
+    retry_count   integer NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
+    max_retries   integer NOT NULL DEFAULT 3 CHECK (max_retries >= 0),
+    created_at    timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    expires_at    timestamptz,
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
+);
+CREATE INDEX idx_jobs_status ON memmie.jobs (status) WHERE status IN ('queued', 'running');
+CREATE INDEX idx_jobs_user ON memmie.jobs (user_id);
+CREATE INDEX idx_jobs_created ON memmie.jobs (created_at DESC);
+CREATE INDEX idx_jobs_expires ON memmie.jobs (expires_at) WHERE expires_at IS NOT NULL;
+
+-- ---------------------------------------------------------------------------------------------
+-- Analytics.
+CREATE TABLE memmie.usage_metrics (
+    id                       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id                  uuid NOT NULL,
+    metric_date              date NOT NULL,
+    blobs_created            integer NOT NULL DEFAULT 0,
+    blobs_processed          integer NOT NULL DEFAULT 0,
+    deltas_applied           integer NOT NULL DEFAULT 0,
+    storage_bytes_used       bigint NOT NULL DEFAULT 0,
+    provider_invocations     jsonb NOT NULL DEFAULT '{}',
+    api_calls                integer NOT NULL DEFAULT 0,
+    api_errors               integer NOT NULL DEFAULT 0,
+    total_processing_time_ms bigint NOT NULL DEFAULT 0,
+    average_response_time_ms integer,
+    created_at               timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at               timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT fk_user FOREIGN KEY (user_id)
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
+    CONSTRAINT unique_user_date UNIQUE (user_id, metric_date)
+);
+CREATE INDEX idx_metrics_user_date ON memmie.usage_metrics (user_id, metric_date DESC);
+CREATE INDEX idx_metrics_date ON memmie.usage_metrics (metric_date DESC);
+
+CREATE TABLE memmie.provider_metrics (
+    id                       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    provider_id              varchar(255) NOT NULL,
+    metric_date              date NOT NULL,
+    total_invocations        integer NOT NULL DEFAULT 0,
+    successful_invocations   integer NOT NULL DEFAULT 0,
+    failed_invocations       integer NOT NULL DEFAULT 0,
+    latency_p50              integer,
+    latency_p95              integer,
+    latency_p99              integer,
+    total_input_bytes        bigint NOT NULL DEFAULT 0,
+    total_output_bytes       bigint NOT NULL DEFAULT 0,
+    total_processing_time_ms bigint NOT NULL DEFAULT 0,
+    error_counts             jsonb NOT NULL DEFAULT '{}',
+    created_at               timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT fk_provider FOREIGN KEY (provider_id) REFERENCES memmie.providers (id),
+    CONSTRAINT unique_provider_date UNIQUE (provider_id, metric_date)
+);
+CREATE INDEX idx_provider_metrics_date ON memmie.provider_metrics (provider_id, metric_date DESC);
+
+-- ---------------------------------------------------------------------------------------------
+-- Autovacuum for the busy tables (design document). Partitioned parents take no storage
+-- parameters; their partitions get them where they are created.
+ALTER TABLE memmie.blobs SET (autovacuum_vacuum_scale_factor = 0.1);
+ALTER TABLE memmie.deltas_default SET (autovacuum_vacuum_scale_factor = 0.1);
+ALTER TABLE memmie.events_default SET (autovacuum_vacuum_scale_factor = 0.05);
+
+-- ---------------------------------------------------------------------------------------------
+-- Partitions for the current and the next period (UTC-aligned): months of deltas, days of
+-- events. Rows outside every partition land in the *_default partitions, never in an error.
+DO $$
+DECLARE
+    month_start timestamptz := date_trunc('month', CURRENT_TIMESTAMP AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    day_start   timestamptz := date_trunc('day', CURRENT_TIMESTAMP AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    lo timestamptz;
+    name text;
+BEGIN
+    FOR i IN 0..1 LOOP
+        lo := month_start + make_interval(months => i);
+        name := 'deltas_' || to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM');
+        EXECUTE format('CREATE TABLE memmie.%I PARTITION OF memmie.deltas FOR VALUES FROM (%L) TO (%L) '
+                       'WITH (autovacuum_vacuum_scale_factor = 0.1)',
+                       name, lo, lo + interval '1 month');
+        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', name)::regclass, '');
+
+        lo := day_start + make_interval(days => i);
+        name := 'events_' || to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM_DD');
+        EXECUTE format('CREATE TABLE memmie.%I PARTITION OF memmie.events FOR VALUES FROM (%L) TO (%L) '
+                       'WITH (autovacuum_vacuum_scale_factor = 0.05)',
+                       name, lo, lo + interval '1 day');
+        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', name)::regclass, '');
+    END LOOP;
+END
+$$;
+
+-- pg_dump keeps the data of every table (extension member tables are otherwise skipped).
+-- One call per statement: pg_extension_config_dump updates the pg_extension row each time.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[
+        'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+        'deltas', 'deltas_default', 'blob_edges', 'providers', 'provider_versions',
+        'provider_processing', 'events', 'events_default', 'jobs', 'usage_metrics',
+        'provider_metrics']
+    LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', t)::regclass, '');
+    END LOOP;
+END
+$$;

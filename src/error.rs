@@ -1,0 +1,125 @@
+//! One error type for everything memmie raises, mapped to the SQLSTATEs of the SQL API.
+//!
+//! pgrx can only raise the SQLSTATEs it knows (`PgSqlErrorCode`); memmie's own codes (`MM001`…)
+//! would come out as `XX000`. So errors leave Rust through [`raise`], which calls Postgres'
+//! `ereport` machinery directly with the exact code, after every Rust value has been dropped.
+
+use std::ffi::{c_char, c_int, CString};
+use std::fmt;
+
+/// What went wrong, with the value that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemmieError {
+    /// `P0002`: the blob / content / provider / job does not exist.
+    NotFound(String),
+    /// `22023`: malformed argument.
+    InvalidParameter(String),
+    /// `MM006`: stored content no longer matches its hash.
+    ContentCorrupted(String),
+    /// `MM007`: a JSON Patch `test` operation failed.
+    PatchTestFailed(String),
+    /// `54000`: content larger than `memmie.max_content_size`.
+    ContentTooLarge(String),
+    /// `0A000`: the content is kept outside Postgres.
+    ExternalContent(String),
+}
+
+impl MemmieError {
+    /// The five-character SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            MemmieError::NotFound(_) => "P0002",
+            MemmieError::InvalidParameter(_) => "22023",
+            MemmieError::ContentCorrupted(_) => "MM006",
+            MemmieError::PatchTestFailed(_) => "MM007",
+            MemmieError::ContentTooLarge(_) => "54000",
+            MemmieError::ExternalContent(_) => "0A000",
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            MemmieError::NotFound(m)
+            | MemmieError::InvalidParameter(m)
+            | MemmieError::ContentCorrupted(m)
+            | MemmieError::PatchTestFailed(m)
+            | MemmieError::ContentTooLarge(m)
+            | MemmieError::ExternalContent(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for MemmieError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.sqlstate(), self.message())
+    }
+}
+
+impl std::error::Error for MemmieError {}
+
+pub type Result<T> = std::result::Result<T, MemmieError>;
+
+/// Postgres' MAKE_SQLSTATE.
+fn make_sqlstate(code: &str) -> c_int {
+    code.bytes()
+        .enumerate()
+        .map(|(i, b)| (((b.wrapping_sub(b'0')) & 0x3F) as c_int) << (6 * i))
+        .sum()
+}
+
+// Declared here, not taken from pgrx's bindings: pgrx wraps its bindings in a guard that turns a
+// Postgres ERROR into a Rust panic and back, and that round trip loses codes pgrx does not know.
+unsafe extern "C-unwind" {
+    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+    fn errcode(sqlerrcode: c_int) -> c_int;
+    fn errmsg(fmt: *const c_char, ...) -> c_int;
+    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+/// Unwraps `result`, or raises its error as a Postgres ERROR with the exact SQLSTATE.
+///
+/// Call it only at the top of a `#[pg_extern]` body, on a value that owns nothing else that needs
+/// dropping: the ERROR leaves through `longjmp`, so the frames it crosses must hold no
+/// destructors. Everything Rust allocated for the message is freed before the jump.
+pub fn or_raise<T>(result: Result<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => raise(e),
+    }
+}
+
+/// Raises `err` as a Postgres ERROR. Never returns.
+#[inline(never)]
+pub fn raise(err: MemmieError) -> ! {
+    let code = make_sqlstate(err.sqlstate());
+    // Interior NULs cannot occur in our messages, but input text may carry one: strip it.
+    let text = CString::new(err.message().replace('\0', "\\0")).unwrap_or_default();
+    drop(err);
+    unsafe {
+        // Copy into Postgres memory so that nothing Rust-owned is alive across the longjmp.
+        let msg = pgrx::pg_sys::pstrdup(text.as_ptr());
+        drop(text);
+        if errstart(pgrx::pg_sys::PGERROR as c_int, std::ptr::null()) {
+            errcode(code);
+            errmsg(c"%s".as_ptr(), msg);
+            errfinish(c"memmie".as_ptr(), 0, c"memmie".as_ptr());
+        }
+        // errstart(ERROR) always returns true and errfinish(ERROR) never returns.
+        std::process::abort()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::make_sqlstate;
+
+    #[test]
+    fn sqlstate_encoding_matches_postgres() {
+        // ERRCODE_INVALID_PARAMETER_VALUE = MAKE_SQLSTATE('2','2','0','2','3')
+        assert_eq!(
+            make_sqlstate("22023"),
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
+        );
+        assert_eq!(make_sqlstate("P0002"), pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND as i32);
+    }
+}

@@ -1,0 +1,50 @@
+//! memmie: a versioned, content-addressed, event-sourced blob store inside PostgreSQL.
+//!
+//! The schema and the set-based parts live in `sql/*.sql`, loaded in the order below; Rust holds
+//! what must be fast or exact (hashing, compression, JSON Patch, replay, the counting triggers).
+
+use pgrx::prelude::*;
+
+mod content;
+mod error;
+mod guc;
+mod patch;
+mod refcount;
+mod state;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../sql/content.sql",
+    name = "content",
+    requires = [
+        "schema",
+        content::sha256,
+        content::encode_content,
+        content::check_content_size,
+        content::check_hash,
+        content::decode_content,
+        content::verify_content_row,
+        patch::jsonb_patch_text,
+        patch::jsonb_diff_text,
+        state::check_mime,
+    ]
+);
+extension_sql_file!("../sql/blobs.sql", name = "blobs", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

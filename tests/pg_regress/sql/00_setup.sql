@@ -1,0 +1,23 @@
+-- Helpers shared by the regression tests (the database is shared by every test file).
+CREATE SCHEMA t;
+
+-- Runs a statement and returns 'SQLSTATE: message' (ids masked), or 'ok'.
+CREATE FUNCTION t.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || regexp_replace(
+        regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g'),
+        '[0-9a-f]{64}', '<hash>', 'g');
+END
+$$;
+
+-- Deterministic pseudo-random bytes (incompressible).
+CREATE FUNCTION t.noise(n int, seed int DEFAULT 1) RETURNS bytea LANGUAGE sql AS $$
+    SELECT string_agg(sha256(convert_to(seed::text || ':' || i::text, 'UTF8')), ''::bytea)
+    FROM generate_series(1, (n + 31) / 32) i
+$$;
+
+SELECT extname, extversion, nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'memmie';
