@@ -524,8 +524,29 @@ BEGIN
 END
 $$;
 
--- One user's blobs, newest first, with keyset pagination. The query is assembled from the
--- filters actually given so that each one can be served by its index.
+-- The query find_blobs runs for a set of filters: parameters $1 user_id, $2 tags, $3 created_by,
+-- $4 parent_blob_id, $5 metadata_contains, $6 text_query, $7/$8 the (created_at, id) of the
+-- page_after row, $9 max_rows. Only the given filters appear, so each can use its index.
+CREATE FUNCTION memmie._find_blobs_sql(has_tags boolean, has_created_by boolean, has_parent boolean,
+                                       has_metadata boolean, has_text boolean, include_deleted boolean,
+                                       has_page_after boolean) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1'
+        || CASE WHEN include_deleted THEN '' ELSE ' AND b.deleted_at IS NULL' END
+        || CASE WHEN has_tags THEN ' AND b.tags @> $2' ELSE '' END
+        || CASE WHEN has_created_by THEN ' AND b.created_by = $3' ELSE '' END
+        || CASE WHEN has_parent THEN ' AND b.parent_blob_id = $4' ELSE '' END
+        || CASE WHEN has_metadata THEN ' AND b.metadata @> $5' ELSE '' END
+        || CASE WHEN has_text
+                THEN ' AND to_tsvector(''english''::regconfig, coalesce(b.metadata ->> ''title'', '''')'
+                     || ' || '' '' || coalesce(b.metadata ->> ''description'', ''''))'
+                     || ' @@ websearch_to_tsquery(''english''::regconfig, $6)'
+                ELSE '' END
+        || CASE WHEN has_page_after THEN ' AND (b.created_at, b.id) < ($7, $8)' ELSE '' END
+        || ' ORDER BY b.created_at DESC, b.id DESC LIMIT $9'
+$$;
+
+-- One user's blobs, newest first, with keyset pagination.
 CREATE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
                                   parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
                                   text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
@@ -534,8 +555,7 @@ RETURNS SETOF memmie.blobs
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
-    q       text := 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1';
-    after   memmie.blobs;
+    after memmie.blobs;
 BEGIN
     PERFORM memmie._require(find_blobs.user_id, 'user_id');
     IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
@@ -549,35 +569,18 @@ BEGIN
     IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    IF NOT coalesce(find_blobs.include_deleted, false) THEN
-        q := q || ' AND b.deleted_at IS NULL';
-    END IF;
-    IF find_blobs.tags IS NOT NULL THEN
-        q := q || ' AND b.tags @> $2';
-    END IF;
-    IF find_blobs.created_by IS NOT NULL THEN
-        q := q || ' AND b.created_by = $3';
-    END IF;
-    IF find_blobs.parent_blob_id IS NOT NULL THEN
-        q := q || ' AND b.parent_blob_id = $4';
-    END IF;
-    IF find_blobs.metadata_contains IS NOT NULL THEN
-        q := q || ' AND b.metadata @> $5';
-    END IF;
-    IF find_blobs.text_query IS NOT NULL THEN
-        q := q || ' AND to_tsvector(''english''::regconfig, coalesce(b.metadata ->> ''title'', '''') || '' '' || '
-                  'coalesce(b.metadata ->> ''description'', '''')) @@ websearch_to_tsquery(''english''::regconfig, $6)';
-    END IF;
     IF find_blobs.page_after IS NOT NULL THEN
         SELECT * INTO after FROM memmie.blobs x
         WHERE x.id = find_blobs.page_after AND x.user_id = find_blobs.user_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002';
         END IF;
-        q := q || ' AND (b.created_at, b.id) < ($7, $8)';
     END IF;
-    q := q || ' ORDER BY b.created_at DESC, b.id DESC LIMIT $9';
-    RETURN QUERY EXECUTE q
+    RETURN QUERY EXECUTE memmie._find_blobs_sql(
+            find_blobs.tags IS NOT NULL, find_blobs.created_by IS NOT NULL,
+            find_blobs.parent_blob_id IS NOT NULL, find_blobs.metadata_contains IS NOT NULL,
+            find_blobs.text_query IS NOT NULL, coalesce(find_blobs.include_deleted, false),
+            find_blobs.page_after IS NOT NULL)
         USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
               find_blobs.metadata_contains, find_blobs.text_query, after.created_at, after.id,
               find_blobs.max_rows;
