@@ -1,0 +1,17 @@
+-- Ratios between memmie and the alternative measured in the same run.
+WITH r AS (SELECT * FROM bench.results)
+SELECT m.benchmark, m.size, a.variant AS versus,
+       round(a.ms_median / nullif(m.ms_median, 0), 2) AS speedup
+FROM r m JOIN r a ON a.benchmark = m.benchmark AND a.size = m.size AND a.ord <> m.ord
+WHERE m.variant LIKE 'memmie%' AND a.variant NOT LIKE 'memmie%'
+  AND m.benchmark <> 'refcount trigger'
+ORDER BY m.ord, a.ord;
+
+-- Refcount: per-row overhead over the no-trigger baseline.
+SELECT round((n.ms_median - b.ms_median) * 1000 / 20000, 3) AS native_us_per_row,
+       round((p.ms_median - b.ms_median) * 1000 / 20000, 3) AS plpgsql_us_per_row,
+       round((n.ms_median - b.ms_median) / nullif(p.ms_median - b.ms_median, 0), 2) AS native_over_plpgsql
+FROM bench.results b, bench.results n, bench.results p
+WHERE b.benchmark = 'refcount trigger' AND b.variant LIKE 'no trigger%'
+  AND n.benchmark = 'refcount trigger' AND n.variant LIKE 'memmie%'
+  AND p.benchmark = 'refcount trigger' AND p.variant LIKE 'design%';
