@@ -67,33 +67,84 @@ pub fn encode(data: &[u8]) -> Option<Vec<u8>> {
 /// `original_size` bytes (a corrupted or hostile row cannot make the backend allocate more), and
 /// checks the result against `hash`.
 pub fn decode(hash: &str, compression: &str, stored: &[u8], original_size: i64) -> Result<Vec<u8>> {
-    let original = match compression {
-        "none" => stored.to_vec(),
-        "zstd" => decompress_bounded(hash, stored, original_size)?,
-        other => {
-            return Err(MemmieError::ContentCorrupted(format!(
-                "content {hash} uses unknown compression \"{other}\""
-            )))
-        }
-    };
-    verify(hash, &original, original_size)?;
-    Ok(original)
+    let mut out = vec![0u8; checked_capacity(hash, original_size)?];
+    decode_into(hash, compression, stored, &mut out)?;
+    Ok(out)
 }
 
-fn decompress_bounded(hash: &str, stored: &[u8], original_size: i64) -> Result<Vec<u8>> {
-    let corrupted = |why: String| MemmieError::ContentCorrupted(format!("content {hash} is corrupted: {why}"));
-    let capacity = usize::try_from(original_size).map_err(|_| corrupted("negative original_size".into()))?;
-    check_size(capacity).map_err(|_| corrupted(format!("original_size {original_size} is beyond memmie.max_content_size")))?;
-    // Decompress into a buffer one byte larger than expected, so that a frame that would produce
-    // more than original_size bytes is detected instead of silently truncated.
-    let mut out = vec![0u8; capacity + 1];
-    let mut decompressor = zstd::bulk::Decompressor::new().map_err(|e| corrupted(e.to_string()))?;
-    let n = decompressor.decompress_to_buffer(stored, &mut out[..]).map_err(|e| corrupted(e.to_string()))?;
-    if n != capacity {
-        return Err(corrupted(format!("decompressed to {n} bytes, expected {capacity}")));
+fn corrupted(hash: &str, why: impl std::fmt::Display) -> MemmieError {
+    MemmieError::ContentCorrupted(format!("content {hash} is corrupted: {why}"))
+}
+
+/// The buffer size for a content of `original_size` bytes, refusing sizes no content can have.
+fn checked_capacity(hash: &str, original_size: i64) -> Result<usize> {
+    let capacity = usize::try_from(original_size).map_err(|_| corrupted(hash, "negative original_size"))?;
+    check_size(capacity)
+        .map_err(|_| corrupted(hash, format!("original_size {original_size} is beyond memmie.max_content_size")))?;
+    Ok(capacity)
+}
+
+/// Decodes into `out`, whose length is the recorded original size, and checks the hash. zstd
+/// fails rather than write past the end of `out`, so a frame that would produce more is detected.
+fn decode_into(hash: &str, compression: &str, stored: &[u8], out: &mut [u8]) -> Result<()> {
+    let n = match compression {
+        "none" if stored.len() == out.len() => {
+            out.copy_from_slice(stored);
+            stored.len()
+        }
+        "none" => stored.len(),
+        "zstd" => zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(stored, &mut *out))
+            .map_err(|e| corrupted(hash, e))?,
+        other => return Err(corrupted(hash, format!("unknown compression \"{other}\""))),
+    };
+    if n != out.len() {
+        return Err(corrupted(hash, format!("{n} bytes, expected {}", out.len())));
     }
-    out.truncate(n);
-    Ok(out)
+    verify(hash, out, out.len() as i64)
+}
+
+/// A bytea built in Postgres memory and handed to Postgres as is: decoding a large content into
+/// it directly avoids holding a second copy.
+pub struct PallocBytea(pg_sys::Datum);
+
+impl PallocBytea {
+    /// Allocates a bytea of `len` bytes and lets `fill` write them; frees it if `fill` fails.
+    fn build(len: usize, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Self> {
+        let header = pg_sys::VARHDRSZ;
+        unsafe {
+            let ptr = pg_sys::palloc(header + len) as *mut u8;
+            let data = std::slice::from_raw_parts_mut(ptr.add(header), len);
+            if let Err(e) = fill(data) {
+                pg_sys::pfree(ptr.cast());
+                return Err(e);
+            }
+            pgrx::set_varsize_4b(ptr.cast(), (header + len) as i32);
+            Ok(PallocBytea(pg_sys::Datum::from(ptr)))
+        }
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for PallocBytea {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for PallocBytea {
+    const TYPE_IDENT: &'static str = concat!(module_path!(), "::PallocBytea");
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Err(pgrx::pgrx_sql_entity_graph::metadata::ArgumentError::NotValidAsArgument("PallocBytea"));
+    const RETURN_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("bytea"),
+    ));
 }
 
 /// Checks that `original` is the content `hash` names.
@@ -154,8 +205,30 @@ fn decode_content(
     storage_path: Option<&str>,
     stored: Option<&[u8]>,
     original_size: Option<i64>,
-) -> Vec<u8> {
+) -> PallocBytea {
     or_raise(decode_row(hash, compression, storage_backend, storage_path, stored, original_size))
+}
+
+/// The stored bytes of a `content_storage` row, or why there are none to read here.
+fn stored_bytes<'a>(
+    hash: &str,
+    compression: Option<&'a str>,
+    storage_backend: Option<&str>,
+    storage_path: Option<&str>,
+    stored: Option<&'a [u8]>,
+) -> Result<(&'a str, &'a [u8])> {
+    validate_hash(hash)?;
+    let Some(compression) = compression else {
+        return Err(MemmieError::NotFound(format!("content {hash} does not exist")));
+    };
+    match (storage_backend.unwrap_or("postgres"), stored) {
+        ("postgres", Some(stored)) => Ok((compression, stored)),
+        ("postgres", None) => Err(corrupted(hash, "no stored bytes")),
+        (backend, _) => Err(MemmieError::ExternalContent(format!(
+            "content {hash} is stored in {backend} at \"{}\"; fetch it from there",
+            storage_path.unwrap_or("")
+        ))),
+    }
 }
 
 fn decode_row(
@@ -165,22 +238,14 @@ fn decode_row(
     storage_path: Option<&str>,
     stored: Option<&[u8]>,
     original_size: Option<i64>,
-) -> Result<Vec<u8>> {
-    validate_hash(hash)?;
-    let Some(compression) = compression else {
-        return Err(MemmieError::NotFound(format!("content {hash} does not exist")));
-    };
-    match (storage_backend.unwrap_or("postgres"), stored) {
-        ("postgres", Some(stored)) => decode(hash, compression, stored, original_size.unwrap_or(-1)),
-        ("postgres", None) => Err(MemmieError::ContentCorrupted(format!("content {hash} has no stored bytes"))),
-        (backend, _) => Err(MemmieError::ExternalContent(format!(
-            "content {hash} is stored in {backend} at \"{}\"; fetch it from there",
-            storage_path.unwrap_or("")
-        ))),
-    }
+) -> Result<PallocBytea> {
+    let (compression, stored) = stored_bytes(hash, compression, storage_backend, storage_path, stored)?;
+    let len = checked_capacity(hash, original_size.unwrap_or(-1))?;
+    PallocBytea::build(len, |out| decode_into(hash, compression, stored, out))
 }
 
-/// Re-checks a `content_storage` row: NULL when it is intact, otherwise what is wrong.
+/// Re-checks a `content_storage` row: NULL when it is intact, otherwise what is wrong. Content
+/// kept outside Postgres has nothing to check here.
 #[pg_extern(name = "_verify_content_row", stable, parallel_safe)]
 fn verify_content_row(
     hash: &str,
@@ -191,14 +256,17 @@ fn verify_content_row(
     original_size: Option<i64>,
 ) -> Option<String> {
     if storage_backend.is_some_and(|b| b != "postgres") {
-        return None; // nothing stored here to check
+        return None;
     }
-    match decode_row(hash, compression, storage_backend, storage_path, stored, original_size) {
-        Ok(_) => None,
-        Err(e) => Some(match e {
-            MemmieError::ContentCorrupted(m) | MemmieError::InvalidParameter(m) | MemmieError::NotFound(m) => m,
-            other => other.to_string(),
-        }),
+    let size = original_size.unwrap_or(-1);
+    let checked = stored_bytes(hash, compression, storage_backend, storage_path, stored).and_then(|(c, bytes)| match c {
+        "none" => verify(hash, bytes, size),
+        _ => decode(hash, c, bytes, size).map(drop),
+    });
+    match checked {
+        Ok(()) => None,
+        Err(MemmieError::ContentCorrupted(m) | MemmieError::InvalidParameter(m) | MemmieError::NotFound(m)) => Some(m),
+        Err(other) => Some(other.to_string()),
     }
 }
 
