@@ -25,7 +25,8 @@ CREATE INDEX ON blobs USING GIN(tags);
 CREATE INDEX ON blobs USING GIN(metadata);
 CREATE INDEX ON blobs(created_at DESC);
 CREATE INDEX ON blobs(updated_at DESC);
-CREATE INDEX ON blobs USING GIN(to_tsvector('english', metadata->>'title' || ' ' || metadata->>'description'));
+-- the design's expression parses as ((title || ' ' || metadata) ->> 'description') and fails; parenthesized here
+CREATE INDEX ON blobs USING GIN(to_tsvector('english', (metadata->>'title') || ' ' || (metadata->>'description')));
 CREATE INDEX ON blobs(user_id, created_at DESC) WHERE deleted_at IS NULL;
 CREATE INDEX ON blobs(parent_blob_id, created_at DESC) WHERE deleted_at IS NULL;
 CREATE INDEX ON blobs(created_by, created_at DESC) WHERE deleted_at IS NULL;

@@ -28,19 +28,19 @@ SELECT bench.record('store 160 x 64 KiB', v.variant, k.kind, format('SELECT %s(%
 FROM (VALUES ('text corpus'), ('random bytes')) k(kind),
      (VALUES ('memmie.put_content (zstd/none)', 'bench.put_memmie'), ('bytea COMPRESSION lz4 + sha256', 'bench.put_lz4')) v(variant, fn);
 
--- bytes on disk after one final load of each
+-- bytes on disk after one load of each into freshly emptied tables
 CREATE TABLE bench.disk (kind text, variant text, bytes bigint);
-DO $$
-DECLARE k text;
-BEGIN
-    FOREACH k IN ARRAY ARRAY['text corpus', 'random bytes'] LOOP
-        DELETE FROM memmie.content_storage WHERE reference_count = 0;
-        PERFORM bench.put_memmie(k);
-        PERFORM bench.put_lz4(k);
-        INSERT INTO bench.disk VALUES
-            (k, 'memmie content_storage', pg_total_relation_size('memmie.content_storage')),
-            (k, 'bytea lz4', pg_total_relation_size('bench.lz4'));
-    END LOOP;
-END $$;
+DELETE FROM memmie.content_storage WHERE reference_count = 0;
+VACUUM FULL memmie.content_storage;
+SELECT bench.put_memmie('text corpus'), bench.put_lz4('text corpus');
+INSERT INTO bench.disk VALUES
+    ('text corpus', 'memmie content_storage', pg_total_relation_size('memmie.content_storage')),
+    ('text corpus', 'bytea lz4', pg_total_relation_size('bench.lz4'));
+DELETE FROM memmie.content_storage WHERE reference_count = 0;
+VACUUM FULL memmie.content_storage;
+SELECT bench.put_memmie('random bytes'), bench.put_lz4('random bytes');
+INSERT INTO bench.disk VALUES
+    ('random bytes', 'memmie content_storage', pg_total_relation_size('memmie.content_storage')),
+    ('random bytes', 'bytea lz4', pg_total_relation_size('bench.lz4'));
 SELECT kind, variant, pg_size_pretty(bytes) AS on_disk, bytes FROM bench.disk ORDER BY kind, variant;
 DELETE FROM memmie.content_storage WHERE reference_count = 0;

@@ -1,12 +1,23 @@
 -- find_blobs on 100,000 blobs (10 users x 10,000): every filter served by an index, page latency.
 CREATE FUNCTION bench.uid(i int) RETURNS uuid LANGUAGE sql IMMUTABLE AS
 $$ SELECT ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid $$;
-SELECT count(memmie.create_blob(bench.uid(1 + i % 10), convert_to('blob ' || i, 'UTF8'), 'text/plain',
-        jsonb_build_object('title', CASE WHEN i % 50 = 0 THEN 'Quarterly report ' || i ELSE 'Note ' || i END,
-                           'kind', CASE WHEN i % 20 = 0 THEN 'invoice' ELSE 'note' END, 'n', i),
-        CASE WHEN i % 100 = 0 THEN ARRAY['urgent', 'all'] ELSE ARRAY['all'] END,
-        created_by => CASE WHEN i % 30 = 0 THEN 'importer' ELSE 'user' END))
-FROM generate_series(1, 100000) i;
+-- Committed in batches of 1,000, as an application would load them.
+CREATE PROCEDURE bench.load_blobs(n int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM memmie.create_blob(bench.uid(1 + i % 10), convert_to('blob ' || i, 'UTF8'), 'text/plain',
+            jsonb_build_object('title', CASE WHEN i % 50 = 0 THEN 'Quarterly report ' || i ELSE 'Note ' || i END,
+                               'kind', CASE WHEN i % 20 = 0 THEN 'invoice' ELSE 'note' END, 'n', i),
+            CASE WHEN i % 100 = 0 THEN ARRAY['urgent', 'all'] ELSE ARRAY['all'] END,
+            created_by => CASE WHEN i % 30 = 0 THEN 'importer' ELSE 'user' END);
+        IF i % 1000 = 0 THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+END $$;
+\timing on
+CALL bench.load_blobs(100000);
+\timing off
 ANALYZE memmie.blobs;
 
 CREATE TABLE bench.find_cases (name text, tags text[], created_by text, metadata_contains jsonb, text_query text, include_deleted boolean);
