@@ -41,9 +41,13 @@ if is_selected pgbench; then
     for clients in 1 2; do
         for run in $(seq "$RUNS"); do
             for variant in memmie_create_blob design_inserts; do
-                tps=$("$PGBIN/pgbench" -n -h "$CLUSTER" -p "$PORT" -U postgres -c "$clients" -j "$clients" \
-                        -T "$PGBENCH_SECONDS" -f "$BENCH/pgbench/$variant.sql" $DB 2>&1 \
-                      | awk '/^tps = / {print $3; exit}')
+                "$PGBIN/pgbench" -n -h "$CLUSTER" -p "$PORT" -U postgres -c "$clients" -j "$clients" \
+                    -T "$PGBENCH_SECONDS" -f "$BENCH/pgbench/$variant.sql" $DB >"$OUT/pgbench.log" 2>&1 || true
+                tps=$(awk '/^tps = / {print $3; exit}' "$OUT/pgbench.log")
+                if [ -z "$tps" ]; then
+                    echo "  $variant, $clients client(s), run $run: FAILED"; grep -i error "$OUT/pgbench.log" | head -3
+                    continue
+                fi
                 echo "  $variant, $clients client(s), run $run: $tps tps"
                 psql_c -q -d $DB -c "INSERT INTO bench.tps VALUES ('$variant', $clients, $tps)"
             done

@@ -13,8 +13,8 @@ SELECT ('00000000-0000-0000-0000-' || lpad(:client_id::text, 12, '0'))::uuid, en
 FROM (SELECT convert_to(repeat(md5(:n::text || 'bench'), 32), 'UTF8') AS d) x
 RETURNING id AS blob_id, content_hash AS h \gset
 INSERT INTO design.blob_versions (blob_id, version, content_hash, content_size, metadata, created_by)
-VALUES (:'blob_id', 1, :'h', 1024, '{"title": "bench"}', 'user');
+VALUES (':blob_id', 1, ':h', 1024, '{"title": "bench"}', 'user');
 INSERT INTO design.deltas (blob_id, user_id, operation, patch, from_version, to_version, status, applied_at)
-VALUES (:'blob_id', ('00000000-0000-0000-0000-' || lpad(:client_id::text, 12, '0'))::uuid, 'create',
+VALUES (':blob_id', ('00000000-0000-0000-0000-' || lpad(:client_id::text, 12, '0'))::uuid, 'create',
         '[{"op": "replace", "path": "", "value": {}}]', 0, 1, 'applied', now());
 COMMIT;
