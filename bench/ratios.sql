@@ -4,14 +4,16 @@ SELECT m.benchmark, m.size, a.variant AS versus,
        round(a.ms_median / nullif(m.ms_median, 0), 2) AS speedup
 FROM r m JOIN r a ON a.benchmark = m.benchmark AND a.size = m.size AND a.ord <> m.ord
 WHERE m.variant LIKE 'memmie%' AND a.variant NOT LIKE 'memmie%'
-  AND m.benchmark <> 'refcount trigger'
+  AND m.benchmark NOT LIKE 'refcount trigger%'
 ORDER BY m.ord, a.ord;
 
--- Refcount: per-row overhead over the no-trigger baseline.
-SELECT round((n.ms_median - b.ms_median) * 1000 / 20000, 3) AS native_us_per_row,
-       round((p.ms_median - b.ms_median) * 1000 / 20000, 3) AS plpgsql_us_per_row,
+-- Refcount: per-row overhead over the no-trigger baseline (rows = the number in `size`).
+SELECT b.benchmark,
+       round((n.ms_median - b.ms_median) * 1000 / split_part(b.size, ' ', 1)::int, 3) AS native_us_per_row,
+       round((p.ms_median - b.ms_median) * 1000 / split_part(b.size, ' ', 1)::int, 3) AS plpgsql_us_per_row,
        round((n.ms_median - b.ms_median) / nullif(p.ms_median - b.ms_median, 0), 2) AS native_over_plpgsql
-FROM bench.results b, bench.results n, bench.results p
-WHERE b.benchmark = 'refcount trigger' AND b.variant LIKE 'no trigger%'
-  AND n.benchmark = 'refcount trigger' AND n.variant LIKE 'memmie%'
-  AND p.benchmark = 'refcount trigger' AND p.variant LIKE 'design%';
+FROM bench.results b
+JOIN bench.results n ON n.benchmark = b.benchmark AND n.variant LIKE 'memmie%'
+JOIN bench.results p ON p.benchmark = b.benchmark AND p.variant LIKE 'design%'
+WHERE b.benchmark LIKE 'refcount trigger%' AND b.variant LIKE 'no trigger%'
+ORDER BY b.ord;

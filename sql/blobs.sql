@@ -20,13 +20,26 @@ CREATE TRIGGER update_blobs_updated_at BEFORE UPDATE ON memmie.blobs
 CREATE TRIGGER update_providers_updated_at BEFORE UPDATE ON memmie.providers
     FOR EACH ROW EXECUTE FUNCTION memmie.update_updated_at();
 
--- Native reference counting (src/refcount.rs).
-CREATE TRIGGER manage_content_references
-    AFTER INSERT OR DELETE OR UPDATE OF content_hash ON memmie.blob_versions
-    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
-CREATE TRIGGER manage_user_storage
-    AFTER INSERT OR DELETE OR UPDATE OF user_id, content_hash ON memmie.blob_versions
-    FOR EACH ROW EXECUTE FUNCTION memmie.user_storage_accounting();
+-- Native reference counting (src/refcount.rs): statement-level, over transition tables (a
+-- trigger with transition tables takes exactly one event, hence three of each).
+CREATE TRIGGER content_refs_insert AFTER INSERT ON memmie.blob_versions
+    REFERENCING NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER content_refs_delete AFTER DELETE ON memmie.blob_versions
+    REFERENCING OLD TABLE AS memmie_old
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER content_refs_update AFTER UPDATE ON memmie.blob_versions
+    REFERENCING OLD TABLE AS memmie_old NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER user_storage_insert AFTER INSERT ON memmie.blob_versions
+    REFERENCING NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.user_storage_accounting();
+CREATE TRIGGER user_storage_delete AFTER DELETE ON memmie.blob_versions
+    REFERENCING OLD TABLE AS memmie_old
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.user_storage_accounting();
+CREATE TRIGGER user_storage_update AFTER UPDATE ON memmie.blob_versions
+    REFERENCING OLD TABLE AS memmie_old NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.user_storage_accounting();
 
 -- user_contexts.blob_count = the user's blobs that are not deleted, whatever removes them
 -- (memmie's functions, a cascade from a parent blob, plain DML).

@@ -41,22 +41,6 @@ BEGIN
 END
 $$;
 
--- The original bytes of a content; MM006 when they no longer hash to content_hash.
-CREATE FUNCTION memmie.get_content(content_hash text) RETURNS bytea
-LANGUAGE sql STABLE STRICT
-AS $$
-    SELECT CASE
-             WHEN c.compression = 'none' AND c.storage_backend = 'postgres'
-                  AND memmie._verify_content_row(h.hash, c.compression, c.storage_backend,
-                                                 c.storage_path, c.content, c.original_size) IS NULL
-             THEN c.content
-             ELSE memmie._decode_content(h.hash, c.compression, c.storage_backend,
-                                         c.storage_path, c.content, c.original_size)
-           END
-    FROM (SELECT $1 AS hash) h
-    LEFT JOIN memmie.content_storage c ON c.content_hash = h.hash
-$$;
-
 -- Re-hashes one stored content, or all of them. (SQL, not PL/pgSQL: the argument and the first
 -- result column share the name content_hash, which PL/pgSQL cannot compile.)
 CREATE FUNCTION memmie._verify_target(p_hash text) RETURNS text

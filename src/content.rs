@@ -109,14 +109,15 @@ fn decode_into(hash: &str, compression: &str, stored: &[u8], out: &mut [u8]) -> 
 pub struct PallocBytea(pg_sys::Datum);
 
 impl PallocBytea {
-    /// Allocates a bytea of `len` bytes and lets `fill` write them; frees it if `fill` fails.
-    fn build(len: usize, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Self> {
+    /// Allocates a bytea of `len` bytes in the memory context that was current when SPI was
+    /// connected (so it outlives the SPI call) and lets `fill` write them.
+    fn build_from_spi(len: usize, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Self> {
         let header = pg_sys::VARHDRSZ;
         unsafe {
-            let ptr = pg_sys::palloc(header + len) as *mut u8;
+            let ptr = pg_sys::SPI_palloc(header + len) as *mut u8;
             let data = std::slice::from_raw_parts_mut(ptr.add(header), len);
             if let Err(e) = fill(data) {
-                pg_sys::pfree(ptr.cast());
+                pg_sys::SPI_pfree(ptr.cast());
                 return Err(e);
             }
             pgrx::set_varsize_4b(ptr.cast(), (header + len) as i32);
@@ -196,19 +197,6 @@ fn check_hash(hash: &str) -> bool {
     true
 }
 
-/// Decodes a `content_storage` row. A NULL `compression` means there is no such row (P0002).
-#[pg_extern(name = "_decode_content", stable, parallel_safe)]
-fn decode_content(
-    hash: &str,
-    compression: Option<&str>,
-    storage_backend: Option<&str>,
-    storage_path: Option<&str>,
-    stored: Option<&[u8]>,
-    original_size: Option<i64>,
-) -> PallocBytea {
-    or_raise(decode_row(hash, compression, storage_backend, storage_path, stored, original_size))
-}
-
 /// The stored bytes of a `content_storage` row, or why there are none to read here.
 fn stored_bytes<'a>(
     hash: &str,
@@ -231,17 +219,36 @@ fn stored_bytes<'a>(
     }
 }
 
-fn decode_row(
-    hash: &str,
-    compression: Option<&str>,
-    storage_backend: Option<&str>,
-    storage_path: Option<&str>,
-    stored: Option<&[u8]>,
-    original_size: Option<i64>,
-) -> Result<PallocBytea> {
-    let (compression, stored) = stored_bytes(hash, compression, storage_backend, storage_path, stored)?;
-    let len = checked_capacity(hash, original_size.unwrap_or(-1))?;
-    PallocBytea::build(len, |out| decode_into(hash, compression, stored, out))
+const CONTENT_ROW: &str = "SELECT compression::text, storage_backend::text, storage_path, content, original_size \
+     FROM memmie.content_storage WHERE content_hash = $1";
+
+/// The original bytes of a content; MM006 when they no longer hash to `content_hash`.
+///
+/// Reads the row itself (not through a SQL wrapper, whose result copies would triple the memory
+/// of a large content) and decodes straight into the bytea it returns.
+#[pg_extern(stable, strict, parallel_safe)]
+fn get_content(content_hash: &str) -> PallocBytea {
+    or_raise(fetch_content(content_hash))
+}
+
+fn fetch_content(hash: &str) -> Result<PallocBytea> {
+    validate_hash(hash)?;
+    let fetched = crate::plans::with_plan(CONTENT_ROW, &[crate::plans::TEXT], |client, stmt| {
+        let row = client.select(stmt, Some(1), &[hash.into()])?.first();
+        if row.is_empty() {
+            return Ok(Err(MemmieError::NotFound(format!("content {hash} does not exist"))));
+        }
+        let compression: Option<&str> = row.get(1)?;
+        let backend: Option<&str> = row.get(2)?;
+        let path: Option<&str> = row.get(3)?;
+        let stored: Option<&[u8]> = row.get(4)?;
+        let size: Option<i64> = row.get(5)?;
+        Ok(stored_bytes(hash, compression, backend, path, stored).and_then(|(compression, stored)| {
+            let len = checked_capacity(hash, size.unwrap_or(-1))?;
+            PallocBytea::build_from_spi(len, |out| decode_into(hash, compression, stored, out))
+        }))
+    });
+    fetched.map_err(|e| MemmieError::ContentCorrupted(format!("content {hash} could not be read: {e}")))?
 }
 
 /// Re-checks a `content_storage` row: NULL when it is intact, otherwise what is wrong. Content

@@ -9,6 +9,7 @@ mod content;
 mod error;
 mod guc;
 mod patch;
+mod plans;
 mod refcount;
 mod state;
 
@@ -29,7 +30,6 @@ extension_sql_file!(
         content::encode_content,
         content::check_content_size,
         content::check_hash,
-        content::decode_content,
         content::verify_content_row,
         patch::jsonb_patch_text,
         patch::jsonb_diff_text,
