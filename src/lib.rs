@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod content;
 mod error;
 mod guc;
+mod jsonb;
 mod patch;
 mod plans;
 mod refcount;
@@ -31,8 +32,8 @@ extension_sql_file!(
         content::check_content_size,
         content::check_hash,
         content::verify_content_row,
-        patch::jsonb_patch_text,
-        patch::jsonb_diff_text,
+        patch::jsonb_patch,
+        patch::jsonb_diff,
         state::check_mime,
     ]
 );
