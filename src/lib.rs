@@ -8,7 +8,6 @@ use pgrx::prelude::*;
 mod content;
 mod error;
 mod guc;
-mod jsonb;
 mod patch;
 mod plans;
 mod refcount;
@@ -32,8 +31,8 @@ extension_sql_file!(
         content::check_content_size,
         content::check_hash,
         content::verify_content_row,
-        patch::jsonb_patch,
-        patch::jsonb_diff,
+        patch::jsonb_patch_text,
+        patch::jsonb_diff_text,
         state::check_mime,
     ]
 );

@@ -5,7 +5,6 @@
 //! conversion.
 
 use crate::error::{or_raise, MemmieError, Result};
-use crate::jsonb::{self, JsonbArg, JsonbOut};
 use json_patch::{Patch, PatchErrorKind};
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -86,29 +85,27 @@ pub fn to_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// RFC 6902 JSON Patch over jsonb, read and built natively (no text round trip).
-#[pg_extern(immutable, strict, parallel_safe)]
-fn jsonb_patch(doc: JsonbArg, patch: JsonbArg) -> JsonbOut {
-    or_raise(patch_native(&doc, &patch))
-}
-
-/// A patch p with jsonb_patch(source, p) = target.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn jsonb_diff(source: JsonbArg, target: JsonbArg) -> JsonbOut {
-    or_raise(diff_native(&source, &target))
-}
-
-fn patch_native(doc: &JsonbArg, patch: &JsonbArg) -> Result<JsonbOut> {
-    let mut doc = jsonb::read(doc, "JSON document")?;
-    let patch = parse_patch(jsonb::read(patch, "JSON Patch")?)?;
+fn patch_text(doc: &str, patch: &str) -> Result<String> {
+    let mut doc = parse("JSON document", doc)?;
+    let patch = parse_patch(parse("JSON Patch", patch)?)?;
     apply(&mut doc, &patch)?;
-    jsonb::build(&doc)
+    Ok(to_text(&doc))
 }
 
-fn diff_native(source: &JsonbArg, target: &JsonbArg) -> Result<JsonbOut> {
-    let source = jsonb::read(source, "source document")?;
-    let target = jsonb::read(target, "target document")?;
-    jsonb::build(&diff(&source, &target))
+fn diff_text(source: &str, target: &str) -> Result<String> {
+    let source = parse("source document", source)?;
+    let target = parse("target document", target)?;
+    Ok(to_text(&diff(&source, &target)))
+}
+
+#[pg_extern(name = "_jsonb_patch", immutable, strict, parallel_safe)]
+fn jsonb_patch_text(doc: &str, patch: &str) -> String {
+    or_raise(patch_text(doc, patch))
+}
+
+#[pg_extern(name = "_jsonb_diff", immutable, strict, parallel_safe)]
+fn jsonb_diff_text(source: &str, target: &str) -> String {
+    or_raise(diff_text(source, target))
 }
 
 /// Replays an ordered array of patches (as text) from `null`.
