@@ -1,8 +1,5 @@
 -- Content-addressed storage and JSON Patch: the SQL face of src/content.rs and src/patch.rs.
 
-CREATE FUNCTION memmie.jsonb_patch(doc jsonb, patch jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT memmie._jsonb_patch(doc::text, patch::text)::jsonb $$;
 COMMENT ON FUNCTION memmie.jsonb_patch(jsonb, jsonb) IS
     'Applies an RFC 6902 JSON Patch. 22023 for a malformed patch or pointer, MM007 when a test operation fails.';
 

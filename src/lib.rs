@@ -8,7 +8,9 @@ use pgrx::prelude::*;
 mod content;
 mod error;
 mod guc;
+mod jsonb;
 mod patch;
+mod patch_jsonb;
 mod plans;
 mod refcount;
 mod state;
@@ -31,7 +33,7 @@ extension_sql_file!(
         content::check_content_size,
         content::check_hash,
         content::verify_content_row,
-        patch::jsonb_patch_text,
+        patch::jsonb_patch,
         patch::jsonb_diff_text,
         state::check_mime,
     ]

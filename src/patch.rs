@@ -85,22 +85,20 @@ pub fn to_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-fn patch_text(doc: &str, patch: &str) -> Result<String> {
-    let mut doc = parse("JSON document", doc)?;
-    let patch = parse_patch(parse("JSON Patch", patch)?)?;
-    apply(&mut doc, &patch)?;
-    Ok(to_text(&doc))
-}
-
 fn diff_text(source: &str, target: &str) -> Result<String> {
     let source = parse("source document", source)?;
     let target = parse("target document", target)?;
     Ok(to_text(&diff(&source, &target)))
 }
 
-#[pg_extern(name = "_jsonb_patch", immutable, strict, parallel_safe)]
-fn jsonb_patch_text(doc: &str, patch: &str) -> String {
-    or_raise(patch_text(doc, patch))
+/// RFC 6902 JSON Patch over jsonb, applied in place to the binary document.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn jsonb_patch(doc: crate::jsonb::JsonbArg, patch: crate::jsonb::JsonbArg) -> crate::jsonb::JsonbOut {
+    or_raise(parse_patch_arg(&patch).and_then(|p| crate::patch_jsonb::apply(&doc, &p)))
+}
+
+fn parse_patch_arg(patch: &crate::jsonb::JsonbArg) -> Result<Patch> {
+    parse_patch(crate::jsonb::read(patch, "JSON Patch")?)
 }
 
 #[pg_extern(name = "_jsonb_diff", immutable, strict, parallel_safe)]

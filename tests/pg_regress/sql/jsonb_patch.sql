@@ -20,7 +20,19 @@ SELECT t.err($$SELECT memmie.jsonb_patch('{"a": 1}', '[{"op": "jump", "path": "/
 SELECT t.err($$SELECT memmie.jsonb_patch('{"a": 1}', '{"op": "remove", "path": "/a"}')$$);
 SELECT t.err($$SELECT memmie.jsonb_patch('{"a": 1}', '[{"op": "add", "path": "/b"}]')$$);
 SELECT t.err($$SELECT memmie.jsonb_patch('[1]', '[{"op": "add", "path": "/5", "value": 1}]')$$);
+-- A deeply nested document (PostgreSQL accepts it) is patched where the patch reaches; reading
+-- more than 128 levels of it is refused, not a crash.
 SELECT t.err(format('SELECT memmie.jsonb_patch(%L, %L)', repeat('[', 1000) || repeat(']', 1000), '[]'));
+SELECT t.err(format('SELECT memmie.jsonb_patch(%L, %L)', repeat('[', 1000) || repeat(']', 1000),
+                    '[{"op": "add", "path": "/0/0/-", "value": 1}]'));
+SELECT t.err(format('SELECT memmie.jsonb_patch(%L, %L)', repeat('[', 1000) || repeat(']', 1000),
+                    '[{"op": "test", "path": "", "value": []}]'));
+SELECT t.err(format('SELECT memmie.jsonb_patch(%L, %L)', '{}',
+                    '[{"op": "add", "path": "/a", "value": ' || repeat('[', 1000) || repeat(']', 1000) || '}]'));
+-- Untouched parts come back exactly; a raw scalar document works like any other.
+SELECT memmie.jsonb_patch('{"keep": {"n": 1.50, "s": "x", "a": [1, {"b": null}]}, "edit": [1]}',
+                          '[{"op": "add", "path": "/edit/-", "value": 2.0}]') AS untouched_exact;
+SELECT memmie.jsonb_patch('"str"', '[{"op": "test", "path": "", "value": "str"}]') AS raw_scalar;
 SELECT memmie.jsonb_patch(NULL, '[]') IS NULL AS strict_null;
 
 -- Diff: patch(source, diff(source, target)) = target.
