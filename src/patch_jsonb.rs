@@ -15,9 +15,25 @@ enum Node {
     /// A container not touched yet.
     Binary(*mut pg_sys::JsonbContainer),
     Array(Vec<Node>),
-    Object(Vec<(String, Node)>),
+    Object(Vec<(Key, Node)>),
     /// A value that came from the patch.
     New(Value),
+}
+
+/// An object key: still in the document's memory, or new from the patch.
+#[derive(Clone)]
+enum Key {
+    Raw(*const u8, usize),
+    Owned(String),
+}
+
+impl Key {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Raw(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
+            Key::Owned(s) => s.as_bytes(),
+        }
+    }
 }
 
 impl Clone for Node {
@@ -40,11 +56,8 @@ fn leaf(v: pg_sys::JsonbValue) -> Node {
     }
 }
 
-unsafe fn key_of(v: &pg_sys::JsonbValue) -> String {
-    unsafe {
-        let s = std::slice::from_raw_parts(v.val.string.val as *const u8, v.val.string.len as usize);
-        String::from_utf8_lossy(s).into_owned()
-    }
+unsafe fn key_of(v: &pg_sys::JsonbValue) -> Key {
+    unsafe { Key::Raw(v.val.string.val as *const u8, v.val.string.len as usize) }
 }
 
 /// Unpacks one level of a container (a raw scalar document becomes its scalar).
@@ -54,7 +67,7 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
         let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
         let mut items = Vec::new();
         let mut pairs = Vec::new();
-        let mut key = String::new();
+        let mut key = Key::Owned(String::new());
         let mut is_array = true;
         let mut raw_scalar = false;
         loop {
@@ -64,7 +77,7 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
                 Tok::WJB_BEGIN_OBJECT => is_array = false,
                 Tok::WJB_ELEM => items.push(leaf(v)),
                 Tok::WJB_KEY => key = key_of(&v),
-                Tok::WJB_VALUE => pairs.push((std::mem::take(&mut key), leaf(v))),
+                Tok::WJB_VALUE => pairs.push((std::mem::replace(&mut key, Key::Owned(String::new())), leaf(v))),
                 _ => {}
             }
         }
@@ -85,7 +98,7 @@ fn open(node: &mut Node) {
         Node::Binary(c) => *node = expand(*c),
         Node::New(Value::Array(items)) => *node = Node::Array(items.drain(..).map(Node::New).collect()),
         Node::New(Value::Object(map)) => {
-            *node = Node::Object(std::mem::take(map).into_iter().map(|(k, v)| (k, Node::New(v))).collect())
+            *node = Node::Object(std::mem::take(map).into_iter().map(|(k, v)| (Key::Owned(k), Node::New(v))).collect())
         }
         _ => {}
     }
@@ -97,7 +110,10 @@ fn to_value(node: &Node) -> Result<Value> {
         Node::Binary(c) => jsonb::read_container(*c, "JSON document")?,
         Node::Array(items) => Value::Array(items.iter().map(to_value).collect::<Result<_>>()?),
         Node::Object(pairs) => Value::Object(
-            pairs.iter().map(|(k, v)| Ok((k.clone(), to_value(v)?))).collect::<Result<_>>()?,
+            pairs
+                .iter()
+                .map(|(k, v)| Ok((String::from_utf8_lossy(k.bytes()).into_owned(), to_value(v)?)))
+                .collect::<Result<_>>()?,
         ),
         Node::New(v) => v.clone(),
     })
@@ -152,7 +168,7 @@ fn locate<'a>(root: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
         }
         open(node);
         node = match node {
-            Node::Object(pairs) => &mut pairs.iter_mut().find(|(k, _)| k == t)?.1,
+            Node::Object(pairs) => &mut pairs.iter_mut().find(|(k, _)| k.bytes() == t.as_bytes())?.1,
             Node::Array(items) => items.get_mut(index(t)?)?,
             _ => return None,
         };
@@ -168,9 +184,9 @@ fn add(root: &mut Node, path: &[String], value: Node, op: usize, name: &str, ptr
     let parent = locate(root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
     open(parent);
     match parent {
-        Node::Object(pairs) => match pairs.iter_mut().find(|(k, _)| k == last) {
+        Node::Object(pairs) => match pairs.iter_mut().find(|(k, _)| k.bytes() == last.as_bytes()) {
             Some(slot) => slot.1 = value,
-            None => pairs.push((last.clone(), value)),
+            None => pairs.push((Key::Owned(last.clone()), value)),
         },
         Node::Array(items) => {
             let i = if last == "-" { items.len() } else { index(last).ok_or_else(|| invalid_path(op, name, ptr))? };
@@ -192,7 +208,10 @@ fn remove(root: &mut Node, path: &[String], op: usize, name: &str, ptr: &str) ->
     open(parent);
     match parent {
         Node::Object(pairs) => {
-            let i = pairs.iter().position(|(k, _)| k == last).ok_or_else(|| invalid_path(op, name, ptr))?;
+            let i = pairs
+                .iter()
+                .position(|(k, _)| k.bytes() == last.as_bytes())
+                .ok_or_else(|| invalid_path(op, name, ptr))?;
             Ok(pairs.remove(i).1)
         }
         Node::Array(items) => {
@@ -272,10 +291,13 @@ unsafe fn push_node(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, no
             Node::Object(pairs) => {
                 pg_sys::pushJsonbValue(state, Tok::WJB_BEGIN_OBJECT, std::ptr::null_mut());
                 for (k, item) in pairs {
+                    let bytes = k.bytes();
                     let mut key = pg_sys::JsonbValue { type_: jbvType::jbvString, val: std::mem::zeroed() };
-                    key.val.string.len = i32::try_from(k.len())
+                    key.val.string.len = i32::try_from(bytes.len())
                         .map_err(|_| MemmieError::InvalidParameter("key too long for jsonb".into()))?;
-                    key.val.string.val = pgrx::pg_sys::pnstrdup(k.as_ptr().cast(), k.len());
+                    // Points into the document or into this tree, both alive until
+                    // JsonbValueToJsonb has copied the result.
+                    key.val.string.val = bytes.as_ptr() as *mut std::ffi::c_char;
                     pg_sys::pushJsonbValue(state, Tok::WJB_KEY, &mut key);
                     push_node(state, Tok::WJB_VALUE, item)?;
                 }
