@@ -1,4 +1,6 @@
 -- find_blobs on 100,000 blobs (10 users x 10,000): every filter served by an index, page latency.
+-- The user queried (3) has matches for every filter: urgent 1%, invoice 5%, importer 3.3%,
+-- 'quarterly report' 2% of all blobs, all of them user 3's.
 CREATE FUNCTION bench.uid(i int) RETURNS uuid LANGUAGE sql IMMUTABLE AS
 $$ SELECT ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid $$;
 -- Committed in batches of 1,000, as an application would load them.
@@ -6,10 +8,10 @@ CREATE PROCEDURE bench.load_blobs(n int) LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1..n LOOP
         PERFORM memmie.create_blob(bench.uid(1 + i % 10), convert_to('blob ' || i, 'UTF8'), 'text/plain',
-            jsonb_build_object('title', CASE WHEN i % 50 = 0 THEN 'Quarterly report ' || i ELSE 'Note ' || i END,
-                               'kind', CASE WHEN i % 20 = 0 THEN 'invoice' ELSE 'note' END, 'n', i),
-            CASE WHEN i % 100 = 0 THEN ARRAY['urgent', 'all'] ELSE ARRAY['all'] END,
-            created_by => CASE WHEN i % 30 = 0 THEN 'importer' ELSE 'user' END);
+            jsonb_build_object('title', CASE WHEN i % 50 = 2 THEN 'Quarterly report ' || i ELSE 'Note ' || i END,
+                               'kind', CASE WHEN i % 20 = 2 THEN 'invoice' ELSE 'note' END, 'n', i),
+            CASE WHEN i % 100 = 2 THEN ARRAY['urgent', 'all'] ELSE ARRAY['all'] END,
+            created_by => CASE WHEN i % 30 = 2 THEN 'importer' ELSE 'user' END);
         IF i % 1000 = 0 THEN
             COMMIT;
         END IF;
@@ -56,7 +58,7 @@ SELECT '### ' || name || E'\n' || plan FROM bench.find_plans;
 \pset format aligned
 
 -- Page latency: median of 20 calls, first page and a later page.
-SELECT bench.record('find_blobs page (100k blobs)', c.name, '50 rows',
+SELECT bench.record('find_blobs page (100k blobs)', c.name, (SELECT count(*) FROM memmie.find_blobs(bench.uid(3), tags => c.tags, created_by => c.created_by, metadata_contains => c.metadata_contains, text_query => c.text_query, include_deleted => c.include_deleted)) || ' rows',
                     format('SELECT count(*) FROM memmie.find_blobs(bench.uid(3), tags => %L, created_by => %L, metadata_contains => %L, text_query => %L, include_deleted => %L)',
                            c.tags, c.created_by, c.metadata_contains, c.text_query, c.include_deleted),
                     'one page', 20)

@@ -48,3 +48,9 @@ SELECT memmie.jsonb_diff('{"a": 1}', '{"a": 1}') AS no_change;
 SELECT p.proname, p.provolatile, p.proisstrict, p.proparallel
 FROM pg_proc p WHERE p.pronamespace = 'memmie'::regnamespace
   AND p.proname IN ('sha256', 'jsonb_patch', 'jsonb_diff') ORDER BY 1;
+
+-- Patches that change nothing, and nested containers moved or copied to the root.
+SELECT memmie.jsonb_patch('{"a": {"b": [1, 2.50]}}', '[{"op": "test", "path": "/a/b/1", "value": 2.50}]') AS tests_only;
+SELECT memmie.jsonb_patch('{"a": {"b": [1, 2.50]}}', '[{"op": "move", "from": "/a", "path": ""}]') AS moved_to_root;
+SELECT memmie.jsonb_patch('{"a": {"b": [1, 2.50]}}', '[{"op": "copy", "from": "/a/b", "path": ""}]') AS copied_to_root;
+SELECT memmie.jsonb_patch('[[1], [2]]', '[{"op": "move", "from": "/1", "path": "/0/-"}]') AS nested_move;
