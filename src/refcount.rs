@@ -57,13 +57,16 @@ const USER_SUB: &CStr = c"WITH d AS (\
     WHERE c.user_id = s.user_id";
 
 thread_local! {
-    static PLANS: RefCell<HashMap<usize, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+    // Keyed by statement and by the table the trigger is on: a plan reads the transition table by
+    // column position, so a plan made for one table's rows must never read another's.
+    static PLANS: RefCell<HashMap<(usize, pg_sys::Oid), pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
 }
 
 /// Runs each statement, in order, with the trigger's transition tables visible, through plans
 /// prepared once per backend.
 fn run_steps(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
     let tg = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+    let relid = unsafe { (*(*tg).tg_relation).rd_id };
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
             pgrx::error!("memmie reference counting: SPI_connect failed");
@@ -72,7 +75,7 @@ fn run_steps(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
             pgrx::error!("memmie reference counting: could not register transition tables");
         }
         for sql in steps {
-            let key = sql.as_ptr() as usize;
+            let key = (sql.as_ptr() as usize, relid);
             let plan = PLANS.with(|plans| {
                 *plans.borrow_mut().entry(key).or_insert_with(|| {
                     let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());

@@ -43,3 +43,16 @@ SELECT * FROM drift;
 SELECT content_hash = :'h5' AS is_h5, reference_count FROM memmie.content_storage
 WHERE content_hash IN (:'h5', memmie.sha256('aaa'), memmie.sha256('bbbb')) ORDER BY original_size;
 ROLLBACK;
+
+-- The trigger functions can serve another table of a different shape in the same session
+-- (their kept plans are per table): counts stay right on both.
+BEGIN;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
+CREATE TABLE t.other_shape (note text, content_hash varchar(64), pad int, user_id uuid, content_size bigint);
+CREATE TRIGGER other_refs AFTER INSERT ON t.other_shape REFERENCING NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
+INSERT INTO t.other_shape VALUES ('x', memmie.sha256('shape one'), 1, '00000000-0000-0000-0000-0000000000c7', 9);
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('shape one');
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('shape one');
+ROLLBACK;
