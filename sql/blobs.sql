@@ -175,7 +175,8 @@ $$;
 CREATE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
                                        p_provider text, p_caused_by uuid DEFAULT NULL,
                                        p_caused_event jsonb DEFAULT NULL,
-                                       p_event_type text DEFAULT 'blob.updated')
+                                       p_event_type text DEFAULT 'blob.updated',
+                                       p_pending_delta uuid DEFAULT NULL)
 RETURNS memmie.deltas
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -187,12 +188,23 @@ BEGIN
         SELECT v.delta_id INTO prev FROM memmie.blob_versions v
         WHERE v.blob_id = b.id AND v.version = b.version - 1;
     END IF;
-    INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
-                               to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
-                               status, applied_at)
-    VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
-            p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
-    RETURNING * INTO d;
+    IF p_pending_delta IS NULL THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
+                                   status, applied_at)
+        VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
+                p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
+        RETURNING * INTO d;
+    ELSE
+        -- a delta recorded as pending (complete_processing) is now applied
+        UPDATE memmie.deltas x
+        SET operation = p_operation, provider_id = p_provider, patch = p_patch,
+            from_version = b.version - 1, to_version = b.version, previous_delta_id = prev,
+            caused_by_delta_id = p_caused_by, caused_by_event = p_caused_event,
+            status = 'applied', applied_at = CURRENT_TIMESTAMP
+        WHERE x.id = p_pending_delta AND x.blob_id = b.id
+        RETURNING * INTO d;
+    END IF;
     INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
                                       content_type, metadata, tags, deleted, delta_id, created_by)
     VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
@@ -211,7 +223,8 @@ $$;
 -- Writes state s as the next version of blob b: the head row, then _record_version.
 CREATE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p_patch jsonb,
                                     p_provider text, p_caused_by uuid DEFAULT NULL,
-                                    p_caused_event jsonb DEFAULT NULL)
+                                    p_caused_event jsonb DEFAULT NULL,
+                                    p_pending_delta uuid DEFAULT NULL)
 RETURNS memmie.deltas
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,7 +245,7 @@ BEGIN
         event_type := 'blob.deleted';
     END IF;
     RETURN memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
-                                  p_caused_event, event_type);
+                                  p_caused_event, event_type, p_pending_delta);
 END
 $$;
 
@@ -297,41 +310,29 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- Public API
 
-CREATE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type text,
-                                   metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
-                                   parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
+-- Validates and writes a new blob (version 1) with an edge from `parent` when given.
+CREATE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
+                                    p_tags text[], parent memmie.blobs, p_by text,
+                                    p_operation text, p_transform text,
+                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 DECLARE
-    p_user   uuid   := memmie._require(create_blob.user_id, 'user_id');
-    p_type   text   := memmie._require(create_blob.content_type, 'content_type');
-    p_meta   jsonb  := memmie._require(create_blob.metadata, 'metadata');
-    p_tags   text[] := memmie._require(create_blob.tags, 'tags');
-    p_by     text   := memmie._check_provider(create_blob.created_by);
-    parent   memmie.blobs;
-    s        jsonb;
-    b        memmie.blobs;
+    s jsonb;
+    b memmie.blobs;
 BEGIN
-    PERFORM memmie._require(create_blob.content, 'content');
+    PERFORM memmie._require(p_content, 'content');
     PERFORM memmie._check_mime(p_type);
+    PERFORM memmie._require(p_meta, 'metadata');
+    PERFORM memmie._require(p_tags, 'tags');
     IF jsonb_typeof(p_meta) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object, got %', jsonb_typeof(p_meta) USING ERRCODE = '22023';
     END IF;
     IF array_position(p_tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    PERFORM memmie._lock_user(p_user);
-    IF create_blob.parent_blob_id IS NOT NULL THEN
-        SELECT * INTO parent FROM memmie.blobs b
-        WHERE b.id = create_blob.parent_blob_id AND b.user_id = p_user AND b.deleted_at IS NULL
-        FOR SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'parent blob % does not exist', create_blob.parent_blob_id USING ERRCODE = 'P0002';
-        END IF;
-    END IF;
     s := memmie._with_content(jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
-                              p_user, create_blob.content, p_type);
+                              p_user, p_content, p_type);
     INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
                               parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
     VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
@@ -339,14 +340,56 @@ BEGIN
             p_by, p_meta, p_tags)
     RETURNING * INTO b;
     IF parent.id IS NOT NULL THEN
-        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
-        VALUES (parent.id, b.id, p_by, 'derived');
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                       version_map)
+        VALUES (parent.id, b.id, p_by, p_transform,
+                jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                     'child_version', 1)));
     END IF;
-    PERFORM memmie._record_version(b, 'create',
+    PERFORM memmie._record_version(b, p_operation,
         jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
-        p_by, NULL, NULL, 'blob.created');
+        p_by, p_caused_by, p_caused_event, 'blob.created');
     PERFORM memmie._check_quotas(p_user);
     RETURN b;
+END
+$$;
+
+-- A live blob of p_user, share-locked (it must not be deleted under a new child): P0002 otherwise.
+CREATE FUNCTION memmie._live_parent(p_parent uuid, p_user uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    parent memmie.blobs;
+BEGIN
+    SELECT * INTO parent FROM memmie.blobs b
+    WHERE b.id = p_parent AND b.user_id = p_user AND b.deleted_at IS NULL
+    FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent blob % does not exist', p_parent USING ERRCODE = 'P0002';
+    END IF;
+    RETURN parent;
+END
+$$;
+
+CREATE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type text,
+                                   metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
+                                   parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_user uuid := memmie._require(create_blob.user_id, 'user_id');
+    p_by   text := memmie._check_provider(create_blob.created_by);
+    parent memmie.blobs;
+BEGIN
+    PERFORM memmie._require(create_blob.content_type, 'content_type');
+    PERFORM memmie._check_mime(create_blob.content_type);
+    PERFORM memmie._lock_user(p_user);
+    IF create_blob.parent_blob_id IS NOT NULL THEN
+        parent := memmie._live_parent(create_blob.parent_blob_id, p_user);
+    END IF;
+    RETURN memmie._insert_blob(p_user, create_blob.content, create_blob.content_type,
+                               create_blob.metadata, create_blob.tags, parent, p_by, 'create',
+                               'derived');
 END
 $$;
 
@@ -361,11 +404,6 @@ DECLARE
     p_patch  jsonb := memmie._require(apply_delta.patch, 'patch');
     p_by     text  := memmie._check_provider(apply_delta.provider_id);
     b        memmie.blobs;
-    old_s    jsonb;
-    user_s   jsonb;
-    new_s    jsonb;
-    new_type text;
-    d        memmie.deltas;
 BEGIN
     b := memmie._lock_blob(apply_delta.blob_id);
     PERFORM memmie._check_live(b);
@@ -376,6 +414,23 @@ BEGIN
             RAISE EXCEPTION 'delta % does not exist', apply_delta.caused_by_delta_id USING ERRCODE = 'P0002';
         END IF;
     END IF;
+    RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
+                               apply_delta.caused_by_event);
+END
+$$;
+
+-- Applies a JSON Patch to the state of blob b (locked, live) as its next version.
+CREATE FUNCTION memmie._apply_patch(b memmie.blobs, p_patch jsonb, p_by text, p_caused_by uuid,
+                                    p_caused_event jsonb, p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s    jsonb;
+    user_s   jsonb;
+    new_s    jsonb;
+    new_type text;
+    d        memmie.deltas;
+BEGIN
     old_s := memmie._head_state(b);
     user_s := memmie._next_state(old_s::text, p_patch::text)::jsonb;
     new_s := user_s;
@@ -392,11 +447,12 @@ BEGIN
     -- step, so that replaying the deltas alone rebuilds every version.
     d := memmie._write_state(b, new_s, memmie._operation(p_by),
                              p_patch || memmie.jsonb_diff(user_s, new_s), p_by,
-                             apply_delta.caused_by_delta_id, apply_delta.caused_by_event);
+                             p_caused_by, p_caused_event, p_pending_delta);
     PERFORM memmie._check_quotas(b.user_id);
     RETURN d;
 END
 $$;
+
 
 CREATE FUNCTION memmie.update_content(blob_id uuid, content bytea, content_type text DEFAULT NULL,
                                       expected_version int DEFAULT NULL,
@@ -407,8 +463,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p_by  text := memmie._check_provider(update_content.provider_id);
     b     memmie.blobs;
-    old_s jsonb;
-    new_s jsonb;
 BEGIN
     PERFORM memmie._require(update_content.content, 'content');
     IF update_content.content_type IS NOT NULL THEN
@@ -417,13 +471,25 @@ BEGIN
     b := memmie._lock_blob(update_content.blob_id);
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, update_content.expected_version);
-    old_s := memmie._head_state(b);
-    new_s := memmie._with_content(old_s, b.user_id, update_content.content,
-                                  coalesce(update_content.content_type, b.content_type));
+    RETURN memmie._replace_content(b, update_content.content, update_content.content_type, p_by);
+END
+$$;
+
+-- Writes new content (and type, when given) as the next version of blob b (locked, live).
+CREATE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
+                                        p_caused_by uuid DEFAULT NULL,
+                                        p_caused_event jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(b);
+    new_s jsonb;
+BEGIN
+    new_s := memmie._with_content(old_s, b.user_id, p_content, coalesce(p_type, b.content_type));
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
-                                memmie.jsonb_diff(old_s, new_s), p_by);
+                                memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = update_content.blob_id;
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
     RETURN b;
 END
 $$;
@@ -648,19 +714,3 @@ BEGIN
 END
 $$;
 
--- ---------------------------------------------------------------------------------------------
--- Privileges: nothing that writes (or reads users' data) is executable by PUBLIC; grant
--- EXECUTE to the application's role (see README). Pure functions stay public.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN
-        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-        WHERE p.pronamespace = 'memmie'::regnamespace
-          AND p.proname NOT IN ('sha256', 'jsonb_patch', 'jsonb_diff', '_jsonb_diff')
-    LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-END
-$$;

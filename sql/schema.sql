@@ -165,6 +165,9 @@ CREATE TABLE memmie.blob_edges (
     transform_type varchar(255) NOT NULL,
     metadata       jsonb NOT NULL DEFAULT '{}',
     created_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- Which version of the parent produced which version of the child, oldest first:
+    -- [{"parent_version": 1, "child_version": 1}, ...] (kept by complete_processing).
+    version_map    jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(version_map) = 'array'),
     CONSTRAINT fk_parent FOREIGN KEY (parent_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
     CONSTRAINT fk_child FOREIGN KEY (child_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
     CONSTRAINT unique_edge UNIQUE (parent_blob_id, child_blob_id, provider_id),
@@ -229,7 +232,8 @@ CREATE TABLE memmie.provider_processing (
     current_blob_version integer,
     output_blob_id       uuid REFERENCES memmie.blobs (id) ON DELETE SET NULL,
     output_delta_id      uuid,
-    job_id               varchar(255),
+    -- The job that runs this processing has the processing's id (see sql/pipeline.sql).
+    job_id               varchar(255) GENERATED ALWAYS AS (id::text) STORED,
     attempt_count        integer NOT NULL DEFAULT 0,
     error_message        text,
     processing_time_ms   integer,
@@ -271,6 +275,9 @@ CREATE TABLE memmie.events (
     processed      boolean NOT NULL DEFAULT false,
     processed_at   timestamptz,
     created_at     timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- The event's place in the feed of events_since(): given in commit order by
+    -- memmie._sequence_events(), NULL until then (see docs/schema.md).
+    position       bigint,
     PRIMARY KEY (id, created_at),
     CONSTRAINT fk_user FOREIGN KEY (user_id)
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
@@ -279,6 +286,9 @@ CREATE INDEX idx_events_type ON memmie.events (event_type);
 CREATE INDEX idx_events_aggregate ON memmie.events (aggregate_id, aggregate_type);
 CREATE INDEX idx_events_unprocessed ON memmie.events (processed, created_at) WHERE processed = false;
 CREATE INDEX idx_events_created ON memmie.events (created_at DESC);
+CREATE INDEX idx_events_position ON memmie.events (position) WHERE position IS NOT NULL;
+CREATE INDEX idx_events_unsequenced ON memmie.events (created_at) WHERE position IS NULL;
+CREATE SEQUENCE memmie.event_position_seq AS bigint;
 CREATE TABLE memmie.events_default PARTITION OF memmie.events DEFAULT;
 
 -- ---------------------------------------------------------------------------------------------
@@ -299,10 +309,21 @@ CREATE TABLE memmie.jobs (
     started_at    timestamptz,
     completed_at  timestamptz,
     expires_at    timestamptz,
+    -- The lease (claim_jobs / heartbeat_job): who holds the job and until when.
+    worker_id        varchar(255),
+    lease_expires_at timestamptz,
+    lease_duration   interval,
+    heartbeat_at     timestamptz,
+    -- Not handed out before this time (retry backoff).
+    run_after        timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     CONSTRAINT fk_user FOREIGN KEY (user_id)
-        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
+        REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
+    CONSTRAINT running_has_lease CHECK (status <> 'running'
+        OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL))
 );
 CREATE INDEX idx_jobs_status ON memmie.jobs (status) WHERE status IN ('queued', 'running');
+CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at) WHERE status = 'queued';
+CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX idx_jobs_user ON memmie.jobs (user_id);
 CREATE INDEX idx_jobs_created ON memmie.jobs (created_at DESC);
 CREATE INDEX idx_jobs_expires ON memmie.jobs (expires_at) WHERE expires_at IS NOT NULL;
@@ -402,3 +423,4 @@ BEGIN
     END LOOP;
 END
 $$;
+SELECT pg_catalog.pg_extension_config_dump('memmie.event_position_seq', '');

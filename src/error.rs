@@ -22,6 +22,10 @@ pub enum MemmieError {
     ContentTooLarge(String),
     /// `0A000`: the content is kept outside Postgres.
     ExternalContent(String),
+    /// `MM004`: a provider's config or output fails its JSON Schema.
+    SchemaViolation(String),
+    /// `XX000`: something memmie did not expect (never reachable by input).
+    Internal(String),
 }
 
 impl MemmieError {
@@ -34,6 +38,8 @@ impl MemmieError {
             MemmieError::PatchTestFailed(_) => "MM007",
             MemmieError::ContentTooLarge(_) => "54000",
             MemmieError::ExternalContent(_) => "0A000",
+            MemmieError::SchemaViolation(_) => "MM004",
+            MemmieError::Internal(_) => "XX000",
         }
     }
 
@@ -44,7 +50,9 @@ impl MemmieError {
             | MemmieError::ContentCorrupted(m)
             | MemmieError::PatchTestFailed(m)
             | MemmieError::ContentTooLarge(m)
-            | MemmieError::ExternalContent(m) => m,
+            | MemmieError::ExternalContent(m)
+            | MemmieError::SchemaViolation(m)
+            | MemmieError::Internal(m) => m,
         }
     }
 }

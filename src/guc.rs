@@ -9,7 +9,27 @@ pub fn max_content_size() -> u64 {
     MAX_CONTENT_SIZE.get().max(0) as u64
 }
 
+/// Longest chain of providers dispatch follows: a blob at this depth triggers no provider.
+static MAX_DERIVATION_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// The current `memmie.max_derivation_depth` (reading it through here loads the library, so the
+/// setting is defined with its default even in a session that never called memmie's Rust code).
+#[pgrx::pg_extern(name = "_max_derivation_depth", stable, parallel_safe)]
+fn max_derivation_depth() -> i32 {
+    MAX_DERIVATION_DEPTH.get()
+}
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"memmie.max_derivation_depth",
+        c"Longest chain of derived blobs that dispatch_events follows.",
+        c"A blob whose depth is at least this value triggers no provider.",
+        &MAX_DERIVATION_DEPTH,
+        0,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"memmie.max_content_size",
         c"Largest content memmie stores in one piece.",

@@ -6,8 +6,10 @@
 use pgrx::prelude::*;
 
 mod content;
+mod dag;
 mod error;
 mod guc;
+mod json_schema;
 mod jsonb;
 mod patch;
 mod patch_jsonb;
@@ -38,7 +40,33 @@ extension_sql_file!(
         state::check_mime,
     ]
 );
-extension_sql_file!("../sql/blobs.sql", name = "blobs", finalize);
+extension_sql_file!(
+    "../sql/blobs.sql",
+    name = "blobs",
+    requires = [
+        "content",
+        content::get_content,
+        patch::replay_text,
+        refcount::content_refcount,
+        refcount::user_storage_accounting,
+        state::next_state_text,
+        state::is_json_type_sql,
+        state::json_from_bytes,
+    ]
+);
+extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["blobs", dag::descendants, dag::ancestors, dag::would_cycle]);
+extension_sql_file!(
+    "../sql/providers.sql",
+    name = "providers",
+    requires = ["blobs", json_schema::check_json_schema, json_schema::validate_json]
+);
+extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["blobs"]);
+extension_sql_file!(
+    "../sql/pipeline.sql",
+    name = "pipeline",
+    requires = ["dag", "providers", "jobs", guc::max_derivation_depth]
+);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

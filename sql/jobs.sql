@@ -1,0 +1,224 @@
+-- Jobs: a work queue claimed and completed from SQL, with leases.
+--
+-- A claimed job is `running` and leased to one worker until `lease_expires_at`; the worker
+-- extends the lease with heartbeat_job and ends it with complete_job / fail_job. A lease that
+-- expires is taken back by the next claim_jobs (counted as a failed attempt). Whoever no longer
+-- holds the lease gets MM005 and changes nothing. Claims use FOR UPDATE SKIP LOCKED: concurrent
+-- workers never wait for each other and never get the same job.
+
+CREATE FUNCTION memmie._check_job_text(v text, what text, max_len int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
+        RAISE EXCEPTION 'invalid %: "%" (expected 1 to % characters)', what, v, max_len
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- The job, row-locked; P0002 when it does not exist.
+CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j memmie.jobs;
+BEGIN
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = memmie._require(p_job, 'job_id') FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', p_job USING ERRCODE = 'P0002';
+    END IF;
+    RETURN j;
+END
+$$;
+
+-- MM005 unless worker holds the lease of job j.
+CREATE FUNCTION memmie._check_lease(j memmie.jobs, p_worker text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM memmie._require(p_worker, 'worker_id');
+    IF j.status <> 'running' OR j.worker_id IS DISTINCT FROM p_worker THEN
+        RAISE EXCEPTION 'worker % does not hold the lease of job %', p_worker, j.id
+            USING ERRCODE = 'MM005',
+                  DETAIL = format('the job is %s%s', j.status,
+                                  CASE WHEN j.status = 'running' THEN ', leased to ' || j.worker_id ELSE '' END);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie.enqueue_job(job_type text, user_id uuid, input jsonb, max_retries int DEFAULT 3,
+                                   expires_at timestamptz DEFAULT NULL, job_id text DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs;
+BEGIN
+    PERFORM memmie._check_job_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._require(enqueue_job.user_id, 'user_id');
+    PERFORM memmie._require(enqueue_job.input, 'input');
+    IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
+        RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_job.job_id IS NOT NULL THEN
+        PERFORM memmie._check_job_text(enqueue_job.job_id, 'job_id', 255);
+    END IF;
+    INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
+    VALUES (coalesce(enqueue_job.job_id, gen_random_uuid()::text), enqueue_job.job_type,
+            enqueue_job.user_id, enqueue_job.input, enqueue_job.max_retries, enqueue_job.expires_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO j;
+    IF FOUND THEN
+        PERFORM pg_notify('memmie_jobs', j.job_type);
+    ELSE
+        -- idempotent: the job with this id exists already
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id;
+    END IF;
+    RETURN j;
+END
+$$;
+
+-- Takes back jobs whose lease expired: queued again (one more attempt used), or failed when
+-- none is left.
+CREATE FUNCTION memmie._reclaim_expired(p_max int) RETURNS int
+LANGUAGE sql AS $$
+    WITH expired AS MATERIALIZED (
+        SELECT j.id FROM memmie.jobs j
+        WHERE j.status = 'running' AND j.lease_expires_at < clock_timestamp()
+        ORDER BY j.lease_expires_at
+        LIMIT p_max
+        FOR UPDATE SKIP LOCKED
+    ), done AS (
+        UPDATE memmie.jobs j
+        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(j.retry_count + 1, j.max_retries),
+            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE clock_timestamp() END,
+            run_after = clock_timestamp(),
+            worker_id = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM done
+$$;
+
+CREATE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
+                                  lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+    IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
+    END IF;
+    IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._reclaim_expired(claim_jobs.max_jobs);
+    RETURN QUERY
+    WITH c AS MATERIALIZED (
+        SELECT j.id FROM memmie.jobs j
+        WHERE j.status = 'queued' AND j.run_after <= clock_timestamp()
+          AND (j.expires_at IS NULL OR j.expires_at > clock_timestamp())
+          AND (claim_jobs.job_types IS NULL OR j.job_type = ANY (claim_jobs.job_types))
+        ORDER BY j.run_after, j.created_at, j.id
+        LIMIT claim_jobs.max_jobs
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE memmie.jobs j
+    SET status = 'running', worker_id = claim_jobs.worker_id,
+        lease_expires_at = clock_timestamp() + claim_jobs.lease, lease_duration = claim_jobs.lease,
+        heartbeat_at = clock_timestamp(), started_at = clock_timestamp(), progress = 0
+    FROM c WHERE j.id = c.id
+    RETURNING j.*;
+END
+$$;
+
+CREATE FUNCTION memmie.heartbeat_job(job_id text, worker_id text, progress int DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, heartbeat_job.worker_id);
+    IF heartbeat_job.progress IS NOT NULL AND heartbeat_job.progress NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'progress must be between 0 and 100, got %', heartbeat_job.progress USING ERRCODE = '22023';
+    END IF;
+    UPDATE memmie.jobs x
+    SET lease_expires_at = clock_timestamp() + x.lease_duration, heartbeat_at = clock_timestamp(),
+        progress = coalesce(heartbeat_job.progress, x.progress)
+    WHERE x.id = j.id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+-- Ends job j (locked, leased) as completed.
+CREATE FUNCTION memmie._complete_job(j memmie.jobs, p_output jsonb) RETURNS memmie.jobs
+LANGUAGE sql AS $$
+    UPDATE memmie.jobs x
+    SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
+        lease_expires_at = NULL, error_message = NULL
+    WHERE x.id = j.id
+    RETURNING *
+$$;
+
+CREATE FUNCTION memmie.complete_job(job_id text, worker_id text, output jsonb DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(complete_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, complete_job.worker_id);
+    IF j.job_type = 'memmie.process' THEN
+        RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN memmie._complete_job(j, complete_job.output);
+END
+$$;
+
+CREATE FUNCTION memmie.fail_job(job_id text, worker_id text, error text, retryable boolean DEFAULT true)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(fail_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, fail_job.worker_id);
+    PERFORM memmie._require(fail_job.error, 'error');
+    PERFORM memmie._require(fail_job.retryable, 'retryable');
+    -- retry after 1, 2, 4, ... seconds (at most an hour) while attempts are left
+    UPDATE memmie.jobs x
+    SET status = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN 'queued' ELSE 'failed' END,
+        run_after = clock_timestamp() + least(power(2, x.retry_count), 3600) * interval '1 second',
+        completed_at = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN NULL
+                            ELSE clock_timestamp() END,
+        retry_count = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN x.retry_count + 1
+                           ELSE x.retry_count END,
+        error_message = fail_job.error, worker_id = NULL, lease_expires_at = NULL
+    WHERE x.id = j.id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+CREATE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(cancel_job.job_id);
+BEGIN
+    IF j.status IN ('queued', 'running') THEN
+        UPDATE memmie.jobs x
+        SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL,
+            lease_expires_at = NULL
+        WHERE x.id = j.id
+        RETURNING * INTO j;
+    END IF;
+    RETURN j;
+END
+$$;

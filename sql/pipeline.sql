@@ -1,0 +1,472 @@
+-- The provider pipeline: events -> provider_processing (one per blob, provider, version) ->
+-- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
+
+-- ---------------------------------------------------------------------------------------------
+-- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess).
+CREATE FUNCTION memmie._processing_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
+    SELECT r.id::text, 'memmie.process', r.user_id,
+           jsonb_build_object('processing_id', r.id, 'blob_id', r.blob_id,
+                              'version', r.processed_version, 'provider_id', r.provider_id,
+                              'provider_version', r.provider_version),
+           coalesce((p.processing_rules ->> 'max_retries')::int, 3)
+    FROM memmie_new r JOIN memmie.providers p ON p.id = r.provider_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER processing_jobs AFTER INSERT ON memmie.provider_processing
+    REFERENCING NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie._processing_jobs();
+
+-- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
+-- -> skipped. (Completion is written by complete_processing itself.)
+CREATE FUNCTION memmie._sync_processing() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE memmie.provider_processing pp
+    SET status = CASE NEW.status WHEN 'running' THEN 'processing' WHEN 'queued' THEN 'pending'
+                                 WHEN 'cancelled' THEN 'skipped' ELSE NEW.status END,
+        started_at = CASE WHEN NEW.status = 'running' THEN NEW.started_at ELSE pp.started_at END,
+        attempt_count = pp.attempt_count + (NEW.status = 'running')::int,
+        error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
+        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END
+    WHERE pp.id = NEW.id::uuid;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sync_processing AFTER UPDATE OF status ON memmie.jobs
+    FOR EACH ROW WHEN (NEW.job_type = 'memmie.process' AND OLD.status IS DISTINCT FROM NEW.status
+                       AND NEW.status <> 'completed')
+    EXECUTE FUNCTION memmie._sync_processing();
+
+-- ---------------------------------------------------------------------------------------------
+-- Event positions
+
+-- Gives the committed events that have none a position, in order. Only one session sequences
+-- at a time and holds that right until it commits, so a position is never given out below one
+-- that a reader may already have seen: a consumer of events_since() misses nothing.
+CREATE FUNCTION memmie._sequence_events(p_max int DEFAULT 10000) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    n int;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0)) THEN
+        RETURN 0;   -- another session is sequencing; its positions appear when it commits
+    END IF;
+    UPDATE memmie.events e SET position = s.pos
+    FROM (SELECT u.id, u.created_at, nextval('memmie.event_position_seq') AS pos
+          FROM (SELECT x.id, x.created_at FROM memmie.events x
+                WHERE x.position IS NULL
+                ORDER BY x.created_at, x.id
+                LIMIT p_max
+                FOR UPDATE SKIP LOCKED) u) s
+    WHERE e.id = s.id AND e.created_at = s.created_at;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie.events_since(after_position bigint DEFAULT 0, max_events int DEFAULT 100)
+RETURNS SETOF memmie.events
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._require(events_since.after_position, 'after_position');
+    IF events_since.max_events IS NULL OR events_since.max_events < 1 OR events_since.max_events > 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, got %', events_since.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._sequence_events();
+    RETURN QUERY SELECT * FROM memmie.events e
+                 WHERE e.position > events_since.after_position
+                 ORDER BY e.position
+                 LIMIT events_since.max_events;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Dispatch
+
+-- The (blob, provider) pairs provider p may process now: live blobs at their current version,
+-- of a type and size p accepts, not produced or last changed by p itself, above the derivation
+-- depth limit. p_blobs limits the blobs (NULL: all).
+CREATE FUNCTION memmie._matches(p memmie.providers, b memmie.blobs, v memmie.blob_versions)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT p.status = 'active'
+       AND b.deleted_at IS NULL AND NOT v.deleted AND v.version = b.version
+       AND b.created_by <> p.id AND v.created_by <> p.id
+       AND b.depth < memmie._max_derivation_depth()
+       AND memmie._provider_accepts(p, v.content_type, v.content_size)
+$$;
+
+CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    n int;
+BEGIN
+    IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
+       OR dispatch_events.max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', dispatch_events.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    WITH ev AS MATERIALIZED (
+        SELECT e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+        FROM memmie.events e
+        WHERE e.processed = false
+        ORDER BY e.created_at, e.id
+        LIMIT dispatch_events.max_events
+        FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE memmie.events e SET processed = true, processed_at = clock_timestamp()
+        FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
+        RETURNING 1
+    ), queued AS (
+        INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
+                                                processed_version, current_blob_version, input_size,
+                                                metadata)
+        SELECT DISTINCT ON (b.id, p.id) b.id, p.id, p.version, b.user_id, 'pending', v.version,
+               b.version, v.content_size,
+               jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type)
+        FROM ev
+        JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+        JOIN memmie.blob_versions v ON v.blob_id = b.id
+             AND v.version = (ev.payload ->> 'version')::int
+        JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+        WHERE memmie._matches(p, b, v)
+        ORDER BY b.id, p.id, ev.created_at
+        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM marked;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie._require_provider(p_provider text) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p memmie.providers;
+BEGIN
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = memmie._require(p_provider, 'provider_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider % does not exist', p_provider USING ERRCODE = 'P0002';
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p memmie.providers := memmie._require_provider(backfill.provider_id);
+    n int;
+BEGIN
+    IF p.status <> 'active' THEN
+        RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
+                                            processed_version, current_blob_version, input_size,
+                                            metadata)
+    SELECT b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version, v.content_size,
+           '{"backfill": true}'
+    FROM memmie.blobs b
+    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+    WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)
+    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p  memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b  memmie.blobs;
+    pr memmie.provider_processing;
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
+    IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
+                                            processed_version, current_blob_version, input_size,
+                                            metadata)
+    VALUES (b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version, b.content_size,
+            '{"reprocess": true}')
+    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+    RETURNING * INTO pr;
+    IF pr.id IS NOT NULL THEN
+        RETURN pr.id;
+    END IF;
+    -- processed at this version before: run it again (its job is queued anew)
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id);
+    UPDATE memmie.jobs j
+    SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0
+    WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
+    IF FOUND THEN
+        UPDATE memmie.provider_processing x
+        SET status = 'pending', provider_version = p.version, error_message = NULL,
+            completed_at = NULL, queued_at = clock_timestamp(),
+            metadata = x.metadata || '{"reprocess": true}'
+        WHERE x.id = pr.id;
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN pr.id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Results
+
+-- The processing, after locking its job: MM005 unless worker holds the job's lease.
+CREATE FUNCTION memmie._leased_processing(p_processing uuid, p_worker text)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql AS $$
+DECLARE
+    pr memmie.provider_processing;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(p_processing, 'processing_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id), p_worker);
+    RETURN pr;
+END
+$$;
+
+-- The bytes of an output child: "content" (text, or any other JSON value as its text) or
+-- "content_base64".
+CREATE FUNCTION memmie._child_bytes(c jsonb, i int) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF c ? 'content' AND c ? 'content_base64' THEN
+        RAISE EXCEPTION 'outputs.children[%] has both content and content_base64', i USING ERRCODE = '22023';
+    ELSIF jsonb_typeof(c -> 'content_base64') = 'string' THEN
+        BEGIN
+            RETURN decode(c ->> 'content_base64', 'base64');
+        EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
+            RAISE EXCEPTION 'outputs.children[%].content_base64 is not valid base64', i USING ERRCODE = '22023';
+        END;
+    ELSIF jsonb_typeof(c -> 'content') = 'string' THEN
+        RETURN convert_to(c ->> 'content', 'UTF8');
+    ELSIF c ? 'content' AND jsonb_typeof(c -> 'content') <> 'null' THEN
+        RETURN convert_to((c -> 'content')::text, 'UTF8');
+    END IF;
+    RAISE EXCEPTION 'outputs.children[%] needs content or content_base64 (a string)', i USING ERRCODE = '22023';
+END
+$$;
+
+-- A new version of an existing derived child: new content, type, metadata and tags.
+CREATE FUNCTION memmie._rewrite_child(child memmie.blobs, p_content bytea, p_type text, p_meta jsonb,
+                                      p_tags text[], p_by text, p_caused_by uuid, p_caused_event jsonb)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(child);
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._check_mime(p_type);
+    new_s := memmie._with_content(old_s || jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
+                                  child.user_id, p_content, p_type);
+    PERFORM memmie._write_state(child, new_s, 'transform', memmie.jsonb_diff(old_s, new_s), p_by,
+                                p_caused_by, p_caused_event);
+    PERFORM memmie._check_quotas(child.user_id);
+    SELECT * INTO child FROM memmie.blobs x WHERE x.id = child.id;
+    RETURN child;
+END
+$$;
+
+CREATE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    pr        memmie.provider_processing;
+    j         memmie.jobs;
+    created   boolean;
+    p         memmie.providers;
+    b         memmie.blobs;
+    child     memmie.blobs;
+    c         jsonb;
+    i         int := 0;
+    k         int;
+    ttype     text;
+    caused_by uuid;
+    cause     jsonb;
+    d         memmie.deltas;
+    patch_id  uuid;
+    patch_err text;
+    out_ids   uuid[] := '{}';
+    out_size  bigint := 0;
+    content   bytea;
+    first_delta uuid;
+BEGIN
+    pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
+    j := memmie._lock_job(pr.job_id);
+    PERFORM memmie._require(complete_processing.outputs, 'outputs');
+    IF jsonb_typeof(complete_processing.outputs) <> 'object' THEN
+        RAISE EXCEPTION 'outputs must be a JSON object, got %', jsonb_typeof(complete_processing.outputs)
+            USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(complete_processing.outputs) key
+               WHERE key NOT IN ('children', 'patch', 'metadata')) THEN
+        RAISE EXCEPTION 'outputs may hold only "children", "patch" and "metadata"' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'children' AND jsonb_typeof(complete_processing.outputs -> 'children') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.children must be an array' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'patch' AND jsonb_typeof(complete_processing.outputs -> 'patch') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.patch must be a JSON Patch (an array of operations)' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = pr.provider_id;
+    IF p.output_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.output_schema, complete_processing.outputs,
+                                      format('output of provider %s', p.id));
+    END IF;
+
+    b := memmie._lock_blob(pr.blob_id);
+    IF b.deleted_at IS NOT NULL THEN
+        -- the input was deleted while it was processed: nothing to attach the outputs to
+        UPDATE memmie.provider_processing x
+        SET status = 'skipped', completed_at = clock_timestamp(),
+            error_message = format('blob %s was deleted before the processing completed', b.id)
+        WHERE x.id = pr.id;
+        PERFORM memmie._complete_job(j, jsonb_build_object('skipped', 'input deleted'));
+        RETURN;
+    END IF;
+    SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.version = pr.processed_version;
+    cause := jsonb_build_object('processing_id', pr.id, 'provider_id', p.id,
+                                'provider_version', pr.provider_version,
+                                'event_id', pr.metadata -> 'event_id',
+                                'event_type', pr.metadata -> 'event_type');
+
+    -- a patch of the input: recorded pending, then applied, or failed when it no longer applies
+    IF complete_processing.outputs ? 'patch' THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, caused_by_delta_id, caused_by_event, status)
+        VALUES (b.id, b.user_id, 'transform', p.id, complete_processing.outputs -> 'patch', b.version,
+                b.version + 1, caused_by, cause, 'pending')
+        RETURNING id INTO patch_id;
+        BEGIN
+            d := memmie._apply_patch(b, complete_processing.outputs -> 'patch', p.id, caused_by, cause,
+                                     patch_id);
+        EXCEPTION WHEN invalid_parameter_value OR SQLSTATE 'MM007' OR SQLSTATE 'MM002'
+                       OR program_limit_exceeded THEN
+            patch_err := SQLERRM;
+            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err WHERE x.id = patch_id;
+        END;
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    END IF;
+
+    -- children: a new derived blob each, or a new version of the child this provider derived
+    -- from this input before (matched by transform_type, in order)
+    FOR c IN SELECT x FROM jsonb_array_elements(coalesce(complete_processing.outputs -> 'children', '[]')) x LOOP
+        IF jsonb_typeof(c) <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%] must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_typeof(c -> 'content_type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].content_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'metadata' AND jsonb_typeof(c -> 'metadata') <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%].metadata must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'tags' AND (jsonb_typeof(c -> 'tags') <> 'array'
+                           OR jsonb_path_exists(c -> 'tags', '$[*] ? (@.type() != "string")')) THEN
+            RAISE EXCEPTION 'outputs.children[%].tags must be an array of strings', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'transform_type' AND jsonb_typeof(c -> 'transform_type') <> 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].transform_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        content := memmie._child_bytes(c, i);
+        ttype := memmie._check_transform(coalesce(c ->> 'transform_type', 'derived'));
+        -- the k-th child of this transform type in the outputs matches the k-th existing one
+        SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
+                                    WITH ORDINALITY o(x, n)
+        WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
+        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
+        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
+          AND cb.deleted_at IS NULL
+        ORDER BY cb.created_at, cb.id
+        OFFSET k LIMIT 1
+        FOR UPDATE OF cb;
+        created := NOT FOUND;
+        IF NOT created THEN
+            child := memmie._rewrite_child(child, content, c ->> 'content_type',
+                                           coalesce(c -> 'metadata', '{}'),
+                                           ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                           p.id, caused_by, cause);
+        ELSE
+            child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
+                                    coalesce(c -> 'metadata', '{}'),
+                                    ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                    caused_by, cause);
+        END IF;
+        UPDATE memmie.blob_edges e
+        SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
+                          || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
+                                                                  'child_version', child.version))
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id;
+        IF first_delta IS NULL THEN
+            first_delta := memmie._head_delta(child);
+        END IF;
+        out_ids := out_ids || child.id;
+        out_size := out_size + length(content);
+        i := i + 1;
+        RETURN NEXT child;
+    END LOOP;
+    IF d.id IS NOT NULL THEN
+        RETURN NEXT b;
+    END IF;
+
+    UPDATE memmie.provider_processing x
+    SET status = 'completed', completed_at = clock_timestamp(),
+        processing_time_ms = (extract(epoch FROM clock_timestamp() - x.started_at) * 1000)::int,
+        output_size = out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0),
+        output_blob_id = out_ids[1],
+        output_delta_id = coalesce(patch_id, first_delta),
+        current_blob_version = b.version,
+        error_message = patch_err,
+        metadata = x.metadata || jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
+                 || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
+                         ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
+                    END
+                 || coalesce(complete_processing.outputs -> 'metadata', '{}')
+    WHERE x.id = pr.id;
+    PERFORM memmie._complete_job(j, jsonb_build_object('output_blob_ids', to_jsonb(out_ids),
+                                                          'output_delta_id', patch_id));
+END
+$$;
+
+CREATE FUNCTION memmie.fail_processing(processing_id uuid, worker_id text, error text,
+                                       retryable boolean DEFAULT true)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+BEGIN
+    pr := memmie._leased_processing(fail_processing.processing_id, fail_processing.worker_id);
+    PERFORM memmie.fail_job(pr.job_id, fail_processing.worker_id, fail_processing.error,
+                            fail_processing.retryable);
+    SELECT * INTO pr FROM memmie.provider_processing x WHERE x.id = fail_processing.processing_id;
+    RETURN pr;
+END
+$$;

@@ -1,0 +1,216 @@
+-- Providers: the transformers that run outside the database. Every registered version is kept
+-- in provider_versions; providers holds the current one.
+
+-- A MIME type pattern of supported_types: "type/subtype", "type/*" or "*/*".
+CREATE FUNCTION memmie._check_mime_pattern(p text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p = '*/*' THEN
+        RETURN;
+    ELSIF p LIKE '%/*' THEN
+        PERFORM memmie._check_mime(left(p, -2) || '/x');
+    ELSE
+        PERFORM memmie._check_mime(p);
+    END IF;
+END
+$$;
+
+-- Whether provider p takes content of this type and size.
+CREATE FUNCTION memmie._provider_accepts(p memmie.providers, p_type text, p_size bigint)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p.max_input_size IS NULL OR p_size <= p.max_input_size)
+       AND (cardinality(p.supported_types) = 0
+            OR EXISTS (SELECT FROM unnest(p.supported_types) pat
+                       WHERE pat = '*/*'
+                          OR lower(pat) = lower(split_part(p_type, ';', 1))
+                          OR (pat LIKE '%/*'
+                              AND lower(left(pat, -1)) = lower(split_part(p_type, '/', 1)) || '/')))
+$$;
+
+-- The value of key k of a definition, checked against the JSON type it must have.
+CREATE FUNCTION memmie._def_field(def jsonb, k text, want text, required boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v jsonb := def -> k;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        IF required THEN
+            RAISE EXCEPTION 'provider definition needs "%"', k USING ERRCODE = '22023';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF want = 'schema' THEN
+        IF jsonb_typeof(v) NOT IN ('object', 'boolean') THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a JSON Schema (object or boolean), got %',
+                k, jsonb_typeof(v) USING ERRCODE = '22023';
+        END IF;
+        PERFORM memmie._check_json_schema(v, format('provider definition: "%s"', k));
+    ELSIF want = 'integer' THEN
+        IF jsonb_typeof(v) <> 'number' OR v::text !~ '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a non-negative integer, got %', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    ELSIF want = 'string' THEN
+        IF jsonb_typeof(v) <> 'string' OR v #>> '{}' = '' THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a non-empty string, got %', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    ELSIF jsonb_typeof(v) <> want THEN
+        RAISE EXCEPTION 'provider definition: "%" must be a JSON %, got %', k, want, jsonb_typeof(v)
+            USING ERRCODE = '22023';
+    END IF;
+    IF want = 'array' AND jsonb_path_exists(v, '$[*] ? (@.type() != "string")') THEN
+        RAISE EXCEPTION 'provider definition: "%" must be an array of strings', k USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- The definition as a providers row (validated; config checked against config_schema: MM004).
+CREATE FUNCTION memmie._provider_from_definition(def jsonb) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p       memmie.providers;
+    unknown text;
+    pat     text;
+BEGIN
+    IF def IS NULL OR jsonb_typeof(def) <> 'object' THEN
+        RAISE EXCEPTION 'provider definition must be a JSON object, got %', coalesce(jsonb_typeof(def), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', k), ', ' ORDER BY k) INTO unknown
+    FROM jsonb_object_keys(def) k
+    WHERE k NOT IN ('id', 'name', 'description', 'category', 'version', 'workflow_id', 'config',
+                    'trigger_events', 'supported_types', 'max_input_size', 'timeout_seconds',
+                    'input_schema', 'output_schema', 'config_schema', 'processing_rules', 'status',
+                    'author', 'license', 'documentation_url');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'provider definition has unknown keys: %', unknown USING ERRCODE = '22023';
+    END IF;
+    p.id := memmie._def_field(def, 'id', 'string', true) #>> '{}';
+    IF length(p.id) > 255 OR p.id = 'user' THEN
+        RAISE EXCEPTION 'invalid provider id "%": 1 to 255 characters, and not "user"', p.id
+            USING ERRCODE = '22023';
+    END IF;
+    p.name := memmie._def_field(def, 'name', 'string', true) #>> '{}';
+    p.version := memmie._def_field(def, 'version', 'string', true) #>> '{}';
+    IF length(p.name) > 255 OR length(p.version) > 50 THEN
+        RAISE EXCEPTION 'provider name (at most 255 characters) or version (at most 50) too long'
+            USING ERRCODE = '22023';
+    END IF;
+    p.description := memmie._def_field(def, 'description', 'string') #>> '{}';
+    p.category := memmie._def_field(def, 'category', 'string') #>> '{}';
+    p.workflow_id := memmie._def_field(def, 'workflow_id', 'string') #>> '{}';
+    p.author := memmie._def_field(def, 'author', 'string') #>> '{}';
+    p.license := memmie._def_field(def, 'license', 'string') #>> '{}';
+    p.documentation_url := memmie._def_field(def, 'documentation_url', 'string') #>> '{}';
+    IF length(p.category) > 100 OR length(p.workflow_id) > 255 OR length(p.author) > 255
+       OR length(p.license) > 100 THEN
+        RAISE EXCEPTION 'provider definition: a text field is too long' USING ERRCODE = '22023';
+    END IF;
+    p.config := coalesce(memmie._def_field(def, 'config', 'object'), '{}');
+    p.trigger_events := ARRAY(SELECT jsonb_array_elements_text(
+                                  coalesce(memmie._def_field(def, 'trigger_events', 'array'), '[]')));
+    p.supported_types := ARRAY(SELECT jsonb_array_elements_text(
+                                   coalesce(memmie._def_field(def, 'supported_types', 'array'), '[]')));
+    FOREACH pat IN ARRAY p.supported_types LOOP
+        PERFORM memmie._check_mime_pattern(pat);
+    END LOOP;
+    p.max_input_size := (memmie._def_field(def, 'max_input_size', 'integer') #>> '{}')::bigint;
+    p.timeout_seconds := coalesce((memmie._def_field(def, 'timeout_seconds', 'integer') #>> '{}')::bigint, 30);
+    IF p.timeout_seconds < 1 OR p.timeout_seconds > 86400 THEN
+        RAISE EXCEPTION 'provider definition: "timeout_seconds" must be between 1 and 86400, got %',
+            p.timeout_seconds USING ERRCODE = '22023';
+    END IF;
+    p.input_schema := memmie._def_field(def, 'input_schema', 'schema');
+    p.output_schema := memmie._def_field(def, 'output_schema', 'schema');
+    p.config_schema := memmie._def_field(def, 'config_schema', 'schema');
+    p.processing_rules := coalesce(memmie._def_field(def, 'processing_rules', 'object'), '{}');
+    IF p.processing_rules ? 'max_retries'
+       AND (p.processing_rules -> 'max_retries')::text !~ '^[0-9]{1,4}$' THEN
+        RAISE EXCEPTION 'provider definition: processing_rules.max_retries must be an integer from 0 to 9999'
+            USING ERRCODE = '22023';
+    END IF;
+    p.status := coalesce(memmie._def_field(def, 'status', 'string') #>> '{}', 'active');
+    IF p.status NOT IN ('active', 'inactive', 'deprecated') THEN
+        RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated', p.status
+            USING ERRCODE = '22023';
+    END IF;
+    IF p.config_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.config_schema, p.config, format('config of provider %s', p.id));
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION memmie.register_provider(definition jsonb) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p     memmie.providers := memmie._provider_from_definition(definition);
+    known jsonb;
+    cur   memmie.providers;
+BEGIN
+    -- one registration of an id at a time
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.provider:' || p.id, 0));
+    SELECT v.definition INTO known FROM memmie.provider_versions v
+    WHERE v.provider_id = p.id AND v.version = p.version;
+    IF FOUND THEN
+        IF known IS DISTINCT FROM definition THEN
+            RAISE EXCEPTION 'version % of provider % is already registered with another definition', p.version, p.id
+                USING ERRCODE = '22023', HINT = 'register the changed definition under a new version';
+        END IF;
+    END IF;
+    SELECT * INTO cur FROM memmie.providers x WHERE x.id = p.id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO memmie.providers (id, name, description, category, version, workflow_id, config,
+                                      trigger_events, supported_types, max_input_size,
+                                      timeout_seconds, input_schema, output_schema, config_schema,
+                                      processing_rules, status, author, license, documentation_url)
+        VALUES (p.id, p.name, p.description, p.category, p.version, p.workflow_id, p.config,
+                p.trigger_events, p.supported_types, p.max_input_size, p.timeout_seconds,
+                p.input_schema, p.output_schema, p.config_schema, p.processing_rules, p.status,
+                p.author, p.license, p.documentation_url)
+        RETURNING * INTO cur;
+    ELSIF known IS NULL OR cur.version <> p.version THEN
+        UPDATE memmie.providers x
+        SET name = p.name, description = p.description, category = p.category, version = p.version,
+            workflow_id = p.workflow_id, config = p.config, trigger_events = p.trigger_events,
+            supported_types = p.supported_types, max_input_size = p.max_input_size,
+            timeout_seconds = p.timeout_seconds, input_schema = p.input_schema,
+            output_schema = p.output_schema, config_schema = p.config_schema,
+            processing_rules = p.processing_rules, status = p.status, author = p.author,
+            license = p.license, documentation_url = p.documentation_url
+        WHERE x.id = p.id
+        RETURNING * INTO cur;
+    END IF;
+    IF known IS NULL THEN
+        INSERT INTO memmie.provider_versions (provider_id, version, definition)
+        VALUES (p.id, p.version, definition);
+    END IF;
+    RETURN cur;
+END
+$$;
+
+CREATE FUNCTION memmie.set_provider_status(provider_id text, status text) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p memmie.providers;
+BEGIN
+    PERFORM memmie._require(set_provider_status.provider_id, 'provider_id');
+    IF set_provider_status.status IS NULL
+       OR set_provider_status.status NOT IN ('active', 'inactive', 'deprecated') THEN
+        RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated',
+            set_provider_status.status USING ERRCODE = '22023';
+    END IF;
+    UPDATE memmie.providers x SET status = set_provider_status.status
+    WHERE x.id = set_provider_status.provider_id
+    RETURNING * INTO p;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider % does not exist', set_provider_status.provider_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN p;
+END
+$$;
