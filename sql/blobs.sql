@@ -209,11 +209,12 @@ BEGIN
                                       content_type, metadata, tags, deleted, delta_id, created_by)
     VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
             b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
-    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload)
+    -- clock time, not transaction time: events of one transaction keep the order they happened in
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES (p_event_type, b.id, 'blob', b.user_id,
             jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', d.id,
                                'operation', p_operation, 'content_type', b.content_type,
-                               'created_by', p_provider))
+                               'created_by', p_provider), clock_timestamp())
     RETURNING id INTO event_id;
     PERFORM pg_notify('memmie_events', event_id::text);
     RETURN d;
@@ -533,11 +534,11 @@ BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
     b := memmie._lock_blob(delete_blob.blob_id);
     IF delete_blob.hard THEN
-        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload)
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
         VALUES ('blob.deleted', b.id, 'blob', b.user_id,
                 jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
                                    'operation', 'delete', 'content_type', b.content_type,
-                                   'created_by', b.created_by, 'hard', true))
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
         RETURNING id INTO event_id;
         PERFORM pg_notify('memmie_events', event_id::text);
         DELETE FROM memmie.blobs x WHERE x.id = b.id;

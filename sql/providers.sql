@@ -7,6 +7,9 @@ LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF p = '*/*' THEN
         RETURN;
+    ELSIF strpos(rtrim(p, '*'), '*') > 0 OR (p LIKE '%*' AND p NOT LIKE '%/*') THEN
+        RAISE EXCEPTION 'invalid content type pattern "%": expected type/subtype, type/* or */*', p
+            USING ERRCODE = '22023';
     ELSIF p LIKE '%/*' THEN
         PERFORM memmie._check_mime(left(p, -2) || '/x');
     ELSE

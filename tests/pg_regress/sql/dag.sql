@@ -1,0 +1,92 @@
+-- The provenance DAG: derive_blob, add_edge (cycles, users), ancestors, descendants, lineage,
+-- dag_stats.
+BEGIN;
+CREATE TEMP TABLE n (name text PRIMARY KEY, id uuid UNIQUE);
+INSERT INTO n SELECT 'root', (memmie.create_blob('00000000-0000-0000-0000-0000000000d1', 'root', 'text/plain')).id;
+INSERT INTO n SELECT 'side', (memmie.create_blob('00000000-0000-0000-0000-0000000000d1', 'side', 'text/plain')).id;
+INSERT INTO n SELECT 'other', (memmie.create_blob('00000000-0000-0000-0000-0000000000d2', 'other user', 'text/plain')).id;
+
+-- A derived blob: owned by the parents' user, parent/root/depth from the first parent, one
+-- edge per parent, a transform delta caused by the first parent's current version.
+INSERT INTO n SELECT 'a', (memmie.derive_blob(ARRAY[(SELECT id FROM n WHERE name = 'root')], 'summarizer', 'summary',
+                                              'short', 'text/plain', '{"title": "A"}', '{s}')).id;
+INSERT INTO n SELECT 'm', (memmie.derive_blob(ARRAY[(SELECT id FROM n WHERE name = 'a'), (SELECT id FROM n WHERE name = 'side')],
+                                              'merger', 'merge', 'merged', 'text/plain')).id;
+SELECT nb.name, b.user_id, b.depth, p.name AS parent, r.name AS root, b.created_by, b.metadata, b.tags
+FROM memmie.blobs b JOIN n nb ON nb.id = b.id
+LEFT JOIN n p ON p.id = b.parent_blob_id LEFT JOIN n r ON r.id = b.root_blob_id
+WHERE nb.name IN ('a', 'm') ORDER BY nb.name;
+SELECT pn.name AS parent, cn.name AS child, e.provider_id, e.transform_type, e.version_map
+FROM memmie.blob_edges e JOIN n pn ON pn.id = e.parent_blob_id JOIN n cn ON cn.id = e.child_blob_id
+ORDER BY 1, 2;
+SELECT nb.name, d.operation, d.provider_id, d.from_version, d.to_version, d.status,
+       d.caused_by_delta_id = (SELECT v.delta_id FROM memmie.blob_versions v JOIN n ON n.id = v.blob_id
+                               WHERE (n.name = 'root' AND nb.name = 'a') OR (n.name = 'a' AND nb.name = 'm')) AS caused_by_parent
+FROM memmie.deltas d JOIN n nb ON nb.id = d.blob_id WHERE nb.name IN ('a', 'm') ORDER BY 1;
+SELECT e.event_type, e.payload ->> 'operation' AS operation, e.payload ->> 'created_by' AS created_by
+FROM memmie.events e JOIN n ON n.id = e.aggregate_id WHERE n.name = 'm';
+-- an explicit cause
+INSERT INTO n SELECT 'c', (memmie.derive_blob(ARRAY[(SELECT id FROM n WHERE name = 'm')], 'p', 't', 'c', 'text/plain',
+                           caused_by_delta_id => (SELECT v.delta_id FROM memmie.blob_versions v JOIN n ON n.id = v.blob_id WHERE n.name = 'side'))).id;
+SELECT d.caused_by_delta_id = (SELECT v.delta_id FROM memmie.blob_versions v JOIN n ON n.id = v.blob_id WHERE n.name = 'side') AS explicit_cause
+FROM memmie.deltas d JOIN n ON n.id = d.blob_id WHERE n.name = 'c';
+
+-- derive_blob refuses bad input, and leaves nothing behind
+SELECT count(*) AS blobs_before FROM memmie.blobs;
+SELECT t.err($$SELECT memmie.derive_blob('{}', 'p', 't', 'x', 'text/plain')$$) AS no_parents;
+SELECT t.err($$SELECT memmie.derive_blob(NULL, 'p', 't', 'x', 'text/plain')$$) AS null_parents;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid, NULL], 'p', 't', 'x', 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_parent;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid, %L::uuid], 'p', 't', 'x', 'text/plain')$$,
+                    (SELECT id FROM n WHERE name = 'root'), (SELECT id FROM n WHERE name = 'root'))) AS repeated_parent;
+SELECT t.err($$SELECT memmie.derive_blob(ARRAY['00000000-0000-0000-0000-00000000dead'::uuid], 'p', 't', 'x', 'text/plain')$$) AS missing_parent;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid, %L::uuid], 'p', 't', 'x', 'text/plain')$$,
+                    (SELECT id FROM n WHERE name = 'root'), (SELECT id FROM n WHERE name = 'other'))) AS parents_of_two_users;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS bad_mime;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], '', 't', 'x', 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS empty_provider;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', NULL, 'x', 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_transform;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', NULL, 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_content;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text/plain', '[1]')$$, (SELECT id FROM n WHERE name = 'root'))) AS array_metadata;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text/plain', caused_by_delta_id => '00000000-0000-0000-0000-00000000dead')$$,
+                    (SELECT id FROM n WHERE name = 'root'))) AS missing_cause;
+SELECT count(*) AS blobs_after FROM memmie.blobs;
+
+-- add_edge: a new edge, idempotent; cycles (also through several edges) are refused with MM003
+SELECT (memmie.add_edge((SELECT id FROM n WHERE name = 'side'), (SELECT id FROM n WHERE name = 'c'), 'linker', 'cites', '{"why": "test"}')).metadata;
+SELECT (memmie.add_edge((SELECT id FROM n WHERE name = 'side'), (SELECT id FROM n WHERE name = 'c'), 'linker', 'cites', '{"other": 1}')).metadata AS same_edge_again;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, %L, 'p', 't')$$, (SELECT id FROM n WHERE name = 'c'), (SELECT id FROM n WHERE name = 'root'))) AS cycle;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, %L, 'p', 't')$$, (SELECT id FROM n WHERE name = 'm'), (SELECT id FROM n WHERE name = 'a'))) AS two_node_cycle;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, %L, 'p', 't')$$, (SELECT id FROM n WHERE name = 'a'), (SELECT id FROM n WHERE name = 'a'))) AS self_edge;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, %L, 'p', 't')$$, (SELECT id FROM n WHERE name = 'root'), (SELECT id FROM n WHERE name = 'other'))) AS other_users_blob;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, '00000000-0000-0000-0000-00000000dead', 'p', 't')$$, (SELECT id FROM n WHERE name = 'root'))) AS missing_child;
+SELECT t.err(format($$SELECT memmie.add_edge(NULL, %L, 'p', 't')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_parent;
+SELECT t.err(format($$SELECT memmie.add_edge(%L, %L, 'p', 't', '"x"')$$, (SELECT id FROM n WHERE name = 'root'), (SELECT id FROM n WHERE name = 'side'))) AS scalar_metadata;
+SELECT count(*) AS edges FROM memmie.blob_edges;
+
+-- Traversal: every node once, at its shortest depth (c is reached via m and via side)
+SELECT n.name, d.depth FROM memmie.descendants((SELECT id FROM n WHERE name = 'root')) d JOIN n ON n.id = d.blob_id ORDER BY 2, 1;
+SELECT n.name, d.depth FROM memmie.descendants((SELECT id FROM n WHERE name = 'root'), 2) d JOIN n ON n.id = d.blob_id ORDER BY 2, 1;
+SELECT n.name, a.depth FROM memmie.ancestors((SELECT id FROM n WHERE name = 'c')) a JOIN n ON n.id = a.blob_id ORDER BY 2, 1;
+SELECT n.name, a.depth FROM memmie.ancestors((SELECT id FROM n WHERE name = 'c'), 1) a JOIN n ON n.id = a.blob_id ORDER BY 2, 1;
+SELECT count(*) AS none FROM memmie.descendants((SELECT id FROM n WHERE name = 'c'), 0);
+SELECT t.err($$SELECT memmie.descendants('00000000-0000-0000-0000-00000000dead')$$) AS missing_blob;
+SELECT t.err($$SELECT memmie.ancestors(NULL)$$) AS null_blob;
+SELECT t.err(format($$SELECT memmie.ancestors(%L, -1)$$, (SELECT id FROM n WHERE name = 'c'))) AS negative_depth;
+
+-- lineage: the blob, its ancestors (negative depth) and descendants, and the edges between them
+SELECT n.name, (x ->> 'depth')::int AS depth, x ->> 'created_by' AS created_by
+FROM jsonb_array_elements(memmie.lineage((SELECT id FROM n WHERE name = 'm')) -> 'nodes') x
+JOIN n ON n.id = (x ->> 'blob_id')::uuid ORDER BY 2, 1;
+SELECT pn.name AS parent, cn.name AS child, x ->> 'provider_id' AS provider, x ->> 'transform_type' AS transform
+FROM jsonb_array_elements(memmie.lineage((SELECT id FROM n WHERE name = 'm')) -> 'edges') x
+JOIN n pn ON pn.id = (x ->> 'parent_blob_id')::uuid JOIN n cn ON cn.id = (x ->> 'child_blob_id')::uuid ORDER BY 1, 2;
+SELECT memmie.lineage((SELECT id FROM n WHERE name = 'other')) -> 'edges' AS lone_blob_edges;
+SELECT t.err($$SELECT memmie.lineage('00000000-0000-0000-0000-00000000dead')$$) AS missing_blob;
+
+-- dag_stats: the root included at level 0
+SELECT * FROM memmie.dag_stats((SELECT id FROM n WHERE name = 'root'));
+SELECT * FROM memmie.dag_stats((SELECT id FROM n WHERE name = 'c'));
+
+-- Hard-deleting a blob removes its edges; m and c keep their other parents.
+SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'side'), true);
+SELECT n.name, d.depth FROM memmie.descendants((SELECT id FROM n WHERE name = 'root')) d JOIN n ON n.id = d.blob_id ORDER BY 2, 1;
+ROLLBACK;
