@@ -2,7 +2,8 @@
 -- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
 
 -- ---------------------------------------------------------------------------------------------
--- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess).
+-- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess). The
+-- job's id is the processing's id; the inserts set job_id to it (CHECK processing_job_id).
 CREATE FUNCTION memmie._processing_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -131,19 +132,21 @@ BEGIN
         FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
         RETURNING 1
     ), queued AS (
-        INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
-                                                processed_version, current_blob_version, input_size,
-                                                metadata)
-        SELECT DISTINCT ON (b.id, p.id) b.id, p.id, p.version, b.user_id, 'pending', v.version,
-               b.version, v.content_size,
-               jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type)
-        FROM ev
-        JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
-        JOIN memmie.blob_versions v ON v.blob_id = b.id
-             AND v.version = (ev.payload ->> 'version')::int
-        JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
-        WHERE memmie._matches(p, b, v)
-        ORDER BY b.id, p.id, ev.created_at
+        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                                user_id, status, processed_version,
+                                                current_blob_version, input_size, metadata)
+        SELECT c.id, c.id::text, c.blob_id, c.provider_id, c.provider_version, c.user_id, 'pending',
+               c.version, c.version, c.content_size, c.metadata
+        FROM (SELECT DISTINCT ON (b.id, p.id) gen_random_uuid() AS id, b.id AS blob_id,
+                     p.id AS provider_id, p.version AS provider_version, b.user_id, v.version,
+                     v.content_size, jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+              FROM ev
+              JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+              JOIN memmie.blob_versions v ON v.blob_id = b.id
+                   AND v.version = (ev.payload ->> 'version')::int
+              JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+              WHERE memmie._matches(p, b, v)
+              ORDER BY b.id, p.id, ev.created_at) c
         ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
         RETURNING 1
     )
@@ -175,14 +178,15 @@ BEGIN
     IF p.status <> 'active' THEN
         RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
     END IF;
-    INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
-                                            processed_version, current_blob_version, input_size,
-                                            metadata)
-    SELECT b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version, v.content_size,
-           '{"backfill": true}'
-    FROM memmie.blobs b
-    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
-    WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)
+    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                            user_id, status, processed_version,
+                                            current_blob_version, input_size, metadata)
+    SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version, c.version,
+           c.content_size, '{"backfill": true}'
+    FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
+          FROM memmie.blobs b
+          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+          WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
     ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -201,14 +205,14 @@ BEGIN
     IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
         RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
     END IF;
-    INSERT INTO memmie.provider_processing (blob_id, provider_id, provider_version, user_id, status,
-                                            processed_version, current_blob_version, input_size,
-                                            metadata)
-    VALUES (b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version, b.content_size,
-            '{"reprocess": true}')
-    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
-    RETURNING * INTO pr;
-    IF pr.id IS NOT NULL THEN
+    pr.id := gen_random_uuid();
+    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                            user_id, status, processed_version,
+                                            current_blob_version, input_size, metadata)
+    VALUES (pr.id, pr.id::text, b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version,
+            b.content_size, '{"reprocess": true}')
+    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
+    IF FOUND THEN
         RETURN pr.id;
     END IF;
     -- processed at this version before: run it again (its job is queued anew)

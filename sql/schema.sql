@@ -232,8 +232,7 @@ CREATE TABLE memmie.provider_processing (
     current_blob_version integer,
     output_blob_id       uuid REFERENCES memmie.blobs (id) ON DELETE SET NULL,
     output_delta_id      uuid,
-    -- The job that runs this processing has the processing's id (see sql/pipeline.sql).
-    job_id               varchar(255) GENERATED ALWAYS AS (id::text) STORED,
+    job_id               varchar(255),
     attempt_count        integer NOT NULL DEFAULT 0,
     error_message        text,
     processing_time_ms   integer,
@@ -251,6 +250,9 @@ CREATE TABLE memmie.provider_processing (
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
     CONSTRAINT unique_processing UNIQUE (blob_id, provider_id, processed_version)
 );
+-- The job that runs a processing has the processing's id (see sql/pipeline.sql).
+ALTER TABLE memmie.provider_processing
+    ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
 CREATE INDEX idx_processing_blob ON memmie.provider_processing (blob_id);
 CREATE INDEX idx_processing_provider ON memmie.provider_processing (provider_id);
 CREATE INDEX idx_processing_status ON memmie.provider_processing (status)

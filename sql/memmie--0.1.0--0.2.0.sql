@@ -1,0 +1,1554 @@
+-- memmie 0.1.0 -> 0.2.0: the provenance DAG, providers, jobs with leases, the provider pipeline.
+-- Run by ALTER EXTENSION memmie UPDATE TO '0.2.0'. tests/upgrade checks that the result equals
+-- a fresh 0.2.0 install, object by object.
+\echo Use "ALTER EXTENSION memmie UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables
+
+ALTER TABLE memmie.blob_edges
+    ADD COLUMN version_map jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(version_map) = 'array');
+
+ALTER TABLE memmie.events ADD COLUMN position bigint;
+CREATE INDEX idx_events_position ON memmie.events (position) WHERE position IS NOT NULL;
+CREATE INDEX idx_events_unsequenced ON memmie.events (created_at) WHERE position IS NULL;
+CREATE SEQUENCE memmie.event_position_seq AS bigint;
+SELECT pg_catalog.pg_extension_config_dump('memmie.event_position_seq', '');
+
+-- 0.1.0 had no way to hand out jobs: a job someone marked running holds no lease, so it goes back
+-- to the queue (the new CHECK needs a holder for every running job).
+UPDATE memmie.jobs SET status = 'queued' WHERE status = 'running';
+ALTER TABLE memmie.jobs
+    ADD COLUMN worker_id varchar(255),
+    ADD COLUMN lease_expires_at timestamptz,
+    ADD COLUMN lease_duration interval,
+    ADD COLUMN heartbeat_at timestamptz,
+    ADD COLUMN run_after timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ADD CONSTRAINT running_has_lease CHECK (status <> 'running'
+        OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL));
+CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at) WHERE status = 'queued';
+CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
+
+-- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are
+-- kept in metadata.
+UPDATE memmie.provider_processing
+SET metadata = metadata || jsonb_build_object('external_job_id', job_id), job_id = NULL
+WHERE job_id IS NOT NULL AND job_id <> id::text;
+ALTER TABLE memmie.provider_processing
+    ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Native functions new in 0.2.0
+
+-- memmie::json_schema::_check_json_schema
+CREATE  FUNCTION "_check_json_schema"(
+	"schema" jsonb, /* JsonbArg */
+	"what" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_json_schema_wrapper';
+
+-- memmie::guc::_max_derivation_depth
+CREATE  FUNCTION "_max_derivation_depth"() RETURNS INT /* i32 */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'max_derivation_depth_wrapper';
+
+-- memmie::json_schema::_validate_json
+CREATE  FUNCTION "_validate_json"(
+	"schema" jsonb, /* JsonbArg */
+	"doc" jsonb, /* JsonbArg */
+	"what" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'validate_json_wrapper';
+
+-- memmie::dag::_would_cycle
+CREATE  FUNCTION "_would_cycle"(
+	"parent" uuid, /* Uuid */
+	"child" uuid /* Uuid */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'would_cycle_wrapper';
+
+-- memmie::dag::ancestors
+CREATE  FUNCTION "ancestors"(
+	"blob_id" uuid, /* Option < Uuid > */
+	"max_depth" INT DEFAULT NULL /* Option < i32 > */
+) RETURNS TABLE (
+	"blob_id" uuid,  /* Uuid */
+	"depth" INT  /* i32 */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ancestors_wrapper';
+
+-- memmie::dag::descendants
+CREATE  FUNCTION "descendants"(
+	"blob_id" uuid, /* Option < Uuid > */
+	"max_depth" INT DEFAULT NULL /* Option < i32 > */
+) RETURNS TABLE (
+	"blob_id" uuid,  /* Uuid */
+	"depth" INT  /* i32 */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'descendants_wrapper';
+
+-- ---------------------------------------------------------------------------------------------
+-- Blob functions changed in 0.2.0 (sql/blobs.sql): two internal ones gained a parameter.
+DROP FUNCTION memmie._record_version(memmie.blobs, text, jsonb, text, uuid, jsonb, text);
+DROP FUNCTION memmie._write_state(memmie.blobs, jsonb, text, jsonb, text, uuid, jsonb);
+
+
+-- Records version b.version of blob b (whose head row is already written): its blob_versions
+-- row, its delta and its event. Returns the delta.
+CREATE OR REPLACE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
+                                       p_provider text, p_caused_by uuid DEFAULT NULL,
+                                       p_caused_event jsonb DEFAULT NULL,
+                                       p_event_type text DEFAULT 'blob.updated',
+                                       p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    d        memmie.deltas;
+    prev     uuid;
+    event_id uuid;
+BEGIN
+    IF b.version > 1 THEN
+        SELECT v.delta_id INTO prev FROM memmie.blob_versions v
+        WHERE v.blob_id = b.id AND v.version = b.version - 1;
+    END IF;
+    IF p_pending_delta IS NULL THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
+                                   status, applied_at)
+        VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
+                p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
+        RETURNING * INTO d;
+    ELSE
+        -- a delta recorded as pending (complete_processing) is now applied
+        UPDATE memmie.deltas x
+        SET operation = p_operation, provider_id = p_provider, patch = p_patch,
+            from_version = b.version - 1, to_version = b.version, previous_delta_id = prev,
+            caused_by_delta_id = p_caused_by, caused_by_event = p_caused_event,
+            status = 'applied', applied_at = CURRENT_TIMESTAMP
+        WHERE x.id = p_pending_delta AND x.blob_id = b.id
+        RETURNING * INTO d;
+    END IF;
+    INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
+                                      content_type, metadata, tags, deleted, delta_id, created_by)
+    VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
+            b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    -- clock time, not transaction time: events of one transaction keep the order they happened in
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES (p_event_type, b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', d.id,
+                               'operation', p_operation, 'content_type', b.content_type,
+                               'created_by', p_provider), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    RETURN d;
+END
+$$;
+
+-- Writes state s as the next version of blob b: the head row, then _record_version.
+CREATE OR REPLACE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p_patch jsonb,
+                                    p_provider text, p_caused_by uuid DEFAULT NULL,
+                                    p_caused_event jsonb DEFAULT NULL,
+                                    p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    nb         memmie.blobs;
+    event_type text := 'blob.updated';
+BEGIN
+    UPDATE memmie.blobs
+    SET content_hash = s ->> 'content_hash',
+        content_size = (s ->> 'content_size')::bigint,
+        content_type = s ->> 'content_type',
+        metadata     = s -> 'metadata',
+        tags         = ARRAY(SELECT jsonb_array_elements_text(s -> 'tags')),
+        version      = b.version + 1,
+        deleted_at   = CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END
+    WHERE id = b.id
+    RETURNING * INTO nb;
+    IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
+        event_type := 'blob.deleted';
+    END IF;
+    RETURN memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
+                                  p_caused_event, event_type, p_pending_delta);
+END
+$$;
+
+-- Validates and writes a new blob (version 1) with an edge from `parent` when given.
+CREATE OR REPLACE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
+                                    p_tags text[], parent memmie.blobs, p_by text,
+                                    p_operation text, p_transform text,
+                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    s jsonb;
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_content, 'content');
+    PERFORM memmie._check_mime(p_type);
+    PERFORM memmie._require(p_meta, 'metadata');
+    PERFORM memmie._require(p_tags, 'tags');
+    IF jsonb_typeof(p_meta) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, got %', jsonb_typeof(p_meta) USING ERRCODE = '22023';
+    END IF;
+    IF array_position(p_tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    s := memmie._with_content(jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
+                              p_user, p_content, p_type);
+    INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
+                              parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
+    VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
+            parent.id, coalesce(parent.root_blob_id, parent.id), coalesce(parent.depth + 1, 0),
+            p_by, p_meta, p_tags)
+    RETURNING * INTO b;
+    IF parent.id IS NOT NULL THEN
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                       version_map)
+        VALUES (parent.id, b.id, p_by, p_transform,
+                jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                     'child_version', 1)));
+    END IF;
+    PERFORM memmie._record_version(b, p_operation,
+        jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
+        p_by, p_caused_by, p_caused_event, 'blob.created');
+    PERFORM memmie._check_quotas(p_user);
+    RETURN b;
+END
+$$;
+
+-- A live blob of p_user, share-locked (it must not be deleted under a new child): P0002 otherwise.
+CREATE OR REPLACE FUNCTION memmie._live_parent(p_parent uuid, p_user uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    parent memmie.blobs;
+BEGIN
+    SELECT * INTO parent FROM memmie.blobs b
+    WHERE b.id = p_parent AND b.user_id = p_user AND b.deleted_at IS NULL
+    FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent blob % does not exist', p_parent USING ERRCODE = 'P0002';
+    END IF;
+    RETURN parent;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type text,
+                                   metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
+                                   parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_user uuid := memmie._require(create_blob.user_id, 'user_id');
+    p_by   text := memmie._check_provider(create_blob.created_by);
+    parent memmie.blobs;
+BEGIN
+    PERFORM memmie._require(create_blob.content_type, 'content_type');
+    PERFORM memmie._check_mime(create_blob.content_type);
+    PERFORM memmie._lock_user(p_user);
+    IF create_blob.parent_blob_id IS NOT NULL THEN
+        parent := memmie._live_parent(create_blob.parent_blob_id, p_user);
+    END IF;
+    RETURN memmie._insert_blob(p_user, create_blob.content, create_blob.content_type,
+                               create_blob.metadata, create_blob.tags, parent, p_by, 'create',
+                               'derived');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.apply_delta(blob_id uuid, patch jsonb, expected_version int DEFAULT NULL,
+                                   provider_id text DEFAULT 'user',
+                                   caused_by_delta_id uuid DEFAULT NULL,
+                                   caused_by_event jsonb DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_patch  jsonb := memmie._require(apply_delta.patch, 'patch');
+    p_by     text  := memmie._check_provider(apply_delta.provider_id);
+    b        memmie.blobs;
+BEGIN
+    b := memmie._lock_blob(apply_delta.blob_id);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, apply_delta.expected_version);
+    IF apply_delta.caused_by_delta_id IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = apply_delta.caused_by_delta_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', apply_delta.caused_by_delta_id USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
+                               apply_delta.caused_by_event);
+END
+$$;
+
+-- Applies a JSON Patch to the state of blob b (locked, live) as its next version.
+CREATE OR REPLACE FUNCTION memmie._apply_patch(b memmie.blobs, p_patch jsonb, p_by text, p_caused_by uuid,
+                                    p_caused_event jsonb, p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s    jsonb;
+    user_s   jsonb;
+    new_s    jsonb;
+    new_type text;
+    d        memmie.deltas;
+BEGIN
+    old_s := memmie._head_state(b);
+    user_s := memmie._next_state(old_s::text, p_patch::text)::jsonb;
+    new_s := user_s;
+    new_type := user_s ->> 'content_type';
+    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' THEN
+        -- became a JSON type: its bytes must be JSON
+        new_s := user_s || jsonb_build_object('content',
+                     memmie._json_from_bytes(memmie.get_content(b.content_hash))::jsonb);
+    ELSIF user_s ? 'content' AND (user_s -> 'content') IS DISTINCT FROM (old_s -> 'content') THEN
+        new_s := memmie._with_content(user_s, b.user_id,
+                                      convert_to((user_s -> 'content')::text, 'UTF8'), new_type);
+    END IF;
+    -- The stored patch is the caller's operations plus those that keep the derived fields in
+    -- step, so that replaying the deltas alone rebuilds every version.
+    d := memmie._write_state(b, new_s, memmie._operation(p_by),
+                             p_patch || memmie.jsonb_diff(user_s, new_s), p_by,
+                             p_caused_by, p_caused_event, p_pending_delta);
+    PERFORM memmie._check_quotas(b.user_id);
+    RETURN d;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.update_content(blob_id uuid, content bytea, content_type text DEFAULT NULL,
+                                      expected_version int DEFAULT NULL,
+                                      provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(update_content.provider_id);
+    b     memmie.blobs;
+BEGIN
+    PERFORM memmie._require(update_content.content, 'content');
+    IF update_content.content_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(update_content.content_type);
+    END IF;
+    b := memmie._lock_blob(update_content.blob_id);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, update_content.expected_version);
+    RETURN memmie._replace_content(b, update_content.content, update_content.content_type, p_by);
+END
+$$;
+
+-- Writes new content (and type, when given) as the next version of blob b (locked, live).
+CREATE OR REPLACE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
+                                        p_caused_by uuid DEFAULT NULL,
+                                        p_caused_event jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(b);
+    new_s jsonb;
+BEGIN
+    new_s := memmie._with_content(old_s, b.user_id, p_content, coalesce(p_type, b.content_type));
+    PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
+                                memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+    END IF;
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/dag.sql (new in 0.2.0)
+
+
+-- The provenance DAG: derived blobs, edges, lineage. Traversal itself is native (src/dag.rs:
+-- descendants, ancestors, _would_cycle).
+--
+-- Edges never cross users, so a cycle can only be closed inside one user's blobs; every edge
+-- change takes the user's lock first (_lock_user_dag), so two sessions adding A->B and B->A
+-- at once are checked one after the other.
+
+-- The user's row lock for DAG changes. It is an UPDATE, not only a row lock, so that under
+-- REPEATABLE READ the second of two concurrent edge writers fails with a serialization error
+-- instead of checking for cycles in a snapshot that misses the first one's edge.
+CREATE FUNCTION memmie._lock_user_dag(p_user uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM memmie._lock_user(p_user);
+    UPDATE memmie.user_contexts SET updated_at = CURRENT_TIMESTAMP WHERE user_id = p_user;
+END
+$$;
+
+-- The delta that made the current version of blob b.
+CREATE FUNCTION memmie._head_delta(b memmie.blobs) RETURNS uuid
+LANGUAGE sql STABLE AS $$
+    SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version
+$$;
+
+CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._check_transform(p_transform text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_transform IS NULL OR btrim(p_transform) = '' OR length(p_transform) > 255 THEN
+        RAISE EXCEPTION 'invalid transform_type "%": expected 1 to 255 characters', p_transform
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN p_transform;
+END
+$$;
+
+-- A new blob derived from one or more parents (all of one user), with one edge per parent.
+CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_content bytea,
+                               p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
+                               p_caused_event jsonb)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    first   memmie.blobs;
+    parent  memmie.blobs;
+    b       memmie.blobs;
+    p_user  uuid;
+BEGIN
+    PERFORM memmie._check_provider(p_by);
+    PERFORM memmie._check_transform(p_transform);
+    IF p_parents IS NULL OR cardinality(p_parents) = 0 THEN
+        RAISE EXCEPTION 'parent_blob_ids must name at least one blob' USING ERRCODE = '22023';
+    END IF;
+    IF array_position(p_parents, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'parent_blob_ids must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT count(DISTINCT x) FROM unnest(p_parents) x) <> cardinality(p_parents) THEN
+        RAISE EXCEPTION 'parent_blob_ids must not repeat a blob' USING ERRCODE = '22023';
+    END IF;
+    SELECT x.user_id INTO p_user FROM memmie.blobs x WHERE x.id = p_parents[1];
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent blob % does not exist', p_parents[1] USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._lock_user_dag(p_user);
+    first := memmie._live_parent(p_parents[1], p_user);
+    FOR i IN 2 .. cardinality(p_parents) LOOP
+        PERFORM memmie._live_parent(p_parents[i], p_user);
+    END LOOP;
+    PERFORM memmie._check_delta_exists(p_caused_by);
+    b := memmie._insert_blob(p_user, p_content, p_type, coalesce(p_meta, '{}'), coalesce(p_tags, '{}'),
+                             first, p_by, 'transform', p_transform,
+                             coalesce(p_caused_by, memmie._head_delta(first)), p_caused_event);
+    FOR i IN 2 .. cardinality(p_parents) LOOP
+        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i];
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                       version_map)
+        VALUES (parent.id, b.id, p_by, p_transform,
+                jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                     'child_version', 1)));
+    END LOOP;
+    RETURN b;
+END
+$$;
+
+CREATE FUNCTION memmie.derive_blob(parent_blob_ids uuid[], provider_id text, transform_type text,
+                                   content bytea, content_type text, metadata jsonb DEFAULT '{}',
+                                   tags text[] DEFAULT '{}', caused_by_delta_id uuid DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE sql AS $$
+    SELECT memmie._derive(parent_blob_ids, provider_id, transform_type, content, content_type,
+                          metadata, tags, caused_by_delta_id, NULL)
+$$;
+
+CREATE FUNCTION memmie.add_edge(parent_blob_id uuid, child_blob_id uuid, provider_id text,
+                                transform_type text, metadata jsonb DEFAULT '{}')
+RETURNS memmie.blob_edges
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    parent memmie.blobs;
+    child  memmie.blobs;
+    e      memmie.blob_edges;
+BEGIN
+    PERFORM memmie._require(add_edge.parent_blob_id, 'parent_blob_id');
+    PERFORM memmie._require(add_edge.child_blob_id, 'child_blob_id');
+    PERFORM memmie._check_provider(add_edge.provider_id);
+    PERFORM memmie._check_transform(add_edge.transform_type);
+    IF add_edge.metadata IS NULL OR jsonb_typeof(add_edge.metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, got %', coalesce(jsonb_typeof(add_edge.metadata), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO parent FROM memmie.blobs x WHERE x.id = add_edge.parent_blob_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', add_edge.parent_blob_id USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._lock_user_dag(parent.user_id);
+    parent := memmie._live_parent(add_edge.parent_blob_id, parent.user_id);
+    -- a blob of another user is not visible here: the same answer as a missing one
+    SELECT * INTO child FROM memmie.blobs x
+    WHERE x.id = add_edge.child_blob_id AND x.user_id = parent.user_id AND x.deleted_at IS NULL
+    FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
+    END IF;
+    IF memmie._would_cycle(parent.id, child.id) THEN
+        RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
+            DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
+    END IF;
+    INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                   metadata, version_map)
+    VALUES (parent.id, child.id, add_edge.provider_id, add_edge.transform_type, add_edge.metadata,
+            jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                 'child_version', child.version)))
+    ON CONFLICT ON CONSTRAINT unique_edge DO NOTHING
+    RETURNING * INTO e;
+    IF e.id IS NULL THEN
+        -- the same edge exists already: adding it again is a no-op
+        SELECT * INTO e FROM memmie.blob_edges x
+        WHERE x.parent_blob_id = parent.id AND x.child_blob_id = child.id
+          AND x.provider_id = add_edge.provider_id;
+    END IF;
+    RETURN e;
+END
+$$;
+
+-- The blob, its ancestors (negative depth) and descendants (positive depth), and every edge
+-- between them.
+CREATE FUNCTION memmie.lineage(blob_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH n AS (
+        SELECT lineage.blob_id AS id, 0 AS depth
+        UNION ALL
+        SELECT a.blob_id, -a.depth FROM memmie.ancestors(lineage.blob_id) a
+        UNION ALL
+        SELECT d.blob_id, d.depth FROM memmie.descendants(lineage.blob_id) d
+    )
+    SELECT jsonb_build_object(
+        'nodes', (SELECT jsonb_agg(jsonb_build_object(
+                             'blob_id', b.id, 'depth', n.depth, 'version', b.version,
+                             'content_type', b.content_type, 'created_by', b.created_by,
+                             'deleted', b.deleted_at IS NOT NULL)
+                         ORDER BY n.depth, b.id)
+                  FROM n JOIN memmie.blobs b ON b.id = n.id),
+        'edges', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                     'parent_blob_id', e.parent_blob_id,
+                                     'child_blob_id', e.child_blob_id,
+                                     'provider_id', e.provider_id,
+                                     'transform_type', e.transform_type,
+                                     'version_map', e.version_map)
+                                 ORDER BY e.parent_blob_id, e.child_blob_id, e.provider_id)
+                           FROM memmie.blob_edges e
+                           WHERE e.parent_blob_id IN (SELECT id FROM n)
+                             AND e.child_blob_id IN (SELECT id FROM n)), '[]'))
+$$;
+
+-- Size and shape of the DAG below root_blob_id (the root included, at level 0).
+CREATE FUNCTION memmie.dag_stats(root_blob_id uuid)
+RETURNS TABLE (total_nodes bigint, max_depth int, unique_levels int)
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) + 1, coalesce(max(d.depth), 0), count(DISTINCT d.depth)::int + 1
+    FROM memmie.descendants(root_blob_id) d
+$$;
+
+
+-- =============================================================================================
+-- sql/providers.sql (new in 0.2.0)
+
+
+-- Providers: the transformers that run outside the database. Every registered version is kept
+-- in provider_versions; providers holds the current one.
+
+-- A MIME type pattern of supported_types: "type/subtype", "type/*" or "*/*".
+CREATE FUNCTION memmie._check_mime_pattern(p text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p = '*/*' THEN
+        RETURN;
+    ELSIF strpos(rtrim(p, '*'), '*') > 0 OR (p LIKE '%*' AND p NOT LIKE '%/*') THEN
+        RAISE EXCEPTION 'invalid content type pattern "%": expected type/subtype, type/* or */*', p
+            USING ERRCODE = '22023';
+    ELSIF p LIKE '%/*' THEN
+        PERFORM memmie._check_mime(left(p, -2) || '/x');
+    ELSE
+        PERFORM memmie._check_mime(p);
+    END IF;
+END
+$$;
+
+-- Whether provider p takes content of this type and size.
+CREATE FUNCTION memmie._provider_accepts(p memmie.providers, p_type text, p_size bigint)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p.max_input_size IS NULL OR p_size <= p.max_input_size)
+       AND (cardinality(p.supported_types) = 0
+            OR EXISTS (SELECT FROM unnest(p.supported_types) pat
+                       WHERE pat = '*/*'
+                          OR lower(pat) = lower(split_part(p_type, ';', 1))
+                          OR (pat LIKE '%/*'
+                              AND lower(left(pat, -1)) = lower(split_part(p_type, '/', 1)) || '/')))
+$$;
+
+-- The value of key k of a definition, checked against the JSON type it must have.
+CREATE FUNCTION memmie._def_field(def jsonb, k text, want text, required boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v jsonb := def -> k;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        IF required THEN
+            RAISE EXCEPTION 'provider definition needs "%"', k USING ERRCODE = '22023';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF want = 'schema' THEN
+        IF jsonb_typeof(v) NOT IN ('object', 'boolean') THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a JSON Schema (object or boolean), got %',
+                k, jsonb_typeof(v) USING ERRCODE = '22023';
+        END IF;
+        PERFORM memmie._check_json_schema(v, format('provider definition: "%s"', k));
+    ELSIF want = 'integer' THEN
+        IF jsonb_typeof(v) <> 'number' OR v::text !~ '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a non-negative integer, got %', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    ELSIF want = 'string' THEN
+        IF jsonb_typeof(v) <> 'string' OR v #>> '{}' = '' THEN
+            RAISE EXCEPTION 'provider definition: "%" must be a non-empty string, got %', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    ELSIF jsonb_typeof(v) <> want THEN
+        RAISE EXCEPTION 'provider definition: "%" must be a JSON %, got %', k, want, jsonb_typeof(v)
+            USING ERRCODE = '22023';
+    END IF;
+    IF want = 'array' AND jsonb_path_exists(v, '$[*] ? (@.type() != "string")') THEN
+        RAISE EXCEPTION 'provider definition: "%" must be an array of strings', k USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- The definition as a providers row (validated; config checked against config_schema: MM004).
+CREATE FUNCTION memmie._provider_from_definition(def jsonb) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p       memmie.providers;
+    unknown text;
+    pat     text;
+BEGIN
+    IF def IS NULL OR jsonb_typeof(def) <> 'object' THEN
+        RAISE EXCEPTION 'provider definition must be a JSON object, got %', coalesce(jsonb_typeof(def), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', k), ', ' ORDER BY k) INTO unknown
+    FROM jsonb_object_keys(def) k
+    WHERE k NOT IN ('id', 'name', 'description', 'category', 'version', 'workflow_id', 'config',
+                    'trigger_events', 'supported_types', 'max_input_size', 'timeout_seconds',
+                    'input_schema', 'output_schema', 'config_schema', 'processing_rules', 'status',
+                    'author', 'license', 'documentation_url');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'provider definition has unknown keys: %', unknown USING ERRCODE = '22023';
+    END IF;
+    p.id := memmie._def_field(def, 'id', 'string', true) #>> '{}';
+    IF length(p.id) > 255 OR p.id = 'user' THEN
+        RAISE EXCEPTION 'invalid provider id "%": 1 to 255 characters, and not "user"', p.id
+            USING ERRCODE = '22023';
+    END IF;
+    p.name := memmie._def_field(def, 'name', 'string', true) #>> '{}';
+    p.version := memmie._def_field(def, 'version', 'string', true) #>> '{}';
+    IF length(p.name) > 255 OR length(p.version) > 50 THEN
+        RAISE EXCEPTION 'provider name (at most 255 characters) or version (at most 50) too long'
+            USING ERRCODE = '22023';
+    END IF;
+    p.description := memmie._def_field(def, 'description', 'string') #>> '{}';
+    p.category := memmie._def_field(def, 'category', 'string') #>> '{}';
+    p.workflow_id := memmie._def_field(def, 'workflow_id', 'string') #>> '{}';
+    p.author := memmie._def_field(def, 'author', 'string') #>> '{}';
+    p.license := memmie._def_field(def, 'license', 'string') #>> '{}';
+    p.documentation_url := memmie._def_field(def, 'documentation_url', 'string') #>> '{}';
+    IF length(p.category) > 100 OR length(p.workflow_id) > 255 OR length(p.author) > 255
+       OR length(p.license) > 100 THEN
+        RAISE EXCEPTION 'provider definition: a text field is too long' USING ERRCODE = '22023';
+    END IF;
+    p.config := coalesce(memmie._def_field(def, 'config', 'object'), '{}');
+    p.trigger_events := ARRAY(SELECT jsonb_array_elements_text(
+                                  coalesce(memmie._def_field(def, 'trigger_events', 'array'), '[]')));
+    p.supported_types := ARRAY(SELECT jsonb_array_elements_text(
+                                   coalesce(memmie._def_field(def, 'supported_types', 'array'), '[]')));
+    FOREACH pat IN ARRAY p.supported_types LOOP
+        PERFORM memmie._check_mime_pattern(pat);
+    END LOOP;
+    p.max_input_size := (memmie._def_field(def, 'max_input_size', 'integer') #>> '{}')::bigint;
+    p.timeout_seconds := coalesce((memmie._def_field(def, 'timeout_seconds', 'integer') #>> '{}')::bigint, 30);
+    IF p.timeout_seconds < 1 OR p.timeout_seconds > 86400 THEN
+        RAISE EXCEPTION 'provider definition: "timeout_seconds" must be between 1 and 86400, got %',
+            p.timeout_seconds USING ERRCODE = '22023';
+    END IF;
+    p.input_schema := memmie._def_field(def, 'input_schema', 'schema');
+    p.output_schema := memmie._def_field(def, 'output_schema', 'schema');
+    p.config_schema := memmie._def_field(def, 'config_schema', 'schema');
+    p.processing_rules := coalesce(memmie._def_field(def, 'processing_rules', 'object'), '{}');
+    IF p.processing_rules ? 'max_retries'
+       AND (p.processing_rules -> 'max_retries')::text !~ '^[0-9]{1,4}$' THEN
+        RAISE EXCEPTION 'provider definition: processing_rules.max_retries must be an integer from 0 to 9999'
+            USING ERRCODE = '22023';
+    END IF;
+    p.status := coalesce(memmie._def_field(def, 'status', 'string') #>> '{}', 'active');
+    IF p.status NOT IN ('active', 'inactive', 'deprecated') THEN
+        RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated', p.status
+            USING ERRCODE = '22023';
+    END IF;
+    IF p.config_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.config_schema, p.config, format('config of provider %s', p.id));
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION memmie.register_provider(definition jsonb) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p     memmie.providers := memmie._provider_from_definition(definition);
+    known jsonb;
+    cur   memmie.providers;
+BEGIN
+    -- one registration of an id at a time
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.provider:' || p.id, 0));
+    SELECT v.definition INTO known FROM memmie.provider_versions v
+    WHERE v.provider_id = p.id AND v.version = p.version;
+    IF FOUND THEN
+        IF known IS DISTINCT FROM definition THEN
+            RAISE EXCEPTION 'version % of provider % is already registered with another definition', p.version, p.id
+                USING ERRCODE = '22023', HINT = 'register the changed definition under a new version';
+        END IF;
+    END IF;
+    SELECT * INTO cur FROM memmie.providers x WHERE x.id = p.id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO memmie.providers (id, name, description, category, version, workflow_id, config,
+                                      trigger_events, supported_types, max_input_size,
+                                      timeout_seconds, input_schema, output_schema, config_schema,
+                                      processing_rules, status, author, license, documentation_url)
+        VALUES (p.id, p.name, p.description, p.category, p.version, p.workflow_id, p.config,
+                p.trigger_events, p.supported_types, p.max_input_size, p.timeout_seconds,
+                p.input_schema, p.output_schema, p.config_schema, p.processing_rules, p.status,
+                p.author, p.license, p.documentation_url)
+        RETURNING * INTO cur;
+    ELSIF known IS NULL OR cur.version <> p.version THEN
+        UPDATE memmie.providers x
+        SET name = p.name, description = p.description, category = p.category, version = p.version,
+            workflow_id = p.workflow_id, config = p.config, trigger_events = p.trigger_events,
+            supported_types = p.supported_types, max_input_size = p.max_input_size,
+            timeout_seconds = p.timeout_seconds, input_schema = p.input_schema,
+            output_schema = p.output_schema, config_schema = p.config_schema,
+            processing_rules = p.processing_rules, status = p.status, author = p.author,
+            license = p.license, documentation_url = p.documentation_url
+        WHERE x.id = p.id
+        RETURNING * INTO cur;
+    END IF;
+    IF known IS NULL THEN
+        INSERT INTO memmie.provider_versions (provider_id, version, definition)
+        VALUES (p.id, p.version, definition);
+    END IF;
+    RETURN cur;
+END
+$$;
+
+CREATE FUNCTION memmie.set_provider_status(provider_id text, status text) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p memmie.providers;
+BEGIN
+    PERFORM memmie._require(set_provider_status.provider_id, 'provider_id');
+    IF set_provider_status.status IS NULL
+       OR set_provider_status.status NOT IN ('active', 'inactive', 'deprecated') THEN
+        RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated',
+            set_provider_status.status USING ERRCODE = '22023';
+    END IF;
+    UPDATE memmie.providers x SET status = set_provider_status.status
+    WHERE x.id = set_provider_status.provider_id
+    RETURNING * INTO p;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider % does not exist', set_provider_status.provider_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN p;
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/jobs.sql (new in 0.2.0)
+
+
+-- Jobs: a work queue claimed and completed from SQL, with leases.
+--
+-- A claimed job is `running` and leased to one worker until `lease_expires_at`; the worker
+-- extends the lease with heartbeat_job and ends it with complete_job / fail_job. A lease that
+-- expires is taken back by the next claim_jobs (counted as a failed attempt). Whoever no longer
+-- holds the lease gets MM005 and changes nothing. Claims use FOR UPDATE SKIP LOCKED: concurrent
+-- workers never wait for each other and never get the same job.
+
+CREATE FUNCTION memmie._check_job_text(v text, what text, max_len int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
+        RAISE EXCEPTION 'invalid %: "%" (expected 1 to % characters)', what, v, max_len
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- The job, row-locked; P0002 when it does not exist.
+CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j memmie.jobs;
+BEGIN
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = memmie._require(p_job, 'job_id') FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', p_job USING ERRCODE = 'P0002';
+    END IF;
+    RETURN j;
+END
+$$;
+
+-- MM005 unless worker holds the lease of job j.
+CREATE FUNCTION memmie._check_lease(j memmie.jobs, p_worker text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM memmie._require(p_worker, 'worker_id');
+    IF j.status <> 'running' OR j.worker_id IS DISTINCT FROM p_worker THEN
+        RAISE EXCEPTION 'worker % does not hold the lease of job %', p_worker, j.id
+            USING ERRCODE = 'MM005',
+                  DETAIL = format('the job is %s%s', j.status,
+                                  CASE WHEN j.status = 'running' THEN ', leased to ' || j.worker_id ELSE '' END);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie.enqueue_job(job_type text, user_id uuid, input jsonb, max_retries int DEFAULT 3,
+                                   expires_at timestamptz DEFAULT NULL, job_id text DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs;
+BEGIN
+    PERFORM memmie._check_job_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._require(enqueue_job.user_id, 'user_id');
+    PERFORM memmie._require(enqueue_job.input, 'input');
+    IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
+        RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_job.job_id IS NOT NULL THEN
+        PERFORM memmie._check_job_text(enqueue_job.job_id, 'job_id', 255);
+    END IF;
+    INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
+    VALUES (coalesce(enqueue_job.job_id, gen_random_uuid()::text), enqueue_job.job_type,
+            enqueue_job.user_id, enqueue_job.input, enqueue_job.max_retries, enqueue_job.expires_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO j;
+    IF FOUND THEN
+        PERFORM pg_notify('memmie_jobs', j.job_type);
+    ELSE
+        -- idempotent: the job with this id exists already
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id;
+    END IF;
+    RETURN j;
+END
+$$;
+
+-- Takes back jobs whose lease expired: queued again (one more attempt used), or failed when
+-- none is left.
+CREATE FUNCTION memmie._reclaim_expired(p_max int) RETURNS int
+LANGUAGE sql AS $$
+    WITH expired AS MATERIALIZED (
+        SELECT j.id FROM memmie.jobs j
+        WHERE j.status = 'running' AND j.lease_expires_at < clock_timestamp()
+        ORDER BY j.lease_expires_at
+        LIMIT p_max
+        FOR UPDATE SKIP LOCKED
+    ), done AS (
+        UPDATE memmie.jobs j
+        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(j.retry_count + 1, j.max_retries),
+            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE clock_timestamp() END,
+            run_after = clock_timestamp(),
+            worker_id = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM done
+$$;
+
+CREATE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
+                                  lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+    IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
+    END IF;
+    IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._reclaim_expired(claim_jobs.max_jobs);
+    RETURN QUERY
+    WITH c AS MATERIALIZED (
+        SELECT j.id FROM memmie.jobs j
+        WHERE j.status = 'queued' AND j.run_after <= clock_timestamp()
+          AND (j.expires_at IS NULL OR j.expires_at > clock_timestamp())
+          AND (claim_jobs.job_types IS NULL OR j.job_type = ANY (claim_jobs.job_types))
+        ORDER BY j.run_after, j.created_at, j.id
+        LIMIT claim_jobs.max_jobs
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE memmie.jobs j
+    SET status = 'running', worker_id = claim_jobs.worker_id,
+        lease_expires_at = clock_timestamp() + claim_jobs.lease, lease_duration = claim_jobs.lease,
+        heartbeat_at = clock_timestamp(), started_at = clock_timestamp(), progress = 0
+    FROM c WHERE j.id = c.id
+    RETURNING j.*;
+END
+$$;
+
+CREATE FUNCTION memmie.heartbeat_job(job_id text, worker_id text, progress int DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, heartbeat_job.worker_id);
+    IF heartbeat_job.progress IS NOT NULL AND heartbeat_job.progress NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'progress must be between 0 and 100, got %', heartbeat_job.progress USING ERRCODE = '22023';
+    END IF;
+    UPDATE memmie.jobs x
+    SET lease_expires_at = clock_timestamp() + x.lease_duration, heartbeat_at = clock_timestamp(),
+        progress = coalesce(heartbeat_job.progress, x.progress)
+    WHERE x.id = j.id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+-- Ends job j (locked, leased) as completed.
+CREATE FUNCTION memmie._complete_job(j memmie.jobs, p_output jsonb) RETURNS memmie.jobs
+LANGUAGE sql AS $$
+    UPDATE memmie.jobs x
+    SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
+        lease_expires_at = NULL, error_message = NULL
+    WHERE x.id = j.id
+    RETURNING *
+$$;
+
+CREATE FUNCTION memmie.complete_job(job_id text, worker_id text, output jsonb DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(complete_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, complete_job.worker_id);
+    IF j.job_type = 'memmie.process' THEN
+        RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN memmie._complete_job(j, complete_job.output);
+END
+$$;
+
+CREATE FUNCTION memmie.fail_job(job_id text, worker_id text, error text, retryable boolean DEFAULT true)
+RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(fail_job.job_id);
+BEGIN
+    PERFORM memmie._check_lease(j, fail_job.worker_id);
+    PERFORM memmie._require(fail_job.error, 'error');
+    PERFORM memmie._require(fail_job.retryable, 'retryable');
+    -- retry after 1, 2, 4, ... seconds (at most an hour) while attempts are left
+    UPDATE memmie.jobs x
+    SET status = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN 'queued' ELSE 'failed' END,
+        run_after = clock_timestamp() + least(power(2, x.retry_count), 3600) * interval '1 second',
+        completed_at = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN NULL
+                            ELSE clock_timestamp() END,
+        retry_count = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN x.retry_count + 1
+                           ELSE x.retry_count END,
+        error_message = fail_job.error, worker_id = NULL, lease_expires_at = NULL
+    WHERE x.id = j.id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+CREATE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs := memmie._lock_job(cancel_job.job_id);
+BEGIN
+    IF j.status IN ('queued', 'running') THEN
+        UPDATE memmie.jobs x
+        SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL,
+            lease_expires_at = NULL
+        WHERE x.id = j.id
+        RETURNING * INTO j;
+    END IF;
+    RETURN j;
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/pipeline.sql (new in 0.2.0)
+
+
+-- The provider pipeline: events -> provider_processing (one per blob, provider, version) ->
+-- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
+
+-- ---------------------------------------------------------------------------------------------
+-- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess). The
+-- job's id is the processing's id; the inserts set job_id to it (CHECK processing_job_id).
+CREATE FUNCTION memmie._processing_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
+    SELECT r.id::text, 'memmie.process', r.user_id,
+           jsonb_build_object('processing_id', r.id, 'blob_id', r.blob_id,
+                              'version', r.processed_version, 'provider_id', r.provider_id,
+                              'provider_version', r.provider_version),
+           coalesce((p.processing_rules ->> 'max_retries')::int, 3)
+    FROM memmie_new r JOIN memmie.providers p ON p.id = r.provider_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER processing_jobs AFTER INSERT ON memmie.provider_processing
+    REFERENCING NEW TABLE AS memmie_new
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie._processing_jobs();
+
+-- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
+-- -> skipped. (Completion is written by complete_processing itself.)
+CREATE FUNCTION memmie._sync_processing() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE memmie.provider_processing pp
+    SET status = CASE NEW.status WHEN 'running' THEN 'processing' WHEN 'queued' THEN 'pending'
+                                 WHEN 'cancelled' THEN 'skipped' ELSE NEW.status END,
+        started_at = CASE WHEN NEW.status = 'running' THEN NEW.started_at ELSE pp.started_at END,
+        attempt_count = pp.attempt_count + (NEW.status = 'running')::int,
+        error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
+        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END
+    WHERE pp.id = NEW.id::uuid;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sync_processing AFTER UPDATE OF status ON memmie.jobs
+    FOR EACH ROW WHEN (NEW.job_type = 'memmie.process' AND OLD.status IS DISTINCT FROM NEW.status
+                       AND NEW.status <> 'completed')
+    EXECUTE FUNCTION memmie._sync_processing();
+
+-- ---------------------------------------------------------------------------------------------
+-- Event positions
+
+-- Gives the committed events that have none a position, in order. Only one session sequences
+-- at a time and holds that right until it commits, so a position is never given out below one
+-- that a reader may already have seen: a consumer of events_since() misses nothing.
+CREATE FUNCTION memmie._sequence_events(p_max int DEFAULT 10000) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    n int;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0)) THEN
+        RETURN 0;   -- another session is sequencing; its positions appear when it commits
+    END IF;
+    UPDATE memmie.events e SET position = s.pos
+    FROM (SELECT u.id, u.created_at, nextval('memmie.event_position_seq') AS pos
+          FROM (SELECT x.id, x.created_at FROM memmie.events x
+                WHERE x.position IS NULL
+                ORDER BY x.created_at, x.id
+                LIMIT p_max
+                FOR UPDATE SKIP LOCKED) u) s
+    WHERE e.id = s.id AND e.created_at = s.created_at;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie.events_since(after_position bigint DEFAULT 0, max_events int DEFAULT 100)
+RETURNS SETOF memmie.events
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._require(events_since.after_position, 'after_position');
+    IF events_since.max_events IS NULL OR events_since.max_events < 1 OR events_since.max_events > 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, got %', events_since.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._sequence_events();
+    RETURN QUERY SELECT * FROM memmie.events e
+                 WHERE e.position > events_since.after_position
+                 ORDER BY e.position
+                 LIMIT events_since.max_events;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Dispatch
+
+-- The (blob, provider) pairs provider p may process now: live blobs at their current version,
+-- of a type and size p accepts, not produced or last changed by p itself, above the derivation
+-- depth limit. p_blobs limits the blobs (NULL: all).
+CREATE FUNCTION memmie._matches(p memmie.providers, b memmie.blobs, v memmie.blob_versions)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT p.status = 'active'
+       AND b.deleted_at IS NULL AND NOT v.deleted AND v.version = b.version
+       AND b.created_by <> p.id AND v.created_by <> p.id
+       AND b.depth < memmie._max_derivation_depth()
+       AND memmie._provider_accepts(p, v.content_type, v.content_size)
+$$;
+
+CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    n int;
+BEGIN
+    IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
+       OR dispatch_events.max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', dispatch_events.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    WITH ev AS MATERIALIZED (
+        SELECT e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+        FROM memmie.events e
+        WHERE e.processed = false
+        ORDER BY e.created_at, e.id
+        LIMIT dispatch_events.max_events
+        FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE memmie.events e SET processed = true, processed_at = clock_timestamp()
+        FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
+        RETURNING 1
+    ), queued AS (
+        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                                user_id, status, processed_version,
+                                                current_blob_version, input_size, metadata)
+        SELECT c.id, c.id::text, c.blob_id, c.provider_id, c.provider_version, c.user_id, 'pending',
+               c.version, c.version, c.content_size, c.metadata
+        FROM (SELECT DISTINCT ON (b.id, p.id) gen_random_uuid() AS id, b.id AS blob_id,
+                     p.id AS provider_id, p.version AS provider_version, b.user_id, v.version,
+                     v.content_size, jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+              FROM ev
+              JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+              JOIN memmie.blob_versions v ON v.blob_id = b.id
+                   AND v.version = (ev.payload ->> 'version')::int
+              JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+              WHERE memmie._matches(p, b, v)
+              ORDER BY b.id, p.id, ev.created_at) c
+        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM marked;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie._require_provider(p_provider text) RETURNS memmie.providers
+LANGUAGE plpgsql AS $$
+DECLARE
+    p memmie.providers;
+BEGIN
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = memmie._require(p_provider, 'provider_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider % does not exist', p_provider USING ERRCODE = 'P0002';
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p memmie.providers := memmie._require_provider(backfill.provider_id);
+    n int;
+BEGIN
+    IF p.status <> 'active' THEN
+        RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                            user_id, status, processed_version,
+                                            current_blob_version, input_size, metadata)
+    SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version, c.version,
+           c.content_size, '{"backfill": true}'
+    FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
+          FROM memmie.blobs b
+          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+          WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
+    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p  memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b  memmie.blobs;
+    pr memmie.provider_processing;
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
+    IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    pr.id := gen_random_uuid();
+    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                            user_id, status, processed_version,
+                                            current_blob_version, input_size, metadata)
+    VALUES (pr.id, pr.id::text, b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version,
+            b.content_size, '{"reprocess": true}')
+    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
+    IF FOUND THEN
+        RETURN pr.id;
+    END IF;
+    -- processed at this version before: run it again (its job is queued anew)
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id);
+    UPDATE memmie.jobs j
+    SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0
+    WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
+    IF FOUND THEN
+        UPDATE memmie.provider_processing x
+        SET status = 'pending', provider_version = p.version, error_message = NULL,
+            completed_at = NULL, queued_at = clock_timestamp(),
+            metadata = x.metadata || '{"reprocess": true}'
+        WHERE x.id = pr.id;
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN pr.id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Results
+
+-- The processing, after locking its job: MM005 unless worker holds the job's lease.
+CREATE FUNCTION memmie._leased_processing(p_processing uuid, p_worker text)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql AS $$
+DECLARE
+    pr memmie.provider_processing;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(p_processing, 'processing_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id), p_worker);
+    RETURN pr;
+END
+$$;
+
+-- The bytes of an output child: "content" (text, or any other JSON value as its text) or
+-- "content_base64".
+CREATE FUNCTION memmie._child_bytes(c jsonb, i int) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF c ? 'content' AND c ? 'content_base64' THEN
+        RAISE EXCEPTION 'outputs.children[%] has both content and content_base64', i USING ERRCODE = '22023';
+    ELSIF jsonb_typeof(c -> 'content_base64') = 'string' THEN
+        BEGIN
+            RETURN decode(c ->> 'content_base64', 'base64');
+        EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
+            RAISE EXCEPTION 'outputs.children[%].content_base64 is not valid base64', i USING ERRCODE = '22023';
+        END;
+    ELSIF jsonb_typeof(c -> 'content') = 'string' THEN
+        RETURN convert_to(c ->> 'content', 'UTF8');
+    ELSIF c ? 'content' AND jsonb_typeof(c -> 'content') <> 'null' THEN
+        RETURN convert_to((c -> 'content')::text, 'UTF8');
+    END IF;
+    RAISE EXCEPTION 'outputs.children[%] needs content or content_base64 (a string)', i USING ERRCODE = '22023';
+END
+$$;
+
+-- A new version of an existing derived child: new content, type, metadata and tags.
+CREATE FUNCTION memmie._rewrite_child(child memmie.blobs, p_content bytea, p_type text, p_meta jsonb,
+                                      p_tags text[], p_by text, p_caused_by uuid, p_caused_event jsonb)
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(child);
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._check_mime(p_type);
+    new_s := memmie._with_content(old_s || jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
+                                  child.user_id, p_content, p_type);
+    PERFORM memmie._write_state(child, new_s, 'transform', memmie.jsonb_diff(old_s, new_s), p_by,
+                                p_caused_by, p_caused_event);
+    PERFORM memmie._check_quotas(child.user_id);
+    SELECT * INTO child FROM memmie.blobs x WHERE x.id = child.id;
+    RETURN child;
+END
+$$;
+
+CREATE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    pr        memmie.provider_processing;
+    j         memmie.jobs;
+    created   boolean;
+    p         memmie.providers;
+    b         memmie.blobs;
+    child     memmie.blobs;
+    c         jsonb;
+    i         int := 0;
+    k         int;
+    ttype     text;
+    caused_by uuid;
+    cause     jsonb;
+    d         memmie.deltas;
+    patch_id  uuid;
+    patch_err text;
+    out_ids   uuid[] := '{}';
+    out_size  bigint := 0;
+    content   bytea;
+    first_delta uuid;
+BEGIN
+    pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
+    j := memmie._lock_job(pr.job_id);
+    PERFORM memmie._require(complete_processing.outputs, 'outputs');
+    IF jsonb_typeof(complete_processing.outputs) <> 'object' THEN
+        RAISE EXCEPTION 'outputs must be a JSON object, got %', jsonb_typeof(complete_processing.outputs)
+            USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(complete_processing.outputs) key
+               WHERE key NOT IN ('children', 'patch', 'metadata')) THEN
+        RAISE EXCEPTION 'outputs may hold only "children", "patch" and "metadata"' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'children' AND jsonb_typeof(complete_processing.outputs -> 'children') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.children must be an array' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'patch' AND jsonb_typeof(complete_processing.outputs -> 'patch') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.patch must be a JSON Patch (an array of operations)' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = pr.provider_id;
+    IF p.output_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.output_schema, complete_processing.outputs,
+                                      format('output of provider %s', p.id));
+    END IF;
+
+    b := memmie._lock_blob(pr.blob_id);
+    IF b.deleted_at IS NOT NULL THEN
+        -- the input was deleted while it was processed: nothing to attach the outputs to
+        UPDATE memmie.provider_processing x
+        SET status = 'skipped', completed_at = clock_timestamp(),
+            error_message = format('blob %s was deleted before the processing completed', b.id)
+        WHERE x.id = pr.id;
+        PERFORM memmie._complete_job(j, jsonb_build_object('skipped', 'input deleted'));
+        RETURN;
+    END IF;
+    SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.version = pr.processed_version;
+    cause := jsonb_build_object('processing_id', pr.id, 'provider_id', p.id,
+                                'provider_version', pr.provider_version,
+                                'event_id', pr.metadata -> 'event_id',
+                                'event_type', pr.metadata -> 'event_type');
+
+    -- a patch of the input: recorded pending, then applied, or failed when it no longer applies
+    IF complete_processing.outputs ? 'patch' THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, caused_by_delta_id, caused_by_event, status)
+        VALUES (b.id, b.user_id, 'transform', p.id, complete_processing.outputs -> 'patch', b.version,
+                b.version + 1, caused_by, cause, 'pending')
+        RETURNING id INTO patch_id;
+        BEGIN
+            d := memmie._apply_patch(b, complete_processing.outputs -> 'patch', p.id, caused_by, cause,
+                                     patch_id);
+        EXCEPTION WHEN invalid_parameter_value OR SQLSTATE 'MM007' OR SQLSTATE 'MM002'
+                       OR program_limit_exceeded THEN
+            patch_err := SQLERRM;
+            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err WHERE x.id = patch_id;
+        END;
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    END IF;
+
+    -- children: a new derived blob each, or a new version of the child this provider derived
+    -- from this input before (matched by transform_type, in order)
+    FOR c IN SELECT x FROM jsonb_array_elements(coalesce(complete_processing.outputs -> 'children', '[]')) x LOOP
+        IF jsonb_typeof(c) <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%] must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_typeof(c -> 'content_type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].content_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'metadata' AND jsonb_typeof(c -> 'metadata') <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%].metadata must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'tags' AND (jsonb_typeof(c -> 'tags') <> 'array'
+                           OR jsonb_path_exists(c -> 'tags', '$[*] ? (@.type() != "string")')) THEN
+            RAISE EXCEPTION 'outputs.children[%].tags must be an array of strings', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'transform_type' AND jsonb_typeof(c -> 'transform_type') <> 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].transform_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        content := memmie._child_bytes(c, i);
+        ttype := memmie._check_transform(coalesce(c ->> 'transform_type', 'derived'));
+        -- the k-th child of this transform type in the outputs matches the k-th existing one
+        SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
+                                    WITH ORDINALITY o(x, n)
+        WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
+        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
+        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
+          AND cb.deleted_at IS NULL
+        ORDER BY cb.created_at, cb.id
+        OFFSET k LIMIT 1
+        FOR UPDATE OF cb;
+        created := NOT FOUND;
+        IF NOT created THEN
+            child := memmie._rewrite_child(child, content, c ->> 'content_type',
+                                           coalesce(c -> 'metadata', '{}'),
+                                           ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                           p.id, caused_by, cause);
+        ELSE
+            child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
+                                    coalesce(c -> 'metadata', '{}'),
+                                    ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                    caused_by, cause);
+        END IF;
+        UPDATE memmie.blob_edges e
+        SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
+                          || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
+                                                                  'child_version', child.version))
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id;
+        IF first_delta IS NULL THEN
+            first_delta := memmie._head_delta(child);
+        END IF;
+        out_ids := out_ids || child.id;
+        out_size := out_size + length(content);
+        i := i + 1;
+        RETURN NEXT child;
+    END LOOP;
+    IF d.id IS NOT NULL THEN
+        RETURN NEXT b;
+    END IF;
+
+    UPDATE memmie.provider_processing x
+    SET status = 'completed', completed_at = clock_timestamp(),
+        processing_time_ms = (extract(epoch FROM clock_timestamp() - x.started_at) * 1000)::int,
+        output_size = out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0),
+        output_blob_id = out_ids[1],
+        output_delta_id = coalesce(patch_id, first_delta),
+        current_blob_version = b.version,
+        error_message = patch_err,
+        metadata = x.metadata || jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
+                 || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
+                         ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
+                    END
+                 || coalesce(complete_processing.outputs -> 'metadata', '{}')
+    WHERE x.id = pr.id;
+    PERFORM memmie._complete_job(j, jsonb_build_object('output_blob_ids', to_jsonb(out_ids),
+                                                          'output_delta_id', patch_id));
+END
+$$;
+
+CREATE FUNCTION memmie.fail_processing(processing_id uuid, worker_id text, error text,
+                                       retryable boolean DEFAULT true)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+BEGIN
+    pr := memmie._leased_processing(fail_processing.processing_id, fail_processing.worker_id);
+    PERFORM memmie.fail_job(pr.job_id, fail_processing.worker_id, fail_processing.error,
+                            fail_processing.retryable);
+    SELECT * INTO pr FROM memmie.provider_processing x WHERE x.id = fail_processing.processing_id;
+    RETURN pr;
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/privileges.sql (new in 0.2.0)
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: nothing that writes (or reads users' data) is executable by PUBLIC; grant
+-- EXECUTE to the application's role (see README). Pure functions stay public.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'memmie'::regnamespace
+          AND p.proname NOT IN ('sha256', 'jsonb_patch', 'jsonb_diff', '_jsonb_diff')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
