@@ -37,7 +37,33 @@ SELECT to_version, operation, provider_id, patch FROM memmie.blob_history(:'plan
 SELECT event_type, payload ->> 'version' AS version, payload ->> 'operation' AS operation
 FROM memmie.events WHERE aggregate_id = :'plan' ORDER BY (payload ->> 'version')::int;
 
+\echo '--- a provider: what it takes, what triggers it (every registered version is kept)'
+SELECT id, version, trigger_events, supported_types FROM memmie.register_provider('{
+    "id": "tour-summarizer", "name": "Summarizer", "version": "1",
+    "trigger_events": ["blob.created"], "supported_types": ["text/plain"],
+    "output_schema": {"type": "object", "required": ["children"]}}');
+
+\echo '--- a new note is dispatched to it: one processing, one job (NOTIFY memmie_jobs)'
+SELECT (memmie.create_blob('11111111-1111-1111-1111-111111111111',
+        convert_to('memmie keeps versioned, derived content inside PostgreSQL.', 'UTF8'),
+        'text/plain', '{"title": "Note"}')).id AS note \gset
+SELECT memmie.dispatch_events(1000) AS events_dispatched;
+SELECT provider_id, status, processed_version FROM memmie.provider_processing WHERE blob_id = :'note';
+
+\echo '--- a worker claims the job (SKIP LOCKED, with a lease) and hands back a derived blob'
+SELECT id AS job FROM memmie.claim_jobs('tour-worker', 1, '1 minute', ARRAY['memmie.process']) \gset
+SELECT version, content_type, depth, created_by FROM memmie.complete_processing(:'job'::uuid, 'tour-worker',
+    '{"children": [{"content": "memmie: content + history + lineage in Postgres.",
+                    "content_type": "text/plain", "transform_type": "summary"}]}');
+SELECT status, processing_time_ms IS NOT NULL AS timed FROM memmie.provider_processing WHERE blob_id = :'note';
+
+\echo '--- lineage: where the summary came from, and what came of the note'
+SELECT d.depth, b.content_type, b.created_by FROM memmie.descendants(:'note') d JOIN memmie.blobs b ON b.id = d.blob_id;
+SELECT jsonb_pretty(memmie.lineage(:'note') -> 'edges') AS edges;
+
 -- leave the database as we found it
-SELECT memmie.delete_blob(:'plan', hard => true), memmie.delete_blob(:'copy', hard => true) \g /dev/null
+SELECT memmie.delete_blob(:'plan', hard => true), memmie.delete_blob(:'copy', hard => true),
+       memmie.delete_blob(:'note', hard => true) \g /dev/null
+DELETE FROM memmie.providers WHERE id = 'tour-summarizer';
 DELETE FROM memmie.user_contexts
 WHERE user_id IN ('11111111-1111-1111-1111-111111111111', '22222222-2222-2222-2222-222222222222');
