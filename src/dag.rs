@@ -36,6 +36,11 @@ impl Direction {
 /// How often (in rows) a traversal checks for query cancel / statement_timeout.
 const INTERRUPT_EVERY: usize = 1024;
 
+/// Frontier nodes looked up per query.
+const BATCH: usize = 4096;
+
+const UUID_ARRAY: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDARRAYOID);
+
 fn spi_failed(e: pgrx::spi::SpiError) -> MemmieError {
     MemmieError::Internal(format!("DAG traversal failed: {e}"))
 }
@@ -72,29 +77,34 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
     while !frontier.is_empty() && max_depth.is_none_or(|m| depth < m) {
         depth += 1;
         let mut next = Vec::new();
-        let reached = Spi::connect(|client| -> pgrx::spi::Result<bool> {
-            let table = client.select(sql, None, &[std::mem::take(&mut frontier).into()])?;
-            for row in table {
-                rows += 1;
-                if rows % INTERRUPT_EVERY == 0 {
-                    pgrx::check_for_interrupts!();
-                }
-                let Some(id) = row.get::<Uuid>(1)? else { continue };
-                if seen.insert(*id.as_bytes()) {
-                    if stop_at == Some(id) {
-                        return Ok(true);
+        // A level is read in batches: an index scan over many keys that have no rows (the
+        // leaves of a large tree) never checks for interrupts itself, so no single query may
+        // run long; between batches we check.
+        for batch in frontier.chunks(BATCH) {
+            pgrx::check_for_interrupts!();
+            let reached = crate::plans::with_plan(sql, &[UUID_ARRAY], |client, stmt| {
+                let table = client.select(stmt, None, &[batch.to_vec().into()])?;
+                for row in table {
+                    rows += 1;
+                    if rows % INTERRUPT_EVERY == 0 {
+                        pgrx::check_for_interrupts!();
                     }
-                    nodes.push((id, depth));
-                    next.push(id);
+                    let Some(id) = row.get::<Uuid>(1)? else { continue };
+                    if seen.insert(*id.as_bytes()) {
+                        if stop_at == Some(id) {
+                            return Ok(true);
+                        }
+                        nodes.push((id, depth));
+                        next.push(id);
+                    }
                 }
+                Ok(false)
+            })
+            .map_err(spi_failed)?;
+            if reached {
+                return Ok(Walk { nodes, reached: true });
             }
-            Ok(false)
-        })
-        .map_err(spi_failed)?;
-        if reached {
-            return Ok(Walk { nodes, reached: true });
         }
-        pgrx::check_for_interrupts!();
         frontier = next;
     }
     Ok(Walk { nodes, reached: false })
