@@ -11,6 +11,7 @@ mod error;
 mod guc;
 mod json_schema;
 mod jsonb;
+mod partitions;
 mod patch;
 mod patch_jsonb;
 mod plans;
@@ -66,6 +67,12 @@ extension_sql_file!(
     name = "pipeline",
     requires = ["dag", "providers", "jobs", guc::max_derivation_depth]
 );
+extension_sql_file!(
+    "../sql/partitions.sql",
+    name = "partitions",
+    requires = ["schema", partitions::create_partitions, partitions::drop_old_partitions]
+);
+extension_sql_file!("../sql/check.sql", name = "check", requires = ["pipeline", "partitions"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -1,0 +1,320 @@
+//! Partition upkeep for the two partitioned tables: `deltas` by month, `events` by day (UTC).
+//!
+//! `create_partitions` makes the missing partitions of a range of periods and moves rows that
+//! were waiting in the DEFAULT partition into them; `ensure_partitions` keeps the current and
+//! the next periods of both tables; `drop_old_partitions` removes whole `events` partitions whose
+//! every event is processed. Partition maintenance runs one session at a time (a transaction
+//! advisory lock). Names are `deltas_YYYY_MM` / `events_YYYY_MM_DD`, at most 63 bytes.
+
+use crate::error::{or_raise, MemmieError, Result};
+use pgrx::datum::{Date, Interval};
+use pgrx::prelude::*;
+
+/// The partitioned tables memmie manages and their period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Period {
+    Month,
+    Day,
+}
+
+struct Managed {
+    table: &'static str,
+    period: Period,
+    autovacuum_scale_factor: &'static str,
+}
+
+const DELTAS: Managed = Managed { table: "deltas", period: Period::Month, autovacuum_scale_factor: "0.1" };
+const EVENTS: Managed = Managed { table: "events", period: Period::Day, autovacuum_scale_factor: "0.05" };
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// One partition to have: its name and its bounds (UTC midnight literals).
+#[derive(Debug, PartialEq, Eq)]
+struct Planned {
+    name: String,
+    from: String,
+    to: String,
+}
+
+fn literal((y, m, d): (i64, i64, i64)) -> String {
+    format!("{y:04}-{m:02}-{d:02} 00:00:00+00")
+}
+
+/// Truncates to at most 63 bytes (PostgreSQL's identifier limit) on a character boundary.
+fn truncate_identifier(mut name: String) -> String {
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// The `count` periods of `t` starting with the one that holds `(y, m, d)`.
+fn plan(t: &Managed, (y, m, d): (i64, i64, i64), count: i64) -> Vec<Planned> {
+    (0..count)
+        .map(|i| match t.period {
+            Period::Month => {
+                let months = y * 12 + (m - 1) + i;
+                let (ly, lm) = (months.div_euclid(12), months.rem_euclid(12) + 1);
+                let (hy, hm) = ((months + 1).div_euclid(12), (months + 1).rem_euclid(12) + 1);
+                Planned {
+                    name: truncate_identifier(format!("{}_{ly:04}_{lm:02}", t.table)),
+                    from: literal((ly, lm, 1)),
+                    to: literal((hy, hm, 1)),
+                }
+            }
+            Period::Day => {
+                let day = days_from_civil(y, m, d) + i;
+                let lo = civil_from_days(day);
+                Planned {
+                    name: truncate_identifier(format!("{}_{:04}_{:02}_{:02}", t.table, lo.0, lo.1, lo.2)),
+                    from: literal(lo),
+                    to: literal(civil_from_days(day + 1)),
+                }
+            }
+        })
+        .collect()
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn spi_error(e: pgrx::spi::SpiError) -> MemmieError {
+    MemmieError::Internal(format!("partition maintenance failed: {e}"))
+}
+
+fn managed(parent: pg_sys::Oid) -> Result<&'static Managed> {
+    let name: Option<String> = Spi::get_one_with_args(
+        "SELECT (SELECT c.relname::text FROM pg_catalog.pg_class c \
+                 WHERE c.oid = $1 AND c.relnamespace = 'memmie'::regnamespace AND c.relkind = 'p')",
+        &[parent.into()],
+    )
+    .map_err(spi_error)?;
+    match name.as_deref() {
+        Some("deltas") => Ok(&DELTAS),
+        Some("events") => Ok(&EVENTS),
+        _ => Err(MemmieError::InvalidParameter(format!(
+            "memmie manages the partitions of memmie.deltas (monthly) and memmie.events (daily), not of relation {}",
+            relation_name(parent)
+        ))),
+    }
+}
+
+fn relation_name(oid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[oid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| u32::from(oid).to_string())
+}
+
+/// One partition maintainer at a time (held until the transaction ends).
+fn lock_maintenance() -> Result<()> {
+    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('memmie.partitions', 0))")
+        .map_err(spi_error)
+}
+
+/// Whether `parent` already has a partition with exactly these bounds, or a relation of that name
+/// exists in schema memmie.
+fn exists(t: &Managed, p: &Planned) -> Result<bool> {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = 'memmie'::regnamespace AND c.relname = $1) \
+             OR EXISTS (SELECT FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+                        CROSS JOIN LATERAL pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b(bound) \
+                        WHERE i.inhparent = ('memmie.' || $2)::regclass AND b.bound <> 'DEFAULT' \
+                          AND (regexp_match(b.bound, 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz = $3::timestamptz)",
+        &[p.name.as_str().into(), t.table.into(), p.from.as_str().into()],
+    )
+    .map(|b| b.unwrap_or(false))
+    .map_err(spi_error)
+}
+
+/// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition move into it.
+fn create_one(t: &Managed, p: &Planned) -> Result<()> {
+    let table = quote_ident(t.table);
+    let name = quote_ident(&p.name);
+    let default = quote_ident(&format!("{}_default", t.table));
+    let waiting: bool = Spi::get_one(&format!(
+        "SELECT EXISTS (SELECT FROM memmie.{default} WHERE created_at >= '{}' AND created_at < '{}')",
+        p.from, p.to
+    ))
+    .map_err(spi_error)?
+    .unwrap_or(false);
+    let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
+    let sql = if waiting {
+        // The DEFAULT partition may not keep rows of the new range: move them, then attach.
+        format!(
+            "CREATE TABLE memmie.{name} (LIKE memmie.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) {options}; \
+             WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
+             INSERT INTO memmie.{name} SELECT * FROM moved; \
+             ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')",
+            from = p.from,
+            to = p.to
+        )
+    } else {
+        format!(
+            "CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{}') TO ('{}') {options}",
+            p.from, p.to
+        )
+    };
+    Spi::run(&sql).map_err(spi_error)
+}
+
+fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Result<i32> {
+    if !(1..=10000).contains(&count) {
+        return Err(MemmieError::InvalidParameter(format!("count must be between 1 and 10000, got {count}")));
+    }
+    if start.is_infinity() || start.is_neg_infinity() {
+        return Err(MemmieError::InvalidParameter("start_date must be a finite date".into()));
+    }
+    let t = managed(parent)?;
+    lock_maintenance()?;
+    let mut created = 0;
+    for p in plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)) {
+        pgrx::check_for_interrupts!();
+        if !exists(t, &p)? {
+            create_one(t, &p)?;
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+/// Creates the missing monthly (`deltas`) or daily (`events`) partitions of `count` periods from
+/// the one holding `start_date`, moving rows waiting in the DEFAULT partition into them. Returns
+/// how many it created. (SQL: memmie.create_partitions(regclass, date, int), sql/partitions.sql.)
+#[pg_extern(name = "_create_partitions")]
+fn create_partitions(parent: Option<pg_sys::Oid>, start_date: Option<Date>, count: Option<i32>) -> i32 {
+    or_raise((|| {
+        let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
+        let start = start_date.ok_or_else(|| MemmieError::InvalidParameter("start_date must not be NULL".into()))?;
+        let count = count.ok_or_else(|| MemmieError::InvalidParameter("count must not be NULL".into()))?;
+        create_partitions_impl(parent, start, count)
+    })())
+}
+
+/// The current UTC date.
+fn today_utc() -> Result<Date> {
+    Spi::get_one::<Date>("SELECT (pg_catalog.now() AT TIME ZONE 'UTC')::date")
+        .map_err(spi_error)?
+        .ok_or_else(|| MemmieError::Internal("no current date".into()))
+}
+
+/// Keeps the current and the next `premake` periods of both tables (months of `deltas`, days of
+/// `events`). Returns how many partitions it created.
+#[pg_extern]
+fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
+    or_raise((|| {
+        let premake = premake.ok_or_else(|| MemmieError::InvalidParameter("premake must not be NULL".into()))?;
+        if !(0..=3650).contains(&premake) {
+            return Err(MemmieError::InvalidParameter(format!("premake must be between 0 and 3650, got {premake}")));
+        }
+        let today = today_utc()?;
+        let deltas = Spi::get_one::<pg_sys::Oid>("SELECT 'memmie.deltas'::regclass::oid").map_err(spi_error)?;
+        let events = Spi::get_one::<pg_sys::Oid>("SELECT 'memmie.events'::regclass::oid").map_err(spi_error)?;
+        let mut n = 0;
+        for parent in [deltas, events].into_iter().flatten() {
+            n += create_partitions_impl(parent, today, premake + 1)?;
+        }
+        Ok(n)
+    })())
+}
+
+/// Drops the partitions of `events` that end before `now() - older_than` and hold no unprocessed
+/// event; a partition that still does is kept and reported (NOTICE). `deltas` are the history:
+/// never dropped. Returns how many partitions it dropped.
+#[pg_extern(name = "_drop_old_partitions")]
+fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>) -> i32 {
+    or_raise((|| {
+        let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
+        let older_than = older_than.ok_or_else(|| MemmieError::InvalidParameter("older_than must not be NULL".into()))?;
+        let t = managed(parent)?;
+        if t.period != Period::Day {
+            return Err(MemmieError::InvalidParameter(
+                "memmie.deltas is the history of every blob: its partitions are never dropped".into(),
+            ));
+        }
+        lock_maintenance()?;
+        let old: Vec<String> = Spi::connect(|client| {
+            client
+                .select(OLD_EVENT_PARTITIONS, None, &[older_than.into()])?
+                .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+                .collect::<pgrx::spi::Result<Vec<_>>>()
+        })
+        .map_err(spi_error)?;
+        let mut dropped = 0;
+        for name in old {
+            pgrx::check_for_interrupts!();
+            let pending = Spi::get_one::<bool>(&format!(
+                "SELECT EXISTS (SELECT FROM memmie.{} WHERE NOT processed)",
+                quote_ident(&name)
+            ))
+            .map_err(spi_error)?
+            .unwrap_or(true);
+            if pending {
+                pgrx::notice!("memmie: partition memmie.{name} is kept: it holds unprocessed events");
+                continue;
+            }
+            Spi::run(&format!("DROP TABLE memmie.{}", quote_ident(&name))).map_err(spi_error)?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    })())
+}
+
+/// The partitions of events (not the DEFAULT one) that end before now() - $1, oldest first.
+const OLD_EVENT_PARTITIONS: &str = include_str!("../sql/queries/old_event_partitions.sql");
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for z in [-800_000i64, -1, 0, 1, 59, 60, 10_957, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(days_from_civil(2024, 3, 1) - days_from_civil(2024, 2, 28), 2);
+    }
+
+    #[test]
+    fn plans_months_and_days_across_year_ends() {
+        let m = plan(&DELTAS, (2026, 11, 26), 3);
+        assert_eq!(m[0], Planned { name: "deltas_2026_11".into(), from: "2026-11-01 00:00:00+00".into(), to: "2026-12-01 00:00:00+00".into() });
+        assert_eq!(m[2].name, "deltas_2027_01");
+        assert_eq!(m[2].to, "2027-02-01 00:00:00+00");
+        let d = plan(&EVENTS, (2024, 2, 28), 3);
+        assert_eq!(d.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["events_2024_02_28", "events_2024_02_29", "events_2024_03_01"]);
+        assert_eq!(d[2].to, "2024-03-02 00:00:00+00");
+    }
+
+    #[test]
+    fn identifiers_are_cut_at_63_bytes_on_a_char_boundary() {
+        let long = "é".repeat(40);
+        let cut = truncate_identifier(long);
+        assert!(cut.len() <= 63 && cut.is_char_boundary(cut.len()));
+    }
+}
