@@ -41,6 +41,29 @@ CREATE TRIGGER user_storage_update AFTER UPDATE ON memmie.blob_versions
     REFERENCING OLD TABLE AS memmie_old NEW TABLE AS memmie_new
     FOR EACH STATEMENT EXECUTE FUNCTION memmie.user_storage_accounting();
 
+-- The counters memmie keeps (content_storage.reference_count, user_contexts.storage_used and
+-- blob_count) start at zero in every new row, whoever inserts it: they count the rows that
+-- reference it, which the triggers here add as they come. So a restore by pg_dump, which loads
+-- user_contexts and content_storage before the blobs and versions that reference them, ends
+-- with exact counters instead of doubled ones.
+CREATE FUNCTION memmie._zero_counters() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'content_storage' THEN
+        NEW.reference_count := 0;
+    ELSE
+        NEW.storage_used := 0;
+        NEW.blob_count := 0;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
+    FOR EACH ROW WHEN (NEW.reference_count <> 0) EXECUTE FUNCTION memmie._zero_counters();
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
+    FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
+    EXECUTE FUNCTION memmie._zero_counters();
+
 -- user_contexts.blob_count = the user's blobs that are not deleted, whatever removes them
 -- (memmie's functions, a cascade from a parent blob, plain DML).
 CREATE FUNCTION memmie._count_blobs() RETURNS trigger
@@ -77,16 +100,19 @@ BEGIN
 END
 $$;
 
--- The user's row, created on first use, locked for the rest of the transaction.
+-- The user's row, created on first use, locked for the rest of the transaction. FOR NO KEY
+-- UPDATE: writers of one user still queue behind each other, but the FOR KEY SHARE locks that
+-- foreign-key checks take (dispatch_events inserting a user's processing rows) pass, so a
+-- writer of two users cannot deadlock with them.
 CREATE FUNCTION memmie._lock_user(p_user uuid) RETURNS memmie.user_contexts
 LANGUAGE plpgsql AS $$
 DECLARE
     u memmie.user_contexts;
 BEGIN
-    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR UPDATE;
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         INSERT INTO memmie.user_contexts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
-        SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR UPDATE;
+        SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
     END IF;
     RETURN u;
 END
@@ -102,7 +128,7 @@ BEGIN
     SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
     IF FOUND THEN
         PERFORM memmie._lock_user(b.user_id);
-        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR UPDATE;
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';

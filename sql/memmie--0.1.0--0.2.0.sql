@@ -37,6 +37,45 @@ WHERE job_id IS NOT NULL AND job_id <> id::text;
 ALTER TABLE memmie.provider_processing
     ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
 
+-- The two CHECKs of deltas in the form pg_dump prints back (see sql/schema.sql).
+ALTER TABLE memmie.deltas
+    DROP CONSTRAINT deltas_operation_check,
+    ADD CONSTRAINT deltas_operation_check
+        CHECK (operation::text = ANY (ARRAY['create'::text, 'update'::text, 'transform'::text,
+                                            'delete'::text, 'revert'::text])),
+    DROP CONSTRAINT deltas_status_check,
+    ADD CONSTRAINT deltas_status_check
+        CHECK (status::text = ANY (ARRAY['pending'::text, 'applying'::text, 'applied'::text,
+                                         'failed'::text]));
+
+-- user_content_refs is derived from blob_versions and rebuilt by the counting triggers when a
+-- dump is restored: it leaves pg_dump's list (pg_extension_config_dump cannot remove an entry).
+UPDATE pg_catalog.pg_extension e
+SET extconfig = (SELECT array_agg(c ORDER BY i) FROM unnest(e.extconfig) WITH ORDINALITY u(c, i)
+                 WHERE c <> 'memmie.user_content_refs'::regclass),
+    extcondition = (SELECT array_agg(x ORDER BY i) FROM unnest(e.extcondition) WITH ORDINALITY u(x, i)
+                    WHERE e.extconfig[i] <> 'memmie.user_content_refs'::regclass)
+WHERE e.extname = 'memmie';
+
+-- New rows start their counters at zero (see sql/blobs.sql).
+CREATE FUNCTION memmie._zero_counters() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'content_storage' THEN
+        NEW.reference_count := 0;
+    ELSE
+        NEW.storage_used := 0;
+        NEW.blob_count := 0;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
+    FOR EACH ROW WHEN (NEW.reference_count <> 0) EXECUTE FUNCTION memmie._zero_counters();
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
+    FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
+    EXECUTE FUNCTION memmie._zero_counters();
+
 
 -- ---------------------------------------------------------------------------------------------
 -- Native functions new in 0.2.0
@@ -49,6 +88,25 @@ CREATE  FUNCTION "_check_json_schema"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_json_schema_wrapper';
+
+-- memmie::partitions::_create_partitions
+CREATE  FUNCTION "_create_partitions"(
+	"parent" oid, /* Option < pg_sys :: Oid > */
+	"start_date" date, /* Option < Date > */
+	"count" INT /* Option < i32 > */
+) RETURNS INT /* i32 */
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_partitions_wrapper';
+
+-- memmie::partitions::_drop_old_partitions
+CREATE  FUNCTION "_drop_old_partitions"(
+	"parent" oid, /* Option < pg_sys :: Oid > */
+	"older_than" interval /* Option < Interval > */
+) RETURNS INT /* i32 */
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_old_partitions_wrapper';
 
 -- memmie::guc::_max_derivation_depth
 CREATE  FUNCTION "_max_derivation_depth"() RETURNS INT /* i32 */
@@ -99,11 +157,73 @@ STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'descendants_wrapper';
 
+-- memmie::partitions::ensure_partitions
+CREATE  FUNCTION "ensure_partitions"(
+	"premake" INT DEFAULT 3 /* Option < i32 > */
+) RETURNS INT /* i32 */
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ensure_partitions_wrapper';
+
 -- ---------------------------------------------------------------------------------------------
 -- Blob functions changed in 0.2.0 (sql/blobs.sql): two internal ones gained a parameter.
 DROP FUNCTION memmie._record_version(memmie.blobs, text, jsonb, text, uuid, jsonb, text);
 DROP FUNCTION memmie._write_state(memmie.blobs, jsonb, text, jsonb, text, uuid, jsonb);
 
+
+-- The counters memmie keeps (content_storage.reference_count, user_contexts.storage_used and
+-- blob_count) start at zero in every new row, whoever inserts it: they count the rows that
+-- reference it, which the triggers here add as they come. So a restore by pg_dump, which loads
+-- user_contexts and content_storage before the blobs and versions that reference them, ends
+-- with exact counters instead of doubled ones.
+CREATE OR REPLACE FUNCTION memmie._zero_counters() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'content_storage' THEN
+        NEW.reference_count := 0;
+    ELSE
+        NEW.storage_used := 0;
+        NEW.blob_count := 0;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The user's row, created on first use, locked for the rest of the transaction. FOR NO KEY
+-- UPDATE: writers of one user still queue behind each other, but the FOR KEY SHARE locks that
+-- foreign-key checks take (dispatch_events inserting a user's processing rows) pass, so a
+-- writer of two users cannot deadlock with them.
+CREATE OR REPLACE FUNCTION memmie._lock_user(p_user uuid) RETURNS memmie.user_contexts
+LANGUAGE plpgsql AS $$
+DECLARE
+    u memmie.user_contexts;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO memmie.user_contexts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
+        SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
+    END IF;
+    RETURN u;
+END
+$$;
+
+-- The blob, locked, after its user's row: P0002 when it does not exist.
+CREATE OR REPLACE FUNCTION memmie._lock_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    IF FOUND THEN
+        PERFORM memmie._lock_user(b.user_id);
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
 
 -- Records version b.version of blob b (whose head row is already written): its blob_versions
 -- row, its delta and its event. Returns the delta.
@@ -1058,12 +1178,13 @@ $$;
 -- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
 
 -- ---------------------------------------------------------------------------------------------
--- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess). The
--- job's id is the processing's id; the inserts set job_id to it (CHECK processing_job_id).
-CREATE FUNCTION memmie._processing_jobs() RETURNS trigger
+-- Every processing gets one job, with the processing's id (CHECK processing_job_id), created
+-- by whoever queues the processing (dispatch_events, backfill, reprocess). Not a trigger: a
+-- restore (pg_dump) loads both tables and must not make jobs again.
+CREATE FUNCTION memmie._queue_jobs(p_ids uuid[]) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    n bigint;
+    n int;
 BEGIN
     INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
     SELECT r.id::text, 'memmie.process', r.user_id,
@@ -1071,17 +1192,32 @@ BEGIN
                               'version', r.processed_version, 'provider_id', r.provider_id,
                               'provider_version', r.provider_version),
            coalesce((p.processing_rules ->> 'max_retries')::int, 3)
-    FROM memmie_new r JOIN memmie.providers p ON p.id = r.provider_id;
+    FROM memmie.provider_processing r JOIN memmie.providers p ON p.id = r.provider_id
+    WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify('memmie_jobs', 'memmie.process');
     END IF;
+    RETURN n;
+END
+$$;
+
+-- A processing that disappears (its blob hard-deleted, directly or by a cascade) cancels its
+-- job, so that no worker claims work nobody can complete.
+CREATE FUNCTION memmie._cancel_orphan_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE memmie.jobs j
+    SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL, lease_expires_at = NULL,
+        error_message = format('processing of blob %s was deleted', o.blob_id)
+    FROM memmie_old o
+    WHERE j.id = o.id::text AND j.status IN ('queued', 'running');
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER processing_jobs AFTER INSERT ON memmie.provider_processing
-    REFERENCING NEW TABLE AS memmie_new
-    FOR EACH STATEMENT EXECUTE FUNCTION memmie._processing_jobs();
+CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
+    REFERENCING OLD TABLE AS memmie_old
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie._cancel_orphan_jobs();
 
 -- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
 -- -> skipped. (Completion is written by complete_processing itself.)
@@ -1169,7 +1305,8 @@ CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    n int;
+    n   int;
+    ids uuid[];
 BEGIN
     IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
        OR dispatch_events.max_events > 100000 THEN
@@ -1204,9 +1341,10 @@ BEGIN
               WHERE memmie._matches(p, b, v)
               ORDER BY b.id, p.id, ev.created_at) c
         ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
-        RETURNING 1
+        RETURNING id
     )
-    SELECT count(*) INTO n FROM marked;
+    SELECT (SELECT count(*) FROM marked), (SELECT array_agg(id) FROM queued) INTO n, ids;
+    PERFORM memmie._queue_jobs(ids);
     RETURN n;
 END
 $$;
@@ -1228,24 +1366,28 @@ CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    p memmie.providers := memmie._require_provider(backfill.provider_id);
-    n int;
+    p   memmie.providers := memmie._require_provider(backfill.provider_id);
+    ids uuid[];
 BEGIN
     IF p.status <> 'active' THEN
         RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
     END IF;
-    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
-                                            user_id, status, processed_version,
-                                            current_blob_version, input_size, metadata)
-    SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version, c.version,
-           c.content_size, '{"backfill": true}'
-    FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
-          FROM memmie.blobs b
-          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
-          WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
-    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    WITH queued AS (
+        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                                user_id, status, processed_version,
+                                                current_blob_version, input_size, metadata)
+        SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version,
+               c.version, c.content_size, '{"backfill": true}'
+        FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
+              FROM memmie.blobs b
+              JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+              WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
+        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM queued;
+    PERFORM memmie._queue_jobs(ids);
+    RETURN cardinality(ids);
 END
 $$;
 
@@ -1269,6 +1411,7 @@ BEGIN
             b.content_size, '{"reprocess": true}')
     ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
     IF FOUND THEN
+        PERFORM memmie._queue_jobs(ARRAY[pr.id]);
         RETURN pr.id;
     END IF;
     -- processed at this version before: run it again (its job is queued anew)
@@ -1466,7 +1609,7 @@ BEGIN
           AND cb.deleted_at IS NULL
         ORDER BY cb.created_at, cb.id
         OFFSET k LIMIT 1
-        FOR UPDATE OF cb;
+        FOR NO KEY UPDATE OF cb;
         created := NOT FOUND;
         IF NOT created THEN
             child := memmie._rewrite_child(child, content, c ->> 'content_type',
@@ -1528,6 +1671,138 @@ BEGIN
                             fail_processing.retryable);
     SELECT * INTO pr FROM memmie.provider_processing x WHERE x.id = fail_processing.processing_id;
     RETURN pr;
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/partitions.sql (new in 0.2.0)
+
+
+-- Partition upkeep (native: src/partitions.rs). The public functions take a regclass, which
+-- the Rust entry points receive as its oid.
+
+CREATE FUNCTION memmie.create_partitions(parent regclass, start_date date, count int) RETURNS int
+LANGUAGE sql AS $$
+    SELECT memmie._create_partitions(parent::oid, start_date, count)
+$$;
+
+CREATE FUNCTION memmie.drop_old_partitions(parent regclass, older_than interval) RETURNS int
+LANGUAGE sql AS $$
+    SELECT memmie._drop_old_partitions(parent::oid, older_than)
+$$;
+
+
+-- =============================================================================================
+-- sql/check.sql (new in 0.2.0)
+
+
+-- memmie.check(): recomputes what memmie keeps incrementally and compares. Each row says what
+-- was checked, whether it holds, and (when not) the first offenders.
+
+CREATE FUNCTION memmie._check_row(p_name text, p_bad bigint, p_sample text, p_what text)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_name, p_bad = 0,
+           CASE WHEN p_bad = 0 THEN p_what
+                ELSE format('%s wrong: %s', p_bad, p_sample) END
+$$;
+
+CREATE FUNCTION memmie.check()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    bad    bigint;
+    sample text;
+    total  bigint;
+BEGIN
+    -- reference counts = version rows naming each content
+    SELECT count(*), string_agg(format('%s has %s, %s versions name it', x.content_hash, x.reference_count, x.refs), '; ')
+           FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT c.content_hash, c.reference_count, coalesce(v.refs, 0) AS refs,
+                 row_number() OVER (ORDER BY c.content_hash) AS rn
+          FROM memmie.content_storage c
+          LEFT JOIN (SELECT content_hash, count(*) AS refs FROM memmie.blob_versions GROUP BY 1) v
+                 ON v.content_hash = c.content_hash
+          WHERE c.reference_count <> coalesce(v.refs, 0)) x;
+    SELECT count(*) INTO total FROM memmie.content_storage;
+    RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
+                                                 format('%s contents', total));
+
+    -- replaying each blob's deltas gives every version's stored state; the head is the last one
+    SELECT count(*), string_agg(format('blob %s version %s', x.blob_id, x.version), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT v.blob_id, v.version, row_number() OVER (ORDER BY v.blob_id, v.version) AS rn
+          FROM memmie.blob_versions v
+          WHERE memmie.blob_state(v.blob_id, v.version)
+                IS DISTINCT FROM memmie._make_state(v.content_hash, v.content_size, v.content_type,
+                                                    v.metadata, v.tags, v.deleted)) x;
+    SELECT count(*) INTO total FROM memmie.blob_versions;
+    RETURN QUERY SELECT * FROM memmie._check_row('replay', bad, sample, format('%s versions replayed', total));
+
+    SELECT count(*), string_agg(format('blob %s', x.id), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT b.id, row_number() OVER (ORDER BY b.id) AS rn
+          FROM memmie.blobs b
+          LEFT JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+          WHERE v.blob_id IS NULL
+             OR (b.content_hash, b.content_size, b.content_type, b.metadata, b.tags, b.deleted_at IS NOT NULL)
+                IS DISTINCT FROM (v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
+             OR (SELECT count(*) FROM memmie.blob_versions w WHERE w.blob_id = b.id) <> b.version) x;
+    SELECT count(*) INTO total FROM memmie.blobs;
+    RETURN QUERY SELECT * FROM memmie._check_row('heads', bad, sample,
+                                                 format('%s blobs: head = latest version, versions dense', total));
+
+    -- stored bytes still hash to their names
+    SELECT count(*), string_agg(format('%s: %s', x.content_hash, x.detail), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT r.content_hash, r.detail, row_number() OVER (ORDER BY r.content_hash) AS rn
+          FROM memmie.verify_content() r WHERE NOT r.ok) x;
+    SELECT count(*) INTO total FROM memmie.content_storage WHERE storage_backend = 'postgres';
+    RETURN QUERY SELECT * FROM memmie._check_row('content_hashes', bad, sample, format('%s contents re-hashed', total));
+
+    -- storage_used and blob_count against a recomputation
+    SELECT count(*), string_agg(format('user %s: storage %s (recomputed %s), blobs %s (recomputed %s)',
+                                       x.user_id, x.storage_used, x.storage, x.blob_count, x.blobs), '; ')
+           FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT u.user_id, u.storage_used, u.blob_count, coalesce(s.storage, 0) AS storage,
+                 coalesce(n.blobs, 0) AS blobs, row_number() OVER (ORDER BY u.user_id) AS rn
+          FROM memmie.user_contexts u
+          LEFT JOIN (SELECT d.user_id, sum(d.content_size) AS storage
+                     FROM (SELECT DISTINCT v.user_id, v.content_hash, v.content_size FROM memmie.blob_versions v) d
+                     GROUP BY 1) s ON s.user_id = u.user_id
+          LEFT JOIN (SELECT b.user_id, count(*) AS blobs FROM memmie.blobs b WHERE b.deleted_at IS NULL GROUP BY 1) n
+                 ON n.user_id = u.user_id
+          WHERE u.storage_used <> coalesce(s.storage, 0) OR u.blob_count <> coalesce(n.blobs, 0)) x;
+    SELECT count(*) INTO total FROM memmie.user_contexts;
+    RETURN QUERY SELECT * FROM memmie._check_row('user_accounting', bad, sample, format('%s users', total));
+
+    -- edges join blobs of one user; every parent_blob_id has its edge
+    SELECT count(*), string_agg(x.what, '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT y.what, row_number() OVER (ORDER BY y.what) AS rn FROM (
+              SELECT format('edge %s -> %s crosses users', e.parent_blob_id, e.child_blob_id) AS what
+              FROM memmie.blob_edges e JOIN memmie.blobs p ON p.id = e.parent_blob_id
+              JOIN memmie.blobs c ON c.id = e.child_blob_id
+              WHERE p.user_id <> c.user_id
+              UNION ALL
+              SELECT format('blob %s has parent %s without an edge', b.id, b.parent_blob_id)
+              FROM memmie.blobs b
+              WHERE b.parent_blob_id IS NOT NULL
+                AND NOT EXISTS (SELECT FROM memmie.blob_edges e
+                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id)) y) x;
+    SELECT count(*) INTO total FROM memmie.blob_edges;
+    RETURN QUERY SELECT * FROM memmie._check_row('edges', bad, sample, format('%s edges', total));
+
+    -- every delta and event lies in a partition of its own period, not in the DEFAULT one
+    SELECT (SELECT count(*) FROM memmie.deltas_default) + (SELECT count(*) FROM memmie.events_default),
+           format('%s deltas and %s events in the DEFAULT partitions (run memmie.create_partitions)',
+                  (SELECT count(*) FROM memmie.deltas_default), (SELECT count(*) FROM memmie.events_default))
+    INTO bad, sample;
+    RETURN QUERY SELECT * FROM memmie._check_row('partitions', bad, sample,
+                                                 'no delta or event in a DEFAULT partition');
 END
 $$;
 

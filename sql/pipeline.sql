@@ -2,12 +2,13 @@
 -- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
 
 -- ---------------------------------------------------------------------------------------------
--- Every processing row gets its job, whoever inserts it (dispatch, backfill, reprocess). The
--- job's id is the processing's id; the inserts set job_id to it (CHECK processing_job_id).
-CREATE FUNCTION memmie._processing_jobs() RETURNS trigger
+-- Every processing gets one job, with the processing's id (CHECK processing_job_id), created
+-- by whoever queues the processing (dispatch_events, backfill, reprocess). Not a trigger: a
+-- restore (pg_dump) loads both tables and must not make jobs again.
+CREATE FUNCTION memmie._queue_jobs(p_ids uuid[]) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    n bigint;
+    n int;
 BEGIN
     INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
     SELECT r.id::text, 'memmie.process', r.user_id,
@@ -15,17 +16,32 @@ BEGIN
                               'version', r.processed_version, 'provider_id', r.provider_id,
                               'provider_version', r.provider_version),
            coalesce((p.processing_rules ->> 'max_retries')::int, 3)
-    FROM memmie_new r JOIN memmie.providers p ON p.id = r.provider_id;
+    FROM memmie.provider_processing r JOIN memmie.providers p ON p.id = r.provider_id
+    WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify('memmie_jobs', 'memmie.process');
     END IF;
+    RETURN n;
+END
+$$;
+
+-- A processing that disappears (its blob hard-deleted, directly or by a cascade) cancels its
+-- job, so that no worker claims work nobody can complete.
+CREATE FUNCTION memmie._cancel_orphan_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE memmie.jobs j
+    SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL, lease_expires_at = NULL,
+        error_message = format('processing of blob %s was deleted', o.blob_id)
+    FROM memmie_old o
+    WHERE j.id = o.id::text AND j.status IN ('queued', 'running');
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER processing_jobs AFTER INSERT ON memmie.provider_processing
-    REFERENCING NEW TABLE AS memmie_new
-    FOR EACH STATEMENT EXECUTE FUNCTION memmie._processing_jobs();
+CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
+    REFERENCING OLD TABLE AS memmie_old
+    FOR EACH STATEMENT EXECUTE FUNCTION memmie._cancel_orphan_jobs();
 
 -- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
 -- -> skipped. (Completion is written by complete_processing itself.)
@@ -113,7 +129,8 @@ CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    n int;
+    n   int;
+    ids uuid[];
 BEGIN
     IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
        OR dispatch_events.max_events > 100000 THEN
@@ -148,9 +165,10 @@ BEGIN
               WHERE memmie._matches(p, b, v)
               ORDER BY b.id, p.id, ev.created_at) c
         ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
-        RETURNING 1
+        RETURNING id
     )
-    SELECT count(*) INTO n FROM marked;
+    SELECT (SELECT count(*) FROM marked), (SELECT array_agg(id) FROM queued) INTO n, ids;
+    PERFORM memmie._queue_jobs(ids);
     RETURN n;
 END
 $$;
@@ -172,24 +190,28 @@ CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    p memmie.providers := memmie._require_provider(backfill.provider_id);
-    n int;
+    p   memmie.providers := memmie._require_provider(backfill.provider_id);
+    ids uuid[];
 BEGIN
     IF p.status <> 'active' THEN
         RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
     END IF;
-    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
-                                            user_id, status, processed_version,
-                                            current_blob_version, input_size, metadata)
-    SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version, c.version,
-           c.content_size, '{"backfill": true}'
-    FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
-          FROM memmie.blobs b
-          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
-          WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
-    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    WITH queued AS (
+        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                                user_id, status, processed_version,
+                                                current_blob_version, input_size, metadata)
+        SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version,
+               c.version, c.content_size, '{"backfill": true}'
+        FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
+              FROM memmie.blobs b
+              JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+              WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
+        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM queued;
+    PERFORM memmie._queue_jobs(ids);
+    RETURN cardinality(ids);
 END
 $$;
 
@@ -213,6 +235,7 @@ BEGIN
             b.content_size, '{"reprocess": true}')
     ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
     IF FOUND THEN
+        PERFORM memmie._queue_jobs(ARRAY[pr.id]);
         RETURN pr.id;
     END IF;
     -- processed at this version before: run it again (its job is queued anew)
@@ -410,7 +433,7 @@ BEGIN
           AND cb.deleted_at IS NULL
         ORDER BY cb.created_at, cb.id
         OFFSET k LIMIT 1
-        FOR UPDATE OF cb;
+        FOR NO KEY UPDATE OF cb;
         created := NOT FOUND;
         IF NOT created THEN
             child := memmie._rewrite_child(child, content, c ->> 'content_type',

@@ -125,8 +125,11 @@ CREATE TABLE memmie.deltas (
     id                 uuid NOT NULL DEFAULT gen_random_uuid(),
     blob_id            uuid NOT NULL,
     user_id            uuid NOT NULL,
+    -- These two CHECKs are written as pg_dump prints them back, so that a partition made after
+    -- install (dumped as CREATE TABLE + ATTACH PARTITION) matches its parent on restore.
     operation          varchar(50) NOT NULL
-                       CHECK (operation IN ('create', 'update', 'transform', 'delete', 'revert')),
+                       CHECK (operation::text = ANY (ARRAY['create'::text, 'update'::text, 'transform'::text,
+                                                         'delete'::text, 'revert'::text])),
     provider_id        varchar(255) NOT NULL DEFAULT 'user',
     patch              jsonb NOT NULL CHECK (jsonb_typeof(patch) = 'array'),
     from_version       integer NOT NULL DEFAULT 0 CHECK (from_version >= 0),
@@ -135,7 +138,8 @@ CREATE TABLE memmie.deltas (
     caused_by_delta_id uuid,
     caused_by_event    jsonb,
     status             varchar(50) NOT NULL DEFAULT 'pending'
-                       CHECK (status IN ('pending', 'applying', 'applied', 'failed')),
+                       CHECK (status::text = ANY (ARRAY['pending'::text, 'applying'::text, 'applied'::text,
+                                                      'failed'::text])),
     error_message      text,
     created_at         timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     applied_at         timestamptz,
@@ -411,12 +415,14 @@ $$;
 
 -- pg_dump keeps the data of every table (extension member tables are otherwise skipped).
 -- One call per statement: pg_extension_config_dump updates the pg_extension row each time.
+-- Not user_content_refs: it is derived from blob_versions, and restoring blob_versions rebuilds
+-- it through the counting triggers (see "Backup and restore" in docs/schema.md).
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY[
-        'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+        'user_contexts', 'content_storage', 'blobs', 'blob_versions',
         'deltas', 'deltas_default', 'blob_edges', 'providers', 'provider_versions',
         'provider_processing', 'events', 'events_default', 'jobs', 'usage_metrics',
         'provider_metrics']

@@ -56,3 +56,14 @@ SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.s
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
 SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('shape one');
 ROLLBACK;
+
+-- The counters start at zero whoever inserts a row (a restore loads these tables before the rows
+-- that count into them).
+BEGIN;
+INSERT INTO memmie.content_storage (content_hash, content, original_size, reference_count)
+VALUES (memmie.sha256('counted'), 'counted', 7, 5);
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted');
+INSERT INTO memmie.user_contexts (user_id, storage_used, blob_count)
+VALUES ('00000000-0000-0000-0000-0000000000af', 100, 3);
+SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000af';
+ROLLBACK;

@@ -132,4 +132,9 @@ SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'doc'));
 SELECT count(*) AS outputs FROM memmie.complete_processing(:'late_pid', 'w1', '{"children": [{"content": "x", "content_type": "text/plain"}]}');
 SELECT p.status, p.error_message IS NOT NULL AS says_why, j.status AS job_status
 FROM memmie.provider_processing p JOIN memmie.jobs j ON j.id = p.job_id WHERE p.id = :'late_pid';
+-- hard-deleting a blob cancels the jobs of its processings (nobody could complete them)
+SELECT id AS img_pid FROM memmie.provider_processing WHERE provider_id = 'words' AND blob_id = (SELECT id FROM n WHERE name = 'img') \gset
+SELECT status FROM memmie.jobs WHERE id = :'img_pid';
+SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'img'), true);
+SELECT status, error_message LIKE 'processing of blob % was deleted' AS says_why FROM memmie.jobs WHERE id = :'img_pid';
 ROLLBACK;

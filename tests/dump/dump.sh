@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Backup test: fill a database through memmie's functions (blobs, versions, DAG, providers,
+# processing, jobs, event positions),
+# dump it with pg_dump (custom format, restored by pg_restore; plain format, restored by psql),
+# and check that each restored database has every row, partition and count of the original,
+# that check() is all ok, and that memmie keeps working in it.
+#   tests/dump/dump.sh PSQL [psql args...]      (pg_dump / pg_restore are taken beside PSQL)
+# Prints "ok - ..." / "not ok - ..." per check and "N passed, M failed"; exits non-zero on failure.
+#
+# Not covered yet (a known limitation, see docs/schema.md "Backup and restore"): partitions made
+# after install by create_partitions / ensure_partitions, and a restore on another day than the
+# install (the install-time partitions are named by date).
+set -uo pipefail
+export PGOPTIONS="-c client_min_messages=warning"
+bindir=$(dirname "$1")
+PSQL=("$@" -X -q -v ON_ERROR_STOP=1 -At)
+conn=("${@:2}")
+passed=0; failed=0
+tmp=$(mktemp -d); chmod 755 "$tmp"; trap 'rm -rf "$tmp"' EXIT
+result() {   # result NAME EXPECTED-FILE GOT-FILE
+    if diff -u "$2" "$3" >"$tmp/diff"; then
+        echo "ok - $1"; passed=$((passed + 1))
+    else
+        echo "not ok - $1"; head -40 "$tmp/diff"; failed=$((failed + 1))
+    fi
+}
+
+for db in memmie_dump_src memmie_dump_custom memmie_dump_plain; do
+    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" || exit 1
+done
+"${PSQL[@]}" -d memmie_dump_src -o /dev/null <<'SQL' || { echo "not ok - filling the source database"; echo "0 passed, 1 failed"; exit 1; }
+CREATE EXTENSION memmie;
+CREATE TABLE public.ids (name text PRIMARY KEY, id uuid);
+INSERT INTO public.ids SELECT 'doc', (memmie.create_blob('00000000-0000-0000-0000-0000000000b1', convert_to(repeat('some words ', 200), 'UTF8'), 'text/plain', '{"title": "Doc"}', '{a}')).id;
+INSERT INTO public.ids SELECT 'json', (memmie.create_blob('00000000-0000-0000-0000-0000000000b1', '{"n": 1}', 'application/json')).id;
+INSERT INTO public.ids SELECT 'other', (memmie.create_blob('00000000-0000-0000-0000-0000000000b2', convert_to(repeat('some words ', 200), 'UTF8'), 'text/plain')).id;
+INSERT INTO public.ids SELECT 'gone', (memmie.create_blob('00000000-0000-0000-0000-0000000000b2', 'gone', 'text/plain')).id;
+SELECT memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'json'), '[{"op": "replace", "path": "/content/n", "value": 2}]');
+SELECT memmie.update_content((SELECT id FROM public.ids WHERE name = 'doc'), 'new words');
+SELECT memmie.revert_blob((SELECT id FROM public.ids WHERE name = 'doc'), 1);
+SELECT memmie.delete_blob((SELECT id FROM public.ids WHERE name = 'gone'));
+SELECT memmie.register_provider('{"id": "p", "name": "P", "version": "1", "trigger_events": ["blob.created"], "supported_types": ["text/*"]}');
+SELECT memmie.register_provider('{"id": "p", "name": "P", "version": "2", "trigger_events": ["blob.created", "blob.updated"], "supported_types": ["text/*"]}');
+SELECT memmie.dispatch_events(1000);
+SELECT memmie.claim_jobs('w', 1, job_types => ARRAY['memmie.process']);
+SELECT memmie.complete_processing(p.id, 'w', '{"children": [{"content": "derived", "content_type": "text/plain", "transform_type": "summary"}], "patch": [{"op": "add", "path": "/metadata/seen", "value": true}]}')
+FROM memmie.provider_processing p WHERE p.status = 'processing';
+INSERT INTO public.ids SELECT 'merged', (memmie.derive_blob(ARRAY[(SELECT id FROM public.ids WHERE name = 'doc'), (SELECT id FROM public.ids WHERE name = 'json')], 'merger', 'merge', 'merged', 'text/plain')).id;
+SELECT memmie.add_edge((SELECT id FROM public.ids WHERE name = 'json'), (SELECT id FROM public.ids WHERE name = 'doc'), 'linker', 'cites');
+SELECT memmie.enqueue_job('email', '00000000-0000-0000-0000-0000000000b1', '{"to": "x"}', job_id => 'job-1');
+SELECT memmie.events_since(0, 5);
+-- partitions made after install, one of them taking rows out of the DEFAULT partition
+SQL
+
+snapshot() {   # every table's rows (and partition lists, sequences, check())
+    "${PSQL[@]}" -d "$1" <<'SQL'
+SELECT format('%s %s', c.oid::regclass, pg_get_expr(c.relpartbound, c.oid))
+FROM pg_class c WHERE c.relnamespace = 'memmie'::regnamespace AND c.relispartition ORDER BY 1;
+SELECT 'event_position_seq', last_value FROM memmie.event_position_seq;
+DO $$
+DECLARE t regclass;
+BEGIN
+    CREATE TEMP TABLE snap (tbl text, rows bigint, digest text);
+    FOR t IN SELECT c.oid::regclass FROM pg_class c
+             WHERE c.relnamespace IN ('memmie'::regnamespace, 'public'::regnamespace) AND c.relkind IN ('r', 'p')
+             ORDER BY 1::text
+    LOOP
+        EXECUTE format($q$INSERT INTO snap SELECT %L, count(*), md5(string_agg(x::text, '|' ORDER BY x::text))
+                         FROM (SELECT to_jsonb(r) - 'last_accessed' AS x FROM %s r) s$q$, t::text, t);
+    END LOOP;
+END $$;
+SELECT tbl, rows, digest FROM snap ORDER BY tbl;
+SELECT check_name, ok FROM memmie.check();
+SQL
+}
+snapshot memmie_dump_src >"$tmp/src" || exit 1
+
+"$bindir/pg_dump" "${conn[@]}" -Fc -f "$tmp/custom.dump" memmie_dump_src || exit 1
+"$bindir/pg_restore" "${conn[@]}" --exit-on-error -d memmie_dump_custom "$tmp/custom.dump" 2>"$tmp/restore.err"
+status=$?
+if [ $status -ne 0 ]; then echo "not ok - pg_restore of the custom-format dump"; cat "$tmp/restore.err"; failed=$((failed + 1))
+else
+    snapshot memmie_dump_custom >"$tmp/custom"
+    result "pg_dump -Fc | pg_restore: every row, partition and count equal, check() all ok ($(grep -c '|' "$tmp/src") lines)" "$tmp/src" "$tmp/custom"
+fi
+
+"$bindir/pg_dump" "${conn[@]}" -Fp -f "$tmp/plain.sql" memmie_dump_src || exit 1
+"${PSQL[@]}" -d memmie_dump_plain -o /dev/null -f "$tmp/plain.sql" 2>"$tmp/plain.err"
+status=$?
+if [ $status -ne 0 ]; then echo "not ok - psql restore of the plain dump"; cat "$tmp/plain.err"; failed=$((failed + 1))
+else
+    snapshot memmie_dump_plain >"$tmp/plain"
+    result "pg_dump (plain) | psql: every row, partition and count equal, check() all ok" "$tmp/src" "$tmp/plain"
+fi
+
+# memmie keeps working in the restored database
+cat >"$tmp/expected.after" <<'TXT'
+2
+ok
+TXT
+"${PSQL[@]}" -d memmie_dump_custom >"$tmp/after" 2>&1 <<'SQL'
+SELECT (memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'json'), '[{"op": "replace", "path": "/content/n", "value": 3}]')).to_version - 1;
+SELECT CASE WHEN bool_and(ok) THEN 'ok' ELSE string_agg(check_name, ',') END FROM memmie.check();
+SQL
+result "memmie keeps working after the restore" "$tmp/expected.after" "$tmp/after"
+
+for db in memmie_dump_src memmie_dump_custom memmie_dump_plain; do "${PSQL[@]}" -d postgres -c "DROP DATABASE $db"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
