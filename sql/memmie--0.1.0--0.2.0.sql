@@ -26,7 +26,7 @@ ALTER TABLE memmie.jobs
     ADD COLUMN run_after timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     ADD CONSTRAINT running_has_lease CHECK (status <> 'running'
         OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL));
-CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at) WHERE status = 'queued';
+CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
 CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
 
 -- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are
@@ -1024,35 +1024,13 @@ BEGIN
 END
 $$;
 
--- Takes back jobs whose lease expired: queued again (one more attempt used), or failed when
--- none is left.
-CREATE FUNCTION memmie._reclaim_expired(p_max int) RETURNS int
-LANGUAGE sql AS $$
-    WITH expired AS MATERIALIZED (
-        SELECT j.id FROM memmie.jobs j
-        WHERE j.status = 'running' AND j.lease_expires_at < clock_timestamp()
-        ORDER BY j.lease_expires_at
-        LIMIT p_max
-        FOR UPDATE SKIP LOCKED
-    ), done AS (
-        UPDATE memmie.jobs j
-        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
-            retry_count = least(j.retry_count + 1, j.max_retries),
-            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
-            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE clock_timestamp() END,
-            run_after = clock_timestamp(),
-            worker_id = NULL, lease_expires_at = NULL
-        FROM expired e WHERE j.id = e.id
-        RETURNING 1
-    )
-    SELECT count(*)::int FROM done
-$$;
-
 CREATE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
                                   lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
 RETURNS SETOF memmie.jobs
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    t_now timestamptz;
 BEGIN
     PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
     IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
@@ -1061,12 +1039,30 @@ BEGIN
     IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
     END IF;
-    PERFORM memmie._reclaim_expired(claim_jobs.max_jobs);
+    -- Take back jobs whose lease expired: queued again (one more attempt used), or failed when
+    -- none is left. (t_now is a variable, not clock_timestamp() in the query, so that both
+    -- conditions are index conditions.)
+    t_now := clock_timestamp();
+    WITH expired AS MATERIALIZED (
+        SELECT j.id FROM memmie.jobs j
+        WHERE j.status = 'running' AND j.lease_expires_at < t_now
+        ORDER BY j.lease_expires_at
+        LIMIT claim_jobs.max_jobs
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE memmie.jobs j
+    SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+        retry_count = least(j.retry_count + 1, j.max_retries),
+        error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+        completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE t_now END,
+        run_after = t_now, worker_id = NULL, lease_expires_at = NULL
+    FROM expired e WHERE j.id = e.id;
+
     RETURN QUERY
     WITH c AS MATERIALIZED (
         SELECT j.id FROM memmie.jobs j
-        WHERE j.status = 'queued' AND j.run_after <= clock_timestamp()
-          AND (j.expires_at IS NULL OR j.expires_at > clock_timestamp())
+        WHERE j.status = 'queued' AND j.run_after <= t_now
+          AND (j.expires_at IS NULL OR j.expires_at > t_now)
           AND (claim_jobs.job_types IS NULL OR j.job_type = ANY (claim_jobs.job_types))
         ORDER BY j.run_after, j.created_at, j.id
         LIMIT claim_jobs.max_jobs
@@ -1074,8 +1070,8 @@ BEGIN
     )
     UPDATE memmie.jobs j
     SET status = 'running', worker_id = claim_jobs.worker_id,
-        lease_expires_at = clock_timestamp() + claim_jobs.lease, lease_duration = claim_jobs.lease,
-        heartbeat_at = clock_timestamp(), started_at = clock_timestamp(), progress = 0
+        lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+        heartbeat_at = t_now, started_at = t_now, progress = 0
     FROM c WHERE j.id = c.id
     RETURNING j.*;
 END
@@ -1103,12 +1099,15 @@ $$;
 
 -- Ends job j (locked, leased) as completed.
 CREATE FUNCTION memmie._complete_job(j memmie.jobs, p_output jsonb) RETURNS memmie.jobs
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE memmie.jobs x
     SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
         lease_expires_at = NULL, error_message = NULL
     WHERE x.id = j.id
-    RETURNING *
+    RETURNING * INTO j;
+    RETURN j;
+END
 $$;
 
 CREATE FUNCTION memmie.complete_job(job_id text, worker_id text, output jsonb DEFAULT NULL)

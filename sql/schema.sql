@@ -328,7 +328,7 @@ CREATE TABLE memmie.jobs (
         OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL))
 );
 CREATE INDEX idx_jobs_status ON memmie.jobs (status) WHERE status IN ('queued', 'running');
-CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at) WHERE status = 'queued';
+CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
 CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX idx_jobs_user ON memmie.jobs (user_id);
 CREATE INDEX idx_jobs_created ON memmie.jobs (created_at DESC);

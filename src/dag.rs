@@ -47,10 +47,9 @@ fn spi_failed(e: pgrx::spi::SpiError) -> MemmieError {
 
 /// P0002 unless blob `id` exists.
 fn require_blob(id: Uuid) -> Result<()> {
-    let found = Spi::connect(|client| {
-        client
-            .select("SELECT 1 FROM memmie.blobs WHERE id = $1", Some(1), &[id.into()])
-            .map(|t| !t.is_empty())
+    const UUID: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDOID);
+    let found = crate::plans::with_plan("SELECT 1 FROM memmie.blobs WHERE id = $1", &[UUID], |client, stmt| {
+        client.select(stmt, Some(1), &[id.into()]).map(|t| !t.is_empty())
     })
     .map_err(spi_failed)?;
     if found { Ok(()) } else { Err(MemmieError::NotFound(format!("blob {id} does not exist"))) }
