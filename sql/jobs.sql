@@ -86,7 +86,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     t_now timestamptz;
 BEGIN
-    PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+    IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
+        PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+    END IF;
     IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
         RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
     END IF;
@@ -169,8 +171,20 @@ RETURNS memmie.jobs
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    j memmie.jobs := memmie._lock_job(complete_job.job_id);
+    j memmie.jobs;
 BEGIN
+    -- the common case in one statement: the holder completes its job
+    UPDATE memmie.jobs x
+    SET status = 'completed', output = complete_job.output, progress = 100,
+        completed_at = clock_timestamp(), lease_expires_at = NULL, error_message = NULL
+    WHERE x.id = complete_job.job_id AND x.status = 'running' AND x.worker_id = complete_job.worker_id
+      AND x.job_type <> 'memmie.process'
+    RETURNING * INTO j;
+    IF FOUND THEN
+        RETURN j;
+    END IF;
+    -- otherwise say why (or, if the job changed meanwhile, complete it after all)
+    j := memmie._lock_job(complete_job.job_id);
     PERFORM memmie._check_lease(j, complete_job.worker_id);
     IF j.job_type = 'memmie.process' THEN
         RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id

@@ -1,10 +1,11 @@
 //! The provenance DAG: breadth-first traversal of `blob_edges`, level by level.
 //!
-//! Each level is one query over the whole frontier (`= ANY($1)`), so a million-node traversal is
-//! a few dozen queries, not a million; nodes are kept in a hash set, so every node is reported
-//! once, at its shortest depth, however many paths reach it (multi-parent merges, no path
-//! arrays). Nothing recurses, and interrupts are checked as rows are read, so
-//! `statement_timeout` and `pg_cancel_backend` stop a large traversal promptly.
+//! Each level is read with a few queries over the whole frontier (`= ANY($1)`, in batches, each
+//! answering with one array), so a million-node traversal is a few hundred queries, not a
+//! million; nodes are kept in a hash set, so every node is reported once, at its shortest depth,
+//! however many paths reach it (multi-parent merges, no path arrays). Nothing recurses, and
+//! interrupts are checked between batches and as nodes are read, so `statement_timeout` and
+//! `pg_cancel_backend` stop a large traversal promptly.
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::prelude::*;
@@ -24,10 +25,10 @@ impl Direction {
     fn next_level_sql(self) -> &'static str {
         match self {
             Direction::Descendants => {
-                "SELECT e.child_blob_id FROM memmie.blob_edges e WHERE e.parent_blob_id = ANY($1)"
+                "SELECT array_agg(e.child_blob_id) FROM memmie.blob_edges e WHERE e.parent_blob_id = ANY($1)"
             }
             Direction::Ancestors => {
-                "SELECT e.parent_blob_id FROM memmie.blob_edges e WHERE e.child_blob_id = ANY($1)"
+                "SELECT array_agg(e.parent_blob_id) FROM memmie.blob_edges e WHERE e.child_blob_id = ANY($1)"
             }
         }
     }
@@ -82,13 +83,14 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
         for batch in frontier.chunks(BATCH) {
             pgrx::check_for_interrupts!();
             let reached = crate::plans::with_plan(sql, &[UUID_ARRAY], |client, stmt| {
-                let table = client.select(stmt, None, &[batch.to_vec().into()])?;
-                for row in table {
+                // one row: the next nodes of the whole batch as one uuid[] (no per-row SPI cost)
+                let table = client.select(stmt, Some(1), &[batch.to_vec().into()])?;
+                let Some(found) = table.first().get::<pgrx::Array<Uuid>>(1)? else { return Ok(false) };
+                for id in found.iter().flatten() {
                     rows += 1;
                     if rows % INTERRUPT_EVERY == 0 {
                         pgrx::check_for_interrupts!();
                     }
-                    let Some(id) = row.get::<Uuid>(1)? else { continue };
                     if seen.insert(*id.as_bytes()) {
                         if stop_at == Some(id) {
                             return Ok(true);
