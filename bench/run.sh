@@ -29,7 +29,7 @@ trap 'stop_cluster; rm -rf "$OUT"' EXIT
 PG_EXTRA_OPTS="-c shared_buffers=256MB -c max_wal_size=4GB -c synchronous_commit=off" start_cluster "$OUT/cluster"
 DB=memmie_bench
 psql_c -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-psql_c -q -d $DB -c "CREATE EXTENSION memmie" -f "$BENCH/sql/00_harness.sql"
+psql_c -q -d $DB -c "CREATE EXTENSION memmie" -c "SELECT memmie.ensure_partitions()" -f "$BENCH/sql/00_harness.sql"
 
 selected=("$@")
 is_selected() {

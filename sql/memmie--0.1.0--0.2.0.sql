@@ -10,8 +10,6 @@ ALTER TABLE memmie.blob_edges
     ADD COLUMN version_map jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(version_map) = 'array');
 
 ALTER TABLE memmie.events ADD COLUMN position bigint;
-CREATE INDEX idx_events_position ON memmie.events (position) WHERE position IS NOT NULL;
-CREATE INDEX idx_events_unsequenced ON memmie.events (created_at) WHERE position IS NULL;
 CREATE SEQUENCE memmie.event_position_seq AS bigint;
 SELECT pg_catalog.pg_extension_config_dump('memmie.event_position_seq', '');
 
@@ -75,6 +73,71 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
 CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
     FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
     EXECUTE FUNCTION memmie._zero_counters();
+
+-- ---------------------------------------------------------------------------------------------
+-- deltas and events: keys and indexes move from the partitioned parents to each partition, and
+-- the dated partitions 0.1.0 made at install leave the extension, so that pg_dump dumps them as
+-- ordinary tables and a dump restores on any day (see sql/schema.sql).
+CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text := format('memmie.%I', p_part);
+BEGIN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
+    IF p_parent = 'deltas' THEN
+        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
+        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
+        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
+        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
+        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
+    ELSIF p_parent = 'events' THEN
+        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
+    ELSE
+        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+DROP INDEX memmie.idx_deltas_blob_id, memmie.idx_deltas_user_id, memmie.idx_deltas_status,
+           memmie.idx_deltas_provider, memmie.idx_deltas_created, memmie.idx_deltas_applied,
+           memmie.idx_deltas_causality, memmie.idx_deltas_pending,
+           memmie.idx_events_type, memmie.idx_events_aggregate, memmie.idx_events_unprocessed,
+           memmie.idx_events_created;
+ALTER TABLE memmie.deltas DROP CONSTRAINT deltas_pkey;
+ALTER TABLE memmie.events DROP CONSTRAINT events_pkey;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT p.relname AS parent, c.relname AS part,
+                    pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default
+             FROM pg_catalog.pg_inherits i
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+             JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+             WHERE i.inhparent IN ('memmie.deltas'::regclass, 'memmie.events'::regclass)
+             ORDER BY 2
+    LOOP
+        PERFORM memmie._index_partition(r.parent::text, r.part::text);
+        IF NOT r.is_default THEN
+            EXECUTE format('ALTER EXTENSION memmie DROP TABLE memmie.%I', r.part);
+        END IF;
+    END LOOP;
+END
+$$;
+UPDATE pg_catalog.pg_extension e
+SET extconfig = (SELECT array_agg(c ORDER BY i) FROM unnest(e.extconfig) WITH ORDINALITY u(c, i)
+                 WHERE (c::regclass)::text !~ '^memmie\.(deltas|events)_[0-9]'),
+    extcondition = (SELECT array_agg(x ORDER BY i) FROM unnest(e.extcondition) WITH ORDINALITY u(x, i)
+                    WHERE (e.extconfig[i]::regclass)::text !~ '^memmie\.(deltas|events)_[0-9]')
+WHERE e.extname = 'memmie';
 
 
 -- ---------------------------------------------------------------------------------------------

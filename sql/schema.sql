@@ -120,6 +120,41 @@ CREATE TABLE memmie.user_content_refs (
 );
 
 -- ---------------------------------------------------------------------------------------------
+-- deltas and events are partitioned by created_at. Their keys and indexes are made on each
+-- partition (by this function, for every partition memmie makes), not on the partitioned
+-- parents: a partition made after install is then dumped and restored by pg_dump like any
+-- table (with indexes on the parents, the restore's ATTACH PARTITION would already have made
+-- the indexes pg_dump creates next, and fail). The primary key (id, created_at) per partition is
+-- as unique as one on the parent: created_at decides the partition.
+CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text := format('memmie.%I', p_part);
+BEGIN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
+    IF p_parent = 'deltas' THEN
+        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
+        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
+        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
+        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
+        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
+    ELSIF p_parent = 'events' THEN
+        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
+    ELSE
+        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Deltas: the event-sourced history, range-partitioned by month on created_at.
 CREATE TABLE memmie.deltas (
     id                 uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -143,21 +178,12 @@ CREATE TABLE memmie.deltas (
     error_message      text,
     created_at         timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     applied_at         timestamptz,
-    PRIMARY KEY (id, created_at),
     CONSTRAINT fk_blob FOREIGN KEY (blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
     CONSTRAINT fk_user FOREIGN KEY (user_id)
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX idx_deltas_blob_id ON memmie.deltas (blob_id, to_version);
-CREATE INDEX idx_deltas_user_id ON memmie.deltas (user_id);
-CREATE INDEX idx_deltas_status ON memmie.deltas (status) WHERE status <> 'applied';
-CREATE INDEX idx_deltas_provider ON memmie.deltas (provider_id);
-CREATE INDEX idx_deltas_created ON memmie.deltas (created_at DESC);
-CREATE INDEX idx_deltas_applied ON memmie.deltas (applied_at DESC) WHERE applied_at IS NOT NULL;
-CREATE INDEX idx_deltas_causality ON memmie.deltas (caused_by_delta_id)
-    WHERE caused_by_delta_id IS NOT NULL;
-CREATE INDEX idx_deltas_pending ON memmie.deltas (created_at) WHERE status = 'pending';
 CREATE TABLE memmie.deltas_default PARTITION OF memmie.deltas DEFAULT;
+SELECT memmie._index_partition('deltas', 'deltas_default');
 
 -- ---------------------------------------------------------------------------------------------
 -- The DAG of derived blobs.
@@ -284,18 +310,12 @@ CREATE TABLE memmie.events (
     -- The event's place in the feed of events_since(): given in commit order by
     -- memmie._sequence_events(), NULL until then (see docs/schema.md).
     position       bigint,
-    PRIMARY KEY (id, created_at),
     CONSTRAINT fk_user FOREIGN KEY (user_id)
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX idx_events_type ON memmie.events (event_type);
-CREATE INDEX idx_events_aggregate ON memmie.events (aggregate_id, aggregate_type);
-CREATE INDEX idx_events_unprocessed ON memmie.events (processed, created_at) WHERE processed = false;
-CREATE INDEX idx_events_created ON memmie.events (created_at DESC);
-CREATE INDEX idx_events_position ON memmie.events (position) WHERE position IS NOT NULL;
-CREATE INDEX idx_events_unsequenced ON memmie.events (created_at) WHERE position IS NULL;
 CREATE SEQUENCE memmie.event_position_seq AS bigint;
 CREATE TABLE memmie.events_default PARTITION OF memmie.events DEFAULT;
+SELECT memmie._index_partition('events', 'events_default');
 
 -- ---------------------------------------------------------------------------------------------
 -- Jobs, claimed and completed from SQL.
@@ -386,32 +406,11 @@ ALTER TABLE memmie.deltas_default SET (autovacuum_vacuum_scale_factor = 0.1);
 ALTER TABLE memmie.events_default SET (autovacuum_vacuum_scale_factor = 0.05);
 
 -- ---------------------------------------------------------------------------------------------
--- Partitions for the current and the next period (UTC-aligned): months of deltas, days of
--- events. Rows outside every partition land in the *_default partitions, never in an error.
-DO $$
-DECLARE
-    month_start timestamptz := date_trunc('month', CURRENT_TIMESTAMP AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    day_start   timestamptz := date_trunc('day', CURRENT_TIMESTAMP AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    lo timestamptz;
-    name text;
-BEGIN
-    FOR i IN 0..1 LOOP
-        lo := month_start + make_interval(months => i);
-        name := 'deltas_' || to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM');
-        EXECUTE format('CREATE TABLE memmie.%I PARTITION OF memmie.deltas FOR VALUES FROM (%L) TO (%L) '
-                       'WITH (autovacuum_vacuum_scale_factor = 0.1)',
-                       name, lo, lo + interval '1 month');
-        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', name)::regclass, '');
-
-        lo := day_start + make_interval(days => i);
-        name := 'events_' || to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM_DD');
-        EXECUTE format('CREATE TABLE memmie.%I PARTITION OF memmie.events FOR VALUES FROM (%L) TO (%L) '
-                       'WITH (autovacuum_vacuum_scale_factor = 0.05)',
-                       name, lo, lo + interval '1 day');
-        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', name)::regclass, '');
-    END LOOP;
-END
-$$;
+-- The install makes only the DEFAULT partitions. Periods get their own partitions from
+-- memmie.ensure_partitions() (run it after CREATE EXTENSION, and let maintenance keep it up):
+-- those are ordinary tables that pg_dump dumps, so a dump restores on any day; partitions made
+-- here would be extension members named by the install date, missing in a restore made on
+-- another day. Rows made before land in DEFAULT and move when their partition is made.
 
 -- pg_dump keeps the data of every table (extension member tables are otherwise skipped).
 -- One call per statement: pg_extension_config_dump updates the pg_extension row each time.

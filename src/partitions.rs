@@ -162,19 +162,22 @@ fn create_one(t: &Managed, p: &Planned) -> Result<()> {
     .map_err(spi_error)?
     .unwrap_or(false);
     let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
+    // keys and indexes live on each partition (see memmie._index_partition in sql/schema.sql)
+    let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
     let sql = if waiting {
-        // The DEFAULT partition may not keep rows of the new range: move them, then attach.
+        // The DEFAULT partition may not keep rows of the new range: move them, index, attach.
         format!(
             "CREATE TABLE memmie.{name} (LIKE memmie.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) {options}; \
              WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
              INSERT INTO memmie.{name} SELECT * FROM moved; \
+             {index}; \
              ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')",
             from = p.from,
             to = p.to
         )
     } else {
         format!(
-            "CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{}') TO ('{}') {options}",
+            "CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{}') TO ('{}') {options}; {index}",
             p.from, p.to
         )
     };

@@ -115,6 +115,7 @@ WORKER_PROBLEMS=""
 if [ "${E2E_CHECK_ONLY:-0}" != 1 ]; then
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
     q "CREATE EXTENSION memmie" >/dev/null
+    q "SELECT memmie.ensure_partitions()" >/dev/null
     "${PSQL[@]}" -d "$DB" >/dev/null <<'SQL'
 SELECT memmie.register_provider('{
     "id": "e2e-upper", "name": "Upper case", "version": "1",

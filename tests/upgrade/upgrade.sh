@@ -65,6 +65,29 @@ done
 check "schema after upgrade equals a fresh install ($(wc -l <"$tmp/catalog.memmie_fresh") objects)" \
     "$tmp/catalog.memmie_fresh" "$tmp/catalog.memmie_upgrade"
 
+# The partitions 0.1.0 made at install: indexed like new ones, no longer extension members.
+cat >"$tmp/expected.parts" <<'TXT'
+dated partitions|4
+without a primary key|0
+with fewer indexes than a new one|0
+still extension members|0
+TXT
+"${PSQL[@]}" -d memmie_upgrade >"$tmp/got.parts" 2>&1 <<'SQL'
+CREATE TEMP VIEW parts AS
+SELECT c.oid, c.relname, p.relname AS parent,
+       (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes,
+       EXISTS (SELECT FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary) AS has_pkey
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.oid IN ('memmie.deltas'::regclass, 'memmie.events'::regclass) AND c.relname ~ '_[0-9]';
+SELECT 'dated partitions', count(*) FROM parts;
+SELECT 'without a primary key', count(*) FROM parts WHERE NOT has_pkey;
+SELECT 'with fewer indexes than a new one', count(*) FROM parts
+WHERE indexes < CASE parent WHEN 'deltas' THEN 9 ELSE 7 END;
+SELECT 'still extension members', count(*) FROM parts p
+WHERE EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = p.oid AND d.deptype = 'e');
+SQL
+check "partitions made by 0.1.0: indexed per partition, no longer extension members" "$tmp/expected.parts" "$tmp/got.parts"
+
 # The new functions on the old data.
 cat >"$tmp/expected.new" <<'TXT'
 events before the upgrade are in the feed|t

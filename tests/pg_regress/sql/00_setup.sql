@@ -21,3 +21,6 @@ $$;
 
 SELECT extname, extversion, nspname
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'memmie';
+
+-- What an operator does after CREATE EXTENSION: partitions for this and the next periods.
+SELECT memmie.ensure_partitions() AS partitions_made;

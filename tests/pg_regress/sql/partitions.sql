@@ -1,9 +1,9 @@
 -- Partition upkeep: create_partitions (moving rows out of DEFAULT), ensure_partitions,
 -- drop_old_partitions (events only, never with unprocessed events).
 BEGIN;
--- install made this and the next period of each table; keeping 3 future periods adds 2 + 2
-SELECT memmie.ensure_partitions(3) AS created;
-SELECT memmie.ensure_partitions(3) AS created_again;
+-- 00_setup kept 3 future periods of each table; 5 adds 2 + 2
+SELECT memmie.ensure_partitions(5) AS created;
+SELECT memmie.ensure_partitions(5) AS created_again;
 SELECT memmie.ensure_partitions(0) AS nothing_to_do;
 
 -- rows waiting in the DEFAULT partition move into the partitions made for them

@@ -1,5 +1,6 @@
 -- The installed schema: partitions, pg_dump registration, privileges.
--- deltas by month and events by day (UTC), this period and the next, plus default partitions.
+-- deltas by month and events by day (UTC): the install makes the DEFAULT partitions,
+-- ensure_partitions() (run by 00_setup) this period and the next ones.
 WITH parts AS (
     SELECT i.inhparent::regclass::text AS parent, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -20,12 +21,20 @@ SELECT tableoid::regclass::text LIKE 'memmie.deltas_2%' AS in_month FROM memmie.
 SELECT tableoid::regclass::text LIKE 'memmie.events_2%' AS in_day FROM memmie.events;
 ROLLBACK;
 
--- Every table (partitions included) is registered for pg_dump.
+-- Every table of the extension is registered for pg_dump (user_content_refs excepted: it is
+-- rebuilt from blob_versions on restore). Partitions made by ensure_partitions() are not
+-- extension members: pg_dump dumps them as ordinary tables.
 SELECT c.relname
 FROM pg_class c
 WHERE c.relnamespace = 'memmie'::regnamespace AND c.relkind IN ('r', 'p', 'S')
   AND c.oid <> ALL ((SELECT extconfig FROM pg_extension WHERE extname = 'memmie')::oid[])
-  AND c.relname <> 'user_content_refs';   -- derived: rebuilt from blob_versions on restore
+  AND c.relname <> 'user_content_refs'
+  AND EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+              AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e');
+SELECT count(*) AS dated_partitions_in_the_extension
+FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+     AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+WHERE c.relname ~ '^(deltas|events)_[0-9]';
 
 -- Nothing that writes or reads users' data is executable by PUBLIC.
 SELECT p.proname
