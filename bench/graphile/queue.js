@@ -24,9 +24,14 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // memmie: what a worker does with memmie's SQL API: claim one job (its own transaction), run it,
 // complete it (another transaction); when the queue is empty, wait for memmie_jobs or poll.
+// Like graphile-worker (which calls completeJob without awaiting it, dist/worker.js), the
+// completion is sent on a second connection and not waited for before the next claim.
 async function memmieWorker(id) {
   const client = new pg.Client();
   await client.connect();
+  const completer = new pg.Client();
+  await completer.connect();
+  let lastComplete = Promise.resolve();
   const worker = `bench-worker-${id}`;
   let wake = null;
   client.on("notification", () => wake && wake());
@@ -52,13 +57,16 @@ async function memmieWorker(id) {
     }
     reportedEmpty = false;
     const job = claimed.rows[0];
-    // the no-op task
-    await client.query({
+    // the no-op task; its completion goes out on the second connection (queued there in order)
+    lastComplete = completer.query({
       name: "complete",
       text: "SELECT 1 FROM memmie.complete_job($1, $2)",
       values: [job.id, worker],
     });
+    lastComplete.catch((e) => { console.error(`memmie: complete_job failed: ${e.message}`); process.exit(1); });
   }
+  await lastComplete;
+  await completer.end();
   await client.end();
 }
 
