@@ -1,0 +1,141 @@
+-- memmie 0.1.0 -> 0.2.0: the provenance DAG, providers, jobs with leases, the provider pipeline.
+-- Run by ALTER EXTENSION memmie UPDATE TO '0.2.0'. tests/upgrade checks that the result equals
+-- a fresh 0.2.0 install, object by object.
+\echo Use "ALTER EXTENSION memmie UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables
+
+ALTER TABLE memmie.blob_edges
+    ADD COLUMN version_map jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(version_map) = 'array');
+
+ALTER TABLE memmie.events ADD COLUMN position bigint;
+CREATE SEQUENCE memmie.event_position_seq AS bigint;
+SELECT pg_catalog.pg_extension_config_dump('memmie.event_position_seq', '');
+
+-- 0.1.0 had no way to hand out jobs: a job someone marked running holds no lease, so it goes back
+-- to the queue (the new CHECK needs a holder for every running job).
+UPDATE memmie.jobs SET status = 'queued' WHERE status = 'running';
+ALTER TABLE memmie.jobs
+    ADD COLUMN worker_id varchar(255),
+    ADD COLUMN lease_expires_at timestamptz,
+    ADD COLUMN lease_duration interval,
+    ADD COLUMN heartbeat_at timestamptz,
+    ADD COLUMN run_after timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ADD CONSTRAINT running_has_lease CHECK (status <> 'running'
+        OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL));
+CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
+CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
+
+-- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are
+-- kept in metadata.
+UPDATE memmie.provider_processing
+SET metadata = metadata || jsonb_build_object('external_job_id', job_id), job_id = NULL
+WHERE job_id IS NOT NULL AND job_id <> id::text;
+ALTER TABLE memmie.provider_processing
+    ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
+
+-- The two CHECKs of deltas in the form pg_dump prints back (see sql/schema.sql).
+ALTER TABLE memmie.deltas
+    DROP CONSTRAINT deltas_operation_check,
+    ADD CONSTRAINT deltas_operation_check
+        CHECK (operation::text = ANY (ARRAY['create'::text, 'update'::text, 'transform'::text,
+                                            'delete'::text, 'revert'::text])),
+    DROP CONSTRAINT deltas_status_check,
+    ADD CONSTRAINT deltas_status_check
+        CHECK (status::text = ANY (ARRAY['pending'::text, 'applying'::text, 'applied'::text,
+                                         'failed'::text]));
+
+-- user_content_refs is derived from blob_versions and rebuilt by the counting triggers when a
+-- dump is restored: it leaves pg_dump's list (pg_extension_config_dump cannot remove an entry).
+UPDATE pg_catalog.pg_extension e
+SET extconfig = (SELECT array_agg(c ORDER BY i) FROM unnest(e.extconfig) WITH ORDINALITY u(c, i)
+                 WHERE c <> 'memmie.user_content_refs'::regclass),
+    extcondition = (SELECT array_agg(x ORDER BY i) FROM unnest(e.extcondition) WITH ORDINALITY u(x, i)
+                    WHERE e.extconfig[i] <> 'memmie.user_content_refs'::regclass)
+WHERE e.extname = 'memmie';
+
+-- New rows start their counters at zero (see sql/blobs.sql).
+CREATE FUNCTION memmie._zero_counters() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'content_storage' THEN
+        NEW.reference_count := 0;
+    ELSE
+        NEW.storage_used := 0;
+        NEW.blob_count := 0;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
+    FOR EACH ROW WHEN (NEW.reference_count <> 0) EXECUTE FUNCTION memmie._zero_counters();
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
+    FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
+    EXECUTE FUNCTION memmie._zero_counters();
+
+-- ---------------------------------------------------------------------------------------------
+-- deltas and events: keys and indexes move from the partitioned parents to each partition, and
+-- the dated partitions 0.1.0 made at install leave the extension, so that pg_dump dumps them as
+-- ordinary tables and a dump restores on any day (see sql/schema.sql).
+CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text := format('memmie.%I', p_part);
+BEGIN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
+    IF p_parent = 'deltas' THEN
+        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
+        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
+        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
+        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
+        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
+    ELSIF p_parent = 'events' THEN
+        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
+    ELSE
+        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+DROP INDEX memmie.idx_deltas_blob_id, memmie.idx_deltas_user_id, memmie.idx_deltas_status,
+           memmie.idx_deltas_provider, memmie.idx_deltas_created, memmie.idx_deltas_applied,
+           memmie.idx_deltas_causality, memmie.idx_deltas_pending,
+           memmie.idx_events_type, memmie.idx_events_aggregate, memmie.idx_events_unprocessed,
+           memmie.idx_events_created;
+ALTER TABLE memmie.deltas DROP CONSTRAINT deltas_pkey;
+ALTER TABLE memmie.events DROP CONSTRAINT events_pkey;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT p.relname AS parent, c.relname AS part,
+                    pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default
+             FROM pg_catalog.pg_inherits i
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+             JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+             WHERE i.inhparent IN ('memmie.deltas'::regclass, 'memmie.events'::regclass)
+             ORDER BY 2
+    LOOP
+        PERFORM memmie._index_partition(r.parent::text, r.part::text);
+        IF NOT r.is_default THEN
+            EXECUTE format('ALTER EXTENSION memmie DROP TABLE memmie.%I', r.part);
+        END IF;
+    END LOOP;
+END
+$$;
+UPDATE pg_catalog.pg_extension e
+SET extconfig = (SELECT array_agg(c ORDER BY i) FROM unnest(e.extconfig) WITH ORDINALITY u(c, i)
+                 WHERE (c::regclass)::text !~ '^memmie\.(deltas|events)_[0-9]'),
+    extcondition = (SELECT array_agg(x ORDER BY i) FROM unnest(e.extcondition) WITH ORDINALITY u(x, i)
+                    WHERE (e.extconfig[i]::regclass)::text !~ '^memmie\.(deltas|events)_[0-9]')
+WHERE e.extname = 'memmie';
+
