@@ -14,8 +14,9 @@ CREATE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT NULL) RETU
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    h   text;
-    enc bytea;
+    h       text;
+    enc     bytea;
+    encoded boolean := false;
 BEGIN
     IF data IS NULL THEN
         RAISE EXCEPTION 'put_content: data must not be NULL' USING ERRCODE = '22023';
@@ -25,15 +26,23 @@ BEGIN
         PERFORM memmie._check_mime(mime_type);
     END IF;
     h := memmie.sha256(data);
-    PERFORM FROM memmie.content_storage c WHERE c.content_hash = h;
-    IF NOT FOUND THEN
-        enc := memmie._encode_content(data);
+    LOOP
+        -- An existing content is locked (FOR KEY SHARE) until the caller's transaction ends, so
+        -- gc_content (FOR UPDATE SKIP LOCKED) cannot delete it under the reference being made;
+        -- one that gc_content is deleting right now is waited for, then stored again.
+        PERFORM FROM memmie.content_storage c WHERE c.content_hash = h FOR KEY SHARE;
+        EXIT WHEN FOUND;
+        IF NOT encoded THEN
+            enc := memmie._encode_content(data);
+            encoded := true;
+        END IF;
         INSERT INTO memmie.content_storage
             (content_hash, content, compression, original_size, compressed_size, mime_type)
         VALUES (h, coalesce(enc, data), CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
                 length(data), length(coalesce(enc, data)), mime_type)
         ON CONFLICT (content_hash) DO NOTHING;
-    END IF;
+        EXIT WHEN FOUND;
+    END LOOP;
     RETURN h;
 END
 $$;

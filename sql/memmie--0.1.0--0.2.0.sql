@@ -233,6 +233,44 @@ DROP FUNCTION memmie._record_version(memmie.blobs, text, jsonb, text, uuid, json
 DROP FUNCTION memmie._write_state(memmie.blobs, jsonb, text, jsonb, text, uuid, jsonb);
 
 
+-- Stores content once per hash; returns the hash.
+CREATE OR REPLACE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    h       text;
+    enc     bytea;
+    encoded boolean := false;
+BEGIN
+    IF data IS NULL THEN
+        RAISE EXCEPTION 'put_content: data must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_content_size(length(data));
+    IF mime_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(mime_type);
+    END IF;
+    h := memmie.sha256(data);
+    LOOP
+        -- An existing content is locked (FOR KEY SHARE) until the caller's transaction ends, so
+        -- gc_content (FOR UPDATE SKIP LOCKED) cannot delete it under the reference being made;
+        -- one that gc_content is deleting right now is waited for, then stored again.
+        PERFORM FROM memmie.content_storage c WHERE c.content_hash = h FOR KEY SHARE;
+        EXIT WHEN FOUND;
+        IF NOT encoded THEN
+            enc := memmie._encode_content(data);
+            encoded := true;
+        END IF;
+        INSERT INTO memmie.content_storage
+            (content_hash, content, compression, original_size, compressed_size, mime_type)
+        VALUES (h, coalesce(enc, data), CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
+                length(data), length(coalesce(enc, data)), mime_type)
+        ON CONFLICT (content_hash) DO NOTHING;
+        EXIT WHEN FOUND;
+    END LOOP;
+    RETURN h;
+END
+$$;
+
 -- The counters memmie keeps (content_storage.reference_count, user_contexts.storage_used and
 -- blob_count) start at zero in every new row, whoever inserts it: they count the rows that
 -- reference it, which the triggers here add as they come. So a restore by pg_dump, which loads
@@ -1879,6 +1917,54 @@ BEGIN
     INTO bad, sample;
     RETURN QUERY SELECT * FROM memmie._check_row('partitions', bad, sample,
                                                  'no delta or event in a DEFAULT partition');
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/operations.sql (new in 0.2.0)
+
+
+-- Operations: view refreshes and garbage collection of content (more of issue 4 to come).
+
+-- Refreshes both materialized views without blocking their readers; returns what it refreshed.
+CREATE FUNCTION memmie.refresh_views() RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    t1 timestamptz;
+BEGIN
+    REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.user_blob_summary;
+    t1 := clock_timestamp();
+    REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.dag_statistics;
+    RETURN jsonb_build_object(
+        'user_blob_summary', jsonb_build_object('rows', (SELECT count(*) FROM memmie.user_blob_summary),
+                                                'ms', round(extract(epoch FROM t1 - t0) * 1000, 1)),
+        'dag_statistics', jsonb_build_object('rows', (SELECT count(*) FROM memmie.dag_statistics),
+                                             'ms', round(extract(epoch FROM clock_timestamp() - t1) * 1000, 1)));
+END
+$$;
+
+-- Deletes content no blob version references (reference_count = 0) that nobody touched for
+-- longer than grace, and returns it (storage_path: external bytes for the caller to delete).
+-- Contents a writer is referencing right now are locked by put_content and skipped.
+CREATE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
+RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    IF gc_content.grace IS NULL OR gc_content.grace < interval '0' THEN
+        RAISE EXCEPTION 'grace must be a non-negative interval, got %', gc_content.grace USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+    WITH garbage AS MATERIALIZED (
+        SELECT c.content_hash FROM memmie.content_storage c
+        WHERE c.reference_count = 0 AND c.last_accessed < clock_timestamp() - gc_content.grace
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM memmie.content_storage c USING garbage g
+    WHERE c.content_hash = g.content_hash AND c.reference_count = 0
+    RETURNING c.content_hash::text, c.storage_backend::text, c.storage_path;
 END
 $$;
 

@@ -17,7 +17,7 @@ import tempfile
 
 ROOT = subprocess.run(['git', 'rev-parse', '--show-toplevel'], capture_output=True, text=True, check=True).stdout.strip()
 OLD_COMMIT = '7937df4'
-NEW_FILES = ['dag.sql', 'providers.sql', 'jobs.sql', 'pipeline.sql', 'partitions.sql', 'check.sql', 'privileges.sql']
+NEW_FILES = ['dag.sql', 'providers.sql', 'jobs.sql', 'pipeline.sql', 'partitions.sql', 'check.sql', 'operations.sql', 'privileges.sql']
 
 with tempfile.NamedTemporaryFile(suffix='.sql') as out:
     subprocess.run(['cargo', 'pgrx', 'schema', 'pg15', '-o', out.name], cwd=ROOT, check=True,
@@ -44,7 +44,8 @@ if changed or removed:
 
 def functions(text):
     out = {}
-    for m in re.finditer(r'(?:^--[^\n]*\n)*^CREATE FUNCTION memmie\.(\w+)\((.*?)^\$\$;\n', text, re.S | re.M):
+    # a function ends at the first line that ends with $$; (bodies on one line included)
+    for m in re.finditer(r'(?:^--[^\n]*\n)*^CREATE FUNCTION memmie\.(\w+)\((.*?)\$\$;$\n', text, re.S | re.M):
         out.setdefault(m.group(1), []).append(m.group(0))
     return out
 
