@@ -171,6 +171,12 @@ CREATE  FUNCTION "_drop_old_partitions"(
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_old_partitions_wrapper';
 
+-- memmie::guc::_event_retention_seconds
+CREATE  FUNCTION "_event_retention_seconds"() RETURNS INT /* i32 */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'event_retention_seconds_wrapper';
+
 -- memmie::guc::_max_derivation_depth
 CREATE  FUNCTION "_max_derivation_depth"() RETURNS INT /* i32 */
 STRICT STABLE PARALLEL SAFE 
@@ -1965,6 +1971,41 @@ BEGIN
     DELETE FROM memmie.content_storage c USING garbage g
     WHERE c.content_hash = g.content_hash AND c.reference_count = 0
     RETURNING c.content_hash::text, c.storage_backend::text, c.storage_path;
+END
+$$;
+
+-- The routine upkeep (the design document's maintenance_routine, without its defects): one
+-- session at a time; a second caller returns at once saying so. Returns what it did.
+CREATE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker
+    DELETE FROM memmie.jobs j WHERE j.expires_at < clock_timestamp() AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
 END
 $$;
 

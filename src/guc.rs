@@ -19,7 +19,27 @@ fn max_derivation_depth() -> i32 {
     MAX_DERIVATION_DEPTH.get()
 }
 
+/// How long processed events are kept before maintenance() drops their partitions (seconds).
+static EVENT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 3600);
+
+/// The current `memmie.event_retention`, in seconds (read through here so that the setting is
+/// defined even in a session that never called memmie's Rust code).
+#[pgrx::pg_extern(name = "_event_retention_seconds", stable, parallel_safe)]
+fn event_retention_seconds() -> i32 {
+    EVENT_RETENTION.get()
+}
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"memmie.event_retention",
+        c"How long maintenance() keeps processed events.",
+        c"Partitions of memmie.events older than this whose events are all processed are dropped.",
+        &EVENT_RETENTION,
+        3600,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_int_guc(
         c"memmie.max_derivation_depth",
         c"Longest chain of derived blobs that dispatch_events follows.",

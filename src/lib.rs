@@ -73,7 +73,11 @@ extension_sql_file!(
     requires = ["schema", partitions::create_partitions, partitions::drop_old_partitions]
 );
 extension_sql_file!("../sql/check.sql", name = "check", requires = ["pipeline", "partitions"]);
-extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["blobs"]);
+extension_sql_file!(
+    "../sql/operations.sql",
+    name = "operations",
+    requires = ["blobs", "partitions", guc::event_retention_seconds]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -26,3 +26,13 @@ SELECT jsonb_object_keys(memmie.refresh_views()) AS refreshed ORDER BY 1;
 SELECT total_blobs FROM memmie.user_blob_summary WHERE user_id = '00000000-0000-0000-0000-0000000000a7';
 SELECT check_name, ok FROM memmie.check() WHERE NOT ok;
 ROLLBACK;
+
+-- maintenance(): the routine upkeep, with a report
+BEGIN;
+SELECT id FROM memmie.enqueue_job('report', '00000000-0000-0000-0000-0000000000a7', '{}', expires_at => now() - interval '1 minute', job_id => 'expired-job');
+SELECT key, CASE WHEN key IN ('views', 'ms') THEN 'present' ELSE value::text END AS value
+FROM jsonb_each(memmie.maintenance()) ORDER BY key;
+SELECT count(*) AS expired_job_left FROM memmie.jobs WHERE id = 'expired-job';
+SET LOCAL memmie.event_retention = '7d';
+SELECT memmie.maintenance() ->> 'event_retention' AS retention;
+ROLLBACK;
