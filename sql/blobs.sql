@@ -323,14 +323,33 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie._check_provider(p_provider text) RETURNS text
+-- A name-like text argument: 1 to max_len characters, not blank (22023 naming it otherwise).
+CREATE FUNCTION memmie._check_text(v text, what text, max_len int) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF p_provider IS NULL OR btrim(p_provider) = '' OR length(p_provider) > 255 THEN
-        RAISE EXCEPTION 'invalid provider id "%": expected 1 to 255 characters', p_provider
+    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
+        RAISE EXCEPTION 'invalid % "%": expected 1 to % characters', what, v, max_len
             USING ERRCODE = '22023';
     END IF;
-    RETURN p_provider;
+    RETURN v;
+END
+$$;
+
+CREATE FUNCTION memmie._check_provider(p_provider text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT memmie._check_text(p_provider, 'provider id', 255)
+$$;
+
+-- P0002 unless delta p_delta (when given) exists.
+CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
 END
 $$;
 
@@ -435,12 +454,7 @@ BEGIN
     b := memmie._lock_blob(apply_delta.blob_id);
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, apply_delta.expected_version);
-    IF apply_delta.caused_by_delta_id IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = apply_delta.caused_by_delta_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'delta % does not exist', apply_delta.caused_by_delta_id USING ERRCODE = 'P0002';
-        END IF;
-    END IF;
+    PERFORM memmie._check_delta_exists(apply_delta.caused_by_delta_id);
     RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
                                apply_delta.caused_by_event);
 END
@@ -502,17 +516,25 @@ BEGIN
 END
 $$;
 
--- Writes new content (and type, when given) as the next version of blob b (locked, live).
+-- Writes new content (and type, metadata, tags, when given) as the next version of blob b
+-- (locked, live).
 CREATE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
                                         p_caused_by uuid DEFAULT NULL,
-                                        p_caused_event jsonb DEFAULT NULL)
+                                        p_caused_event jsonb DEFAULT NULL,
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
     old_s jsonb := memmie._head_state(b);
-    new_s jsonb;
+    new_s jsonb := old_s;
 BEGIN
-    new_s := memmie._with_content(old_s, b.user_id, p_content, coalesce(p_type, b.content_type));
+    IF p_meta IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('metadata', p_meta);
+    END IF;
+    IF p_tags IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
+    END IF;
+    new_s := memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type));
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);

@@ -22,29 +22,6 @@ LANGUAGE sql STABLE AS $$
     SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version
 $$;
 
-CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_delta IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
-        END IF;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION memmie._check_transform(p_transform text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF p_transform IS NULL OR btrim(p_transform) = '' OR length(p_transform) > 255 THEN
-        RAISE EXCEPTION 'invalid transform_type "%": expected 1 to 255 characters', p_transform
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN p_transform;
-END
-$$;
-
 -- A new blob derived from one or more parents (all of one user), with one edge per parent.
 CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_content bytea,
                                p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
@@ -58,7 +35,7 @@ DECLARE
     p_user  uuid;
 BEGIN
     PERFORM memmie._check_provider(p_by);
-    PERFORM memmie._check_transform(p_transform);
+    PERFORM memmie._check_text(p_transform, 'transform_type', 255);
     IF p_parents IS NULL OR cardinality(p_parents) = 0 THEN
         RAISE EXCEPTION 'parent_blob_ids must name at least one blob' USING ERRCODE = '22023';
     END IF;
@@ -115,7 +92,7 @@ BEGIN
     PERFORM memmie._require(add_edge.parent_blob_id, 'parent_blob_id');
     PERFORM memmie._require(add_edge.child_blob_id, 'child_blob_id');
     PERFORM memmie._check_provider(add_edge.provider_id);
-    PERFORM memmie._check_transform(add_edge.transform_type);
+    PERFORM memmie._check_text(add_edge.transform_type, 'transform_type', 255);
     IF add_edge.metadata IS NULL OR jsonb_typeof(add_edge.metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object, got %', coalesce(jsonb_typeof(add_edge.metadata), 'NULL')
             USING ERRCODE = '22023';

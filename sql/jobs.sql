@@ -6,17 +6,6 @@
 -- holds the lease gets MM005 and changes nothing. Claims use FOR UPDATE SKIP LOCKED: concurrent
 -- workers never wait for each other and never get the same job.
 
-CREATE FUNCTION memmie._check_job_text(v text, what text, max_len int) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
-        RAISE EXCEPTION 'invalid %: "%" (expected 1 to % characters)', what, v, max_len
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN v;
-END
-$$;
-
 -- The job, row-locked; P0002 when it does not exist.
 CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
 LANGUAGE plpgsql AS $$
@@ -53,14 +42,14 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
-    PERFORM memmie._check_job_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._check_text(enqueue_job.job_type, 'job_type', 100);
     PERFORM memmie._require(enqueue_job.user_id, 'user_id');
     PERFORM memmie._require(enqueue_job.input, 'input');
     IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
         RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
     END IF;
     IF enqueue_job.job_id IS NOT NULL THEN
-        PERFORM memmie._check_job_text(enqueue_job.job_id, 'job_id', 255);
+        PERFORM memmie._check_text(enqueue_job.job_id, 'job_id', 255);
     END IF;
     INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
     INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
@@ -87,7 +76,7 @@ DECLARE
     t_now timestamptz;
 BEGIN
     IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
-        PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+        PERFORM memmie._check_text(claim_jobs.worker_id, 'worker_id', 255);
     END IF;
     IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
         RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
@@ -153,14 +142,19 @@ BEGIN
 END
 $$;
 
--- Ends job j (locked, leased) as completed.
-CREATE FUNCTION memmie._complete_job(j memmie.jobs, p_output jsonb) RETURNS memmie.jobs
+-- Completes the job if p_worker holds it and it is (p_processing) or is not a provider
+-- processing; the completed row, or NULL when nothing matched.
+CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean)
+RETURNS memmie.jobs
 LANGUAGE plpgsql AS $$
+DECLARE
+    j memmie.jobs;
 BEGIN
     UPDATE memmie.jobs x
     SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
         lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = j.id
+    WHERE x.id = p_job AND x.status = 'running' AND x.worker_id = p_worker
+      AND (x.job_type = 'memmie.process') = p_processing
     RETURNING * INTO j;
     RETURN j;
 END
@@ -174,13 +168,8 @@ DECLARE
     j memmie.jobs;
 BEGIN
     -- the common case in one statement: the holder completes its job
-    UPDATE memmie.jobs x
-    SET status = 'completed', output = complete_job.output, progress = 100,
-        completed_at = clock_timestamp(), lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = complete_job.job_id AND x.status = 'running' AND x.worker_id = complete_job.worker_id
-      AND x.job_type <> 'memmie.process'
-    RETURNING * INTO j;
-    IF FOUND THEN
+    j := memmie._complete_job(complete_job.job_id, complete_job.worker_id, complete_job.output, false);
+    IF j.id IS NOT NULL THEN
         RETURN j;
     END IF;
     -- otherwise say why (or, if the job changed meanwhile, complete it after all)
@@ -190,7 +179,7 @@ BEGIN
         RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
             USING ERRCODE = '22023';
     END IF;
-    RETURN memmie._complete_job(j, complete_job.output);
+    RETURN memmie._complete_job(j.id, complete_job.worker_id, complete_job.output, false);
 END
 $$;
 

@@ -412,6 +412,36 @@ BEGIN
 END
 $$;
 
+-- A name-like text argument: 1 to max_len characters, not blank (22023 naming it otherwise).
+CREATE OR REPLACE FUNCTION memmie._check_text(v text, what text, max_len int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
+        RAISE EXCEPTION 'invalid % "%": expected 1 to % characters', what, v, max_len
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._check_provider(p_provider text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT memmie._check_text(p_provider, 'provider id', 255)
+$$;
+
+-- P0002 unless delta p_delta (when given) exists.
+CREATE OR REPLACE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
 -- Validates and writes a new blob (version 1) with an edge from `parent` when given.
 CREATE OR REPLACE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
                                     p_tags text[], parent memmie.blobs, p_by text,
@@ -510,12 +540,7 @@ BEGIN
     b := memmie._lock_blob(apply_delta.blob_id);
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, apply_delta.expected_version);
-    IF apply_delta.caused_by_delta_id IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = apply_delta.caused_by_delta_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'delta % does not exist', apply_delta.caused_by_delta_id USING ERRCODE = 'P0002';
-        END IF;
-    END IF;
+    PERFORM memmie._check_delta_exists(apply_delta.caused_by_delta_id);
     RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
                                apply_delta.caused_by_event);
 END
@@ -576,17 +601,25 @@ BEGIN
 END
 $$;
 
--- Writes new content (and type, when given) as the next version of blob b (locked, live).
+-- Writes new content (and type, metadata, tags, when given) as the next version of blob b
+-- (locked, live).
 CREATE OR REPLACE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
                                         p_caused_by uuid DEFAULT NULL,
-                                        p_caused_event jsonb DEFAULT NULL)
+                                        p_caused_event jsonb DEFAULT NULL,
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
     old_s jsonb := memmie._head_state(b);
-    new_s jsonb;
+    new_s jsonb := old_s;
 BEGIN
-    new_s := memmie._with_content(old_s, b.user_id, p_content, coalesce(p_type, b.content_type));
+    IF p_meta IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('metadata', p_meta);
+    END IF;
+    IF p_tags IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
+    END IF;
+    new_s := memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type));
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);
@@ -651,29 +684,6 @@ LANGUAGE sql STABLE AS $$
     SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version
 $$;
 
-CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_delta IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
-        END IF;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION memmie._check_transform(p_transform text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF p_transform IS NULL OR btrim(p_transform) = '' OR length(p_transform) > 255 THEN
-        RAISE EXCEPTION 'invalid transform_type "%": expected 1 to 255 characters', p_transform
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN p_transform;
-END
-$$;
-
 -- A new blob derived from one or more parents (all of one user), with one edge per parent.
 CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_content bytea,
                                p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
@@ -687,7 +697,7 @@ DECLARE
     p_user  uuid;
 BEGIN
     PERFORM memmie._check_provider(p_by);
-    PERFORM memmie._check_transform(p_transform);
+    PERFORM memmie._check_text(p_transform, 'transform_type', 255);
     IF p_parents IS NULL OR cardinality(p_parents) = 0 THEN
         RAISE EXCEPTION 'parent_blob_ids must name at least one blob' USING ERRCODE = '22023';
     END IF;
@@ -744,7 +754,7 @@ BEGIN
     PERFORM memmie._require(add_edge.parent_blob_id, 'parent_blob_id');
     PERFORM memmie._require(add_edge.child_blob_id, 'child_blob_id');
     PERFORM memmie._check_provider(add_edge.provider_id);
-    PERFORM memmie._check_transform(add_edge.transform_type);
+    PERFORM memmie._check_text(add_edge.transform_type, 'transform_type', 255);
     IF add_edge.metadata IS NULL OR jsonb_typeof(add_edge.metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object, got %', coalesce(jsonb_typeof(add_edge.metadata), 'NULL')
             USING ERRCODE = '22023';
@@ -1059,17 +1069,6 @@ $$;
 -- holds the lease gets MM005 and changes nothing. Claims use FOR UPDATE SKIP LOCKED: concurrent
 -- workers never wait for each other and never get the same job.
 
-CREATE FUNCTION memmie._check_job_text(v text, what text, max_len int) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
-        RAISE EXCEPTION 'invalid %: "%" (expected 1 to % characters)', what, v, max_len
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN v;
-END
-$$;
-
 -- The job, row-locked; P0002 when it does not exist.
 CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
 LANGUAGE plpgsql AS $$
@@ -1106,14 +1105,14 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
-    PERFORM memmie._check_job_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._check_text(enqueue_job.job_type, 'job_type', 100);
     PERFORM memmie._require(enqueue_job.user_id, 'user_id');
     PERFORM memmie._require(enqueue_job.input, 'input');
     IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
         RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
     END IF;
     IF enqueue_job.job_id IS NOT NULL THEN
-        PERFORM memmie._check_job_text(enqueue_job.job_id, 'job_id', 255);
+        PERFORM memmie._check_text(enqueue_job.job_id, 'job_id', 255);
     END IF;
     INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
     INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
@@ -1140,7 +1139,7 @@ DECLARE
     t_now timestamptz;
 BEGIN
     IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
-        PERFORM memmie._check_job_text(claim_jobs.worker_id, 'worker_id', 255);
+        PERFORM memmie._check_text(claim_jobs.worker_id, 'worker_id', 255);
     END IF;
     IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
         RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
@@ -1206,14 +1205,19 @@ BEGIN
 END
 $$;
 
--- Ends job j (locked, leased) as completed.
-CREATE FUNCTION memmie._complete_job(j memmie.jobs, p_output jsonb) RETURNS memmie.jobs
+-- Completes the job if p_worker holds it and it is (p_processing) or is not a provider
+-- processing; the completed row, or NULL when nothing matched.
+CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean)
+RETURNS memmie.jobs
 LANGUAGE plpgsql AS $$
+DECLARE
+    j memmie.jobs;
 BEGIN
     UPDATE memmie.jobs x
     SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
         lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = j.id
+    WHERE x.id = p_job AND x.status = 'running' AND x.worker_id = p_worker
+      AND (x.job_type = 'memmie.process') = p_processing
     RETURNING * INTO j;
     RETURN j;
 END
@@ -1227,13 +1231,8 @@ DECLARE
     j memmie.jobs;
 BEGIN
     -- the common case in one statement: the holder completes its job
-    UPDATE memmie.jobs x
-    SET status = 'completed', output = complete_job.output, progress = 100,
-        completed_at = clock_timestamp(), lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = complete_job.job_id AND x.status = 'running' AND x.worker_id = complete_job.worker_id
-      AND x.job_type <> 'memmie.process'
-    RETURNING * INTO j;
-    IF FOUND THEN
+    j := memmie._complete_job(complete_job.job_id, complete_job.worker_id, complete_job.output, false);
+    IF j.id IS NOT NULL THEN
         RETURN j;
     END IF;
     -- otherwise say why (or, if the job changed meanwhile, complete it after all)
@@ -1243,7 +1242,7 @@ BEGIN
         RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
             USING ERRCODE = '22023';
     END IF;
-    RETURN memmie._complete_job(j, complete_job.output);
+    RETURN memmie._complete_job(j.id, complete_job.worker_id, complete_job.output, false);
 END
 $$;
 
@@ -1298,27 +1297,44 @@ $$;
 -- jobs ('memmie.process', id = the processing id) -> workers -> derived blobs and deltas.
 
 -- ---------------------------------------------------------------------------------------------
--- Every processing gets one job, with the processing's id (CHECK processing_job_id), created
--- by whoever queues the processing (dispatch_events, backfill, reprocess). Not a trigger: a
--- restore (pg_dump) loads both tables and must not make jobs again.
-CREATE FUNCTION memmie._queue_jobs(p_ids uuid[]) RETURNS int
+-- Queues provider p_providers[i] on blob p_blobs[i] at its current version, with p_metadata[i]:
+-- one provider_processing row each (none where it exists already) and its job, which has the
+-- processing's id (CHECK processing_job_id). The one place processings are made (dispatch_events,
+-- backfill, reprocess); not a trigger, so a restore (pg_dump) loading both tables does not make
+-- jobs again. Returns the ids of the processings it made.
+CREATE FUNCTION memmie._queue_processing(p_blobs uuid[], p_providers text[], p_metadata jsonb[])
+RETURNS uuid[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    n int;
+    ids uuid[];
 BEGIN
-    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
-    SELECT r.id::text, 'memmie.process', r.user_id,
-           jsonb_build_object('processing_id', r.id, 'blob_id', r.blob_id,
-                              'version', r.processed_version, 'provider_id', r.provider_id,
-                              'provider_version', r.provider_version),
-           coalesce((p.processing_rules ->> 'max_retries')::int, 3)
-    FROM memmie.provider_processing r JOIN memmie.providers p ON p.id = r.provider_id
-    WHERE r.id = ANY (p_ids);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    WITH queued AS (
+        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
+                                                user_id, status, processed_version,
+                                                current_blob_version, input_size, metadata)
+        SELECT c.id, c.id::text, c.blob_id, c.provider_id, c.provider_version, c.user_id, 'pending',
+               c.version, c.version, c.content_size, c.metadata
+        FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, p.id AS provider_id,
+                     p.version AS provider_version, b.user_id, b.version, b.content_size, u.metadata
+              FROM unnest(p_blobs, p_providers, p_metadata) u(blob_id, provider_id, metadata)
+              JOIN memmie.blobs b ON b.id = u.blob_id
+              JOIN memmie.providers p ON p.id = u.provider_id) c
+        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
+        RETURNING id, blob_id, provider_id, provider_version, user_id, processed_version
+    ), jobs AS (
+        INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries)
+        SELECT r.id::text, 'memmie.process', r.user_id,
+               jsonb_build_object('processing_id', r.id, 'blob_id', r.blob_id,
+                                  'version', r.processed_version, 'provider_id', r.provider_id,
+                                  'provider_version', r.provider_version),
+               coalesce((p.processing_rules ->> 'max_retries')::int, 3)
+        FROM queued r JOIN memmie.providers p ON p.id = r.provider_id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM queued;
+    IF cardinality(ids) > 0 THEN
         PERFORM pg_notify('memmie_jobs', 'memmie.process');
     END IF;
-    RETURN n;
+    RETURN ids;
 END
 $$;
 
@@ -1425,8 +1441,10 @@ CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    n   int;
-    ids uuid[];
+    n         int;
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
 BEGIN
     IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
        OR dispatch_events.max_events > 100000 THEN
@@ -1444,27 +1462,21 @@ BEGIN
         UPDATE memmie.events e SET processed = true, processed_at = clock_timestamp()
         FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
         RETURNING 1
-    ), queued AS (
-        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
-                                                user_id, status, processed_version,
-                                                current_blob_version, input_size, metadata)
-        SELECT c.id, c.id::text, c.blob_id, c.provider_id, c.provider_version, c.user_id, 'pending',
-               c.version, c.version, c.content_size, c.metadata
-        FROM (SELECT DISTINCT ON (b.id, p.id) gen_random_uuid() AS id, b.id AS blob_id,
-                     p.id AS provider_id, p.version AS provider_version, b.user_id, v.version,
-                     v.content_size, jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
-              FROM ev
-              JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
-              JOIN memmie.blob_versions v ON v.blob_id = b.id
-                   AND v.version = (ev.payload ->> 'version')::int
-              JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
-              WHERE memmie._matches(p, b, v)
-              ORDER BY b.id, p.id, ev.created_at) c
-        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
-        RETURNING id
+    ), matched AS (
+        SELECT DISTINCT ON (b.id, p.id) b.id AS blob_id, p.id AS provider_id,
+               jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+        FROM ev
+        JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+        JOIN memmie.blob_versions v ON v.blob_id = b.id
+             AND v.version = (ev.payload ->> 'version')::int
+        JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+        WHERE memmie._matches(p, b, v)
+        ORDER BY b.id, p.id, ev.created_at
     )
-    SELECT (SELECT count(*) FROM marked), (SELECT array_agg(id) FROM queued) INTO n, ids;
-    PERFORM memmie._queue_jobs(ids);
+    SELECT (SELECT count(*) FROM marked), array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)
+    INTO n, blobs, providers, metadata
+    FROM matched m;
+    PERFORM memmie._queue_processing(blobs, providers, metadata);
     RETURN n;
 END
 $$;
@@ -1486,27 +1498,21 @@ CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    p   memmie.providers := memmie._require_provider(backfill.provider_id);
-    ids uuid[];
+    p         memmie.providers := memmie._require_provider(backfill.provider_id);
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+    ids       uuid[];
 BEGIN
     IF p.status <> 'active' THEN
         RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
     END IF;
-    WITH queued AS (
-        INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
-                                                user_id, status, processed_version,
-                                                current_blob_version, input_size, metadata)
-        SELECT c.id, c.id::text, c.blob_id, p.id, p.version, c.user_id, 'pending', c.version,
-               c.version, c.content_size, '{"backfill": true}'
-        FROM (SELECT gen_random_uuid() AS id, b.id AS blob_id, b.user_id, b.version, v.content_size
-              FROM memmie.blobs b
-              JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
-              WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v)) c
-        ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING
-        RETURNING id
-    )
-    SELECT coalesce(array_agg(id), '{}') INTO ids FROM queued;
-    PERFORM memmie._queue_jobs(ids);
+    SELECT array_agg(b.id), array_agg(p.id::text), array_agg('{"backfill": true}'::jsonb)
+    INTO blobs, providers, metadata
+    FROM memmie.blobs b
+    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+    WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v);
+    ids := memmie._queue_processing(blobs, providers, metadata);
     RETURN cardinality(ids);
 END
 $$;
@@ -1515,24 +1521,18 @@ CREATE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    p  memmie.providers := memmie._require_provider(reprocess.provider_id);
-    b  memmie.blobs;
-    pr memmie.provider_processing;
+    p   memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b   memmie.blobs;
+    pr  memmie.provider_processing;
+    ids uuid[];
 BEGIN
     SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
     IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
         RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
     END IF;
-    pr.id := gen_random_uuid();
-    INSERT INTO memmie.provider_processing (id, job_id, blob_id, provider_id, provider_version,
-                                            user_id, status, processed_version,
-                                            current_blob_version, input_size, metadata)
-    VALUES (pr.id, pr.id::text, b.id, p.id, p.version, b.user_id, 'pending', b.version, b.version,
-            b.content_size, '{"reprocess": true}')
-    ON CONFLICT ON CONSTRAINT unique_processing DO NOTHING;
-    IF FOUND THEN
-        PERFORM memmie._queue_jobs(ARRAY[pr.id]);
-        RETURN pr.id;
+    ids := memmie._queue_processing(ARRAY[b.id], ARRAY[p.id::text], ARRAY['{"reprocess": true}'::jsonb]);
+    IF cardinality(ids) > 0 THEN
+        RETURN ids[1];
     END IF;
     -- processed at this version before: run it again (its job is queued anew)
     SELECT * INTO pr FROM memmie.provider_processing x
@@ -1596,33 +1596,12 @@ BEGIN
 END
 $$;
 
--- A new version of an existing derived child: new content, type, metadata and tags.
-CREATE FUNCTION memmie._rewrite_child(child memmie.blobs, p_content bytea, p_type text, p_meta jsonb,
-                                      p_tags text[], p_by text, p_caused_by uuid, p_caused_event jsonb)
-RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
-DECLARE
-    old_s jsonb := memmie._head_state(child);
-    new_s jsonb;
-BEGIN
-    PERFORM memmie._check_mime(p_type);
-    new_s := memmie._with_content(old_s || jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
-                                  child.user_id, p_content, p_type);
-    PERFORM memmie._write_state(child, new_s, 'transform', memmie.jsonb_diff(old_s, new_s), p_by,
-                                p_caused_by, p_caused_event);
-    PERFORM memmie._check_quotas(child.user_id);
-    SELECT * INTO child FROM memmie.blobs x WHERE x.id = child.id;
-    RETURN child;
-END
-$$;
-
 CREATE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
 RETURNS SETOF memmie.blobs
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     pr        memmie.provider_processing;
-    j         memmie.jobs;
     created   boolean;
     p         memmie.providers;
     b         memmie.blobs;
@@ -1641,8 +1620,8 @@ DECLARE
     content   bytea;
     first_delta uuid;
 BEGIN
+    -- the job is locked and its lease checked from here on
     pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
-    j := memmie._lock_job(pr.job_id);
     PERFORM memmie._require(complete_processing.outputs, 'outputs');
     IF jsonb_typeof(complete_processing.outputs) <> 'object' THEN
         RAISE EXCEPTION 'outputs must be a JSON object, got %', jsonb_typeof(complete_processing.outputs)
@@ -1671,7 +1650,7 @@ BEGIN
         SET status = 'skipped', completed_at = clock_timestamp(),
             error_message = format('blob %s was deleted before the processing completed', b.id)
         WHERE x.id = pr.id;
-        PERFORM memmie._complete_job(j, jsonb_build_object('skipped', 'input deleted'));
+        PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id, jsonb_build_object('skipped', 'input deleted'), true);
         RETURN;
     END IF;
     SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
@@ -1719,7 +1698,7 @@ BEGIN
             RAISE EXCEPTION 'outputs.children[%].transform_type must be a string', i USING ERRCODE = '22023';
         END IF;
         content := memmie._child_bytes(c, i);
-        ttype := memmie._check_transform(coalesce(c ->> 'transform_type', 'derived'));
+        ttype := memmie._check_text(coalesce(c ->> 'transform_type', 'derived'), 'transform_type', 255);
         -- the k-th child of this transform type in the outputs matches the k-th existing one
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
@@ -1732,10 +1711,10 @@ BEGIN
         FOR NO KEY UPDATE OF cb;
         created := NOT FOUND;
         IF NOT created THEN
-            child := memmie._rewrite_child(child, content, c ->> 'content_type',
-                                           coalesce(c -> 'metadata', '{}'),
-                                           ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
-                                           p.id, caused_by, cause);
+            -- a new version of that child: new content, type, metadata and tags
+            child := memmie._replace_content(child, content, c ->> 'content_type', p.id, caused_by, cause,
+                                             coalesce(c -> 'metadata', '{}'),
+                                             ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))));
         ELSE
             child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
                                     coalesce(c -> 'metadata', '{}'),
@@ -1773,8 +1752,9 @@ BEGIN
                     END
                  || coalesce(complete_processing.outputs -> 'metadata', '{}')
     WHERE x.id = pr.id;
-    PERFORM memmie._complete_job(j, jsonb_build_object('output_blob_ids', to_jsonb(out_ids),
-                                                          'output_delta_id', patch_id));
+    PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
+                                 jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
+                                 true);
 END
 $$;
 
