@@ -5,14 +5,16 @@ CREATE TABLE bench.results (
     benchmark text, variant text, size text, ms_median numeric, per text, runs int,
     ord serial);
 
--- Runs q `runs` times (after one warm-up) and returns the median wall time in ms.
-CREATE FUNCTION bench.median_ms(q text, runs int DEFAULT 5) RETURNS numeric
+-- Runs q `runs` times (after `warmups` untimed runs) and returns the median wall time in ms.
+CREATE FUNCTION bench.median_ms(q text, runs int DEFAULT 5, warmups int DEFAULT 1) RETURNS numeric
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz;
     times numeric[] := '{}';
 BEGIN
-    EXECUTE q;
+    FOR i IN 1..warmups LOOP
+        EXECUTE q;
+    END LOOP;
     FOR i IN 1..runs LOOP
         t0 := clock_timestamp();
         EXECUTE q;

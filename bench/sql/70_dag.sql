@@ -111,18 +111,6 @@ INSERT INTO bench.dag_cases (ord, dir, what, start) VALUES
 -- Per case and side: one run computing the checksum (it also warms the cache), then `runs`
 -- timed runs; the two checksums must be equal. The slowest queries take tens of seconds, so
 -- the checksum run stands in for bench.record's separate warm-up run.
-CREATE FUNCTION bench.dag_median_ms(q text, runs int) RETURNS numeric LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz;
-    times numeric[] := '{}';
-BEGIN
-    FOR i IN 1..runs LOOP
-        t0 := clock_timestamp();
-        EXECUTE q;
-        times := times || (extract(epoch FROM clock_timestamp() - t0) * 1000)::numeric;
-    END LOOP;
-    RETURN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(times) x);
-END $$;
 CREATE PROCEDURE bench.dag_run(benchmark_suffix text, runs int) LANGUAGE plpgsql AS $$
 DECLARE
     c record;
@@ -145,7 +133,7 @@ BEGIN
             ELSIF chk IS DISTINCT FROM first THEN
                 RAISE EXCEPTION '% from % (%): memmie and the recursive CTE differ: % / %', c.dir, c.what, c.start, first, chk;
             END IF;
-            ms := bench.dag_median_ms(format('SELECT count(*), sum(depth) FROM (%s) r', v.q), runs);
+            ms := bench.median_ms(format('SELECT count(*), sum(depth) FROM (%s) r', v.q), runs, 0);
             INSERT INTO dag_times VALUES (v.variant, ms, v.vord);
         END LOOP;
         INSERT INTO bench.results (benchmark, variant, size, ms_median, per, runs)
