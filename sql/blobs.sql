@@ -182,12 +182,20 @@ BEGIN
     IF p_deleted THEN
         s := s || '{"deleted": true}';
     END IF;
-    IF memmie._is_json_type(p_type) THEN
+    -- JSON content kept outside PostgreSQL (sql/external.sql) is not part of the state
+    IF memmie._is_json_type(p_type) AND memmie._stored_here(p_hash) THEN
         s := s || jsonb_build_object('content',
                  memmie._json_from_bytes(memmie.get_content(p_hash))::jsonb);
     END IF;
     RETURN s;
 END
+$$;
+
+-- Whether a content's bytes are in content_storage (not in s3 or a file system).
+CREATE FUNCTION memmie._stored_here(p_hash text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM memmie.content_storage c
+                   WHERE c.content_hash = p_hash AND c.storage_backend = 'postgres')
 $$;
 
 CREATE FUNCTION memmie._head_state(b memmie.blobs) RETURNS jsonb
@@ -235,6 +243,10 @@ BEGIN
                                       content_type, metadata, tags, deleted, delta_id, created_by)
     VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
             b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    -- the day's usage (sql/metrics.sql), with the user's storage after this version
+    INSERT INTO memmie.usage_increments (user_id, blobs_created, deltas_applied, storage_bytes_used)
+    SELECT b.user_id, (p_event_type = 'blob.created')::int, 1, u.storage_used
+    FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
     -- clock time, not transaction time: events of one transaction keep the order they happened in
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES (p_event_type, b.id, 'blob', b.user_id,
@@ -356,18 +368,22 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- Public API
 
--- Validates and writes a new blob (version 1) with an edge from `parent` when given.
+-- Validates and writes a new blob (version 1) with an edge from `parent` when given. Its content
+-- is p_content, or, with p_external, kept outside PostgreSQL (see _with_external).
 CREATE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
                                     p_tags text[], parent memmie.blobs, p_by text,
                                     p_operation text, p_transform text,
-                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL)
+                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL,
+                                    p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
     s jsonb;
     b memmie.blobs;
 BEGIN
-    PERFORM memmie._require(p_content, 'content');
+    IF p_external IS NULL THEN
+        PERFORM memmie._require(p_content, 'content');
+    END IF;
     PERFORM memmie._check_mime(p_type);
     PERFORM memmie._require(p_meta, 'metadata');
     PERFORM memmie._require(p_tags, 'tags');
@@ -377,8 +393,9 @@ BEGIN
     IF array_position(p_tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    s := memmie._with_content(jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
-                              p_user, p_content, p_type);
+    s := jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags));
+    s := CASE WHEN p_external IS NULL THEN memmie._with_content(s, p_user, p_content, p_type)
+              ELSE memmie._with_external(s, p_user, p_external, p_type) END;
     INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
                               parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
     VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
@@ -476,7 +493,7 @@ BEGIN
     user_s := memmie._next_state(old_s::text, p_patch::text)::jsonb;
     new_s := user_s;
     new_type := user_s ->> 'content_type';
-    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' THEN
+    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' AND memmie._stored_here(b.content_hash) THEN
         -- became a JSON type: its bytes must be JSON
         new_s := user_s || jsonb_build_object('content',
                      memmie._json_from_bytes(memmie.get_content(b.content_hash))::jsonb);
@@ -517,11 +534,12 @@ END
 $$;
 
 -- Writes new content (and type, metadata, tags, when given) as the next version of blob b
--- (locked, live).
+-- (locked, live): p_content, or, with p_external, content kept outside PostgreSQL.
 CREATE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
                                         p_caused_by uuid DEFAULT NULL,
                                         p_caused_event jsonb DEFAULT NULL,
-                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL)
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL,
+                                        p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -534,7 +552,9 @@ BEGIN
     IF p_tags IS NOT NULL THEN
         new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
     END IF;
-    new_s := memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type));
+    new_s := CASE WHEN p_external IS NULL
+                  THEN memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type))
+                  ELSE memmie._with_external(new_s, b.user_id, p_external, coalesce(p_type, b.content_type)) END;
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);
@@ -590,6 +610,8 @@ BEGIN
         RETURNING id INTO event_id;
         PERFORM pg_notify('memmie_events', event_id::text);
         DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
     ELSIF b.deleted_at IS NULL THEN
         PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
                                     '[{"op": "add", "path": "/deleted", "value": true}]',

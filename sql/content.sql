@@ -30,11 +30,25 @@ BEGIN
         -- An existing content is locked (FOR KEY SHARE) until the caller's transaction ends, so
         -- gc_content (FOR UPDATE SKIP LOCKED) cannot delete it under the reference being made;
         -- one that gc_content is deleting right now is waited for, then stored again.
-        PERFORM FROM memmie.content_storage c WHERE c.content_hash = h FOR KEY SHARE;
+        PERFORM FROM memmie.content_storage c
+        WHERE c.content_hash = h AND c.storage_backend = 'postgres' FOR KEY SHARE;
         EXIT WHEN FOUND;
         IF NOT encoded THEN
             enc := memmie._encode_content(data);
             encoded := true;
+        END IF;
+        -- known as content kept outside PostgreSQL (create_external_blob): now that the bytes
+        -- are here, they are stored here; storage_path still names the outside copy, so that
+        -- gc_content reports it when the content goes
+        UPDATE memmie.content_storage c
+        SET content = coalesce(enc, data), compression = CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
+            compressed_size = length(coalesce(enc, data)), storage_backend = 'postgres',
+            mime_type = coalesce(c.mime_type, put_content.mime_type), last_accessed = CURRENT_TIMESTAMP
+        WHERE c.content_hash = h AND c.storage_backend <> 'postgres' AND c.original_size = length(data);
+        CONTINUE WHEN FOUND;
+        IF EXISTS (SELECT FROM memmie.content_storage c WHERE c.content_hash = h AND c.storage_backend <> 'postgres') THEN
+            RAISE EXCEPTION 'content % is recorded as kept outside PostgreSQL with a size other than % bytes',
+                h, length(data) USING ERRCODE = 'MM006';
         END IF;
         INSERT INTO memmie.content_storage
             (content_hash, content, compression, original_size, compressed_size, mime_type)

@@ -35,6 +35,25 @@ WHERE job_id IS NOT NULL AND job_id <> id::text;
 ALTER TABLE memmie.provider_processing
     ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
 
+-- Usage counted insert-only, folded into usage_metrics (see sql/schema.sql and sql/metrics.sql).
+ALTER TABLE memmie.usage_metrics ADD COLUMN total_response_time_ms bigint NOT NULL DEFAULT 0;
+CREATE TABLE memmie.usage_increments (
+    user_id              uuid NOT NULL,
+    metric_date          date NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC')::date,
+    recorded_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    blobs_created        integer NOT NULL DEFAULT 0,
+    blobs_processed      integer NOT NULL DEFAULT 0,
+    deltas_applied       integer NOT NULL DEFAULT 0,
+    storage_bytes_used   bigint,
+    provider_id          varchar(255),
+    provider_invocations integer NOT NULL DEFAULT 0,
+    processing_time_ms   bigint NOT NULL DEFAULT 0,
+    api_calls            integer NOT NULL DEFAULT 0,
+    api_errors           integer NOT NULL DEFAULT 0,
+    response_time_ms     bigint NOT NULL DEFAULT 0
+);
+SELECT pg_catalog.pg_extension_config_dump('memmie.usage_increments', '');
+
 -- The two CHECKs of deltas in the form pg_dump prints back (see sql/schema.sql).
 ALTER TABLE memmie.deltas
     DROP CONSTRAINT deltas_operation_check,
@@ -260,11 +279,25 @@ BEGIN
         -- An existing content is locked (FOR KEY SHARE) until the caller's transaction ends, so
         -- gc_content (FOR UPDATE SKIP LOCKED) cannot delete it under the reference being made;
         -- one that gc_content is deleting right now is waited for, then stored again.
-        PERFORM FROM memmie.content_storage c WHERE c.content_hash = h FOR KEY SHARE;
+        PERFORM FROM memmie.content_storage c
+        WHERE c.content_hash = h AND c.storage_backend = 'postgres' FOR KEY SHARE;
         EXIT WHEN FOUND;
         IF NOT encoded THEN
             enc := memmie._encode_content(data);
             encoded := true;
+        END IF;
+        -- known as content kept outside PostgreSQL (create_external_blob): now that the bytes
+        -- are here, they are stored here; storage_path still names the outside copy, so that
+        -- gc_content reports it when the content goes
+        UPDATE memmie.content_storage c
+        SET content = coalesce(enc, data), compression = CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
+            compressed_size = length(coalesce(enc, data)), storage_backend = 'postgres',
+            mime_type = coalesce(c.mime_type, put_content.mime_type), last_accessed = CURRENT_TIMESTAMP
+        WHERE c.content_hash = h AND c.storage_backend <> 'postgres' AND c.original_size = length(data);
+        CONTINUE WHEN FOUND;
+        IF EXISTS (SELECT FROM memmie.content_storage c WHERE c.content_hash = h AND c.storage_backend <> 'postgres') THEN
+            RAISE EXCEPTION 'content % is recorded as kept outside PostgreSQL with a size other than % bytes',
+                h, length(data) USING ERRCODE = 'MM006';
         END IF;
         INSERT INTO memmie.content_storage
             (content_hash, content, compression, original_size, compressed_size, mime_type)
@@ -332,6 +365,34 @@ BEGIN
 END
 $$;
 
+-- The state document of a version (see docs/sql-api.md).
+CREATE OR REPLACE FUNCTION memmie._make_state(p_hash text, p_size bigint, p_type text, p_metadata jsonb,
+                                   p_tags text[], p_deleted boolean) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s jsonb := jsonb_build_object('content_hash', p_hash, 'content_size', p_size,
+                                  'content_type', p_type, 'metadata', p_metadata,
+                                  'tags', to_jsonb(p_tags));
+BEGIN
+    IF p_deleted THEN
+        s := s || '{"deleted": true}';
+    END IF;
+    -- JSON content kept outside PostgreSQL (sql/external.sql) is not part of the state
+    IF memmie._is_json_type(p_type) AND memmie._stored_here(p_hash) THEN
+        s := s || jsonb_build_object('content',
+                 memmie._json_from_bytes(memmie.get_content(p_hash))::jsonb);
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- Whether a content's bytes are in content_storage (not in s3 or a file system).
+CREATE OR REPLACE FUNCTION memmie._stored_here(p_hash text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM memmie.content_storage c
+                   WHERE c.content_hash = p_hash AND c.storage_backend = 'postgres')
+$$;
+
 -- Records version b.version of blob b (whose head row is already written): its blob_versions
 -- row, its delta and its event. Returns the delta.
 CREATE OR REPLACE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
@@ -371,6 +432,10 @@ BEGIN
                                       content_type, metadata, tags, deleted, delta_id, created_by)
     VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
             b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    -- the day's usage (sql/metrics.sql), with the user's storage after this version
+    INSERT INTO memmie.usage_increments (user_id, blobs_created, deltas_applied, storage_bytes_used)
+    SELECT b.user_id, (p_event_type = 'blob.created')::int, 1, u.storage_used
+    FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
     -- clock time, not transaction time: events of one transaction keep the order they happened in
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES (p_event_type, b.id, 'blob', b.user_id,
@@ -442,18 +507,22 @@ BEGIN
 END
 $$;
 
--- Validates and writes a new blob (version 1) with an edge from `parent` when given.
+-- Validates and writes a new blob (version 1) with an edge from `parent` when given. Its content
+-- is p_content, or, with p_external, kept outside PostgreSQL (see _with_external).
 CREATE OR REPLACE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
                                     p_tags text[], parent memmie.blobs, p_by text,
                                     p_operation text, p_transform text,
-                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL)
+                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL,
+                                    p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
     s jsonb;
     b memmie.blobs;
 BEGIN
-    PERFORM memmie._require(p_content, 'content');
+    IF p_external IS NULL THEN
+        PERFORM memmie._require(p_content, 'content');
+    END IF;
     PERFORM memmie._check_mime(p_type);
     PERFORM memmie._require(p_meta, 'metadata');
     PERFORM memmie._require(p_tags, 'tags');
@@ -463,8 +532,9 @@ BEGIN
     IF array_position(p_tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    s := memmie._with_content(jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags)),
-                              p_user, p_content, p_type);
+    s := jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags));
+    s := CASE WHEN p_external IS NULL THEN memmie._with_content(s, p_user, p_content, p_type)
+              ELSE memmie._with_external(s, p_user, p_external, p_type) END;
     INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
                               parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
     VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
@@ -562,7 +632,7 @@ BEGIN
     user_s := memmie._next_state(old_s::text, p_patch::text)::jsonb;
     new_s := user_s;
     new_type := user_s ->> 'content_type';
-    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' THEN
+    IF memmie._is_json_type(new_type) AND NOT user_s ? 'content' AND memmie._stored_here(b.content_hash) THEN
         -- became a JSON type: its bytes must be JSON
         new_s := user_s || jsonb_build_object('content',
                      memmie._json_from_bytes(memmie.get_content(b.content_hash))::jsonb);
@@ -602,11 +672,12 @@ END
 $$;
 
 -- Writes new content (and type, metadata, tags, when given) as the next version of blob b
--- (locked, live).
+-- (locked, live): p_content, or, with p_external, content kept outside PostgreSQL.
 CREATE OR REPLACE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
                                         p_caused_by uuid DEFAULT NULL,
                                         p_caused_event jsonb DEFAULT NULL,
-                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL)
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL,
+                                        p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -619,7 +690,9 @@ BEGIN
     IF p_tags IS NOT NULL THEN
         new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
     END IF;
-    new_s := memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type));
+    new_s := CASE WHEN p_external IS NULL
+                  THEN memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type))
+                  ELSE memmie._with_external(new_s, b.user_id, p_external, coalesce(p_type, b.content_type)) END;
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);
@@ -647,6 +720,8 @@ BEGIN
         RETURNING id INTO event_id;
         PERFORM pg_notify('memmie_events', event_id::text);
         DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
     ELSIF b.deleted_at IS NULL THEN
         PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
                                     '[{"op": "add", "path": "/deleted", "value": true}]',
@@ -1357,17 +1432,30 @@ CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
 
 -- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
 -- -> skipped. (Completion is written by complete_processing itself.)
+-- A running attempt that ends in a retry or a failure is a failed invocation of the provider:
+-- it is counted in the user's usage with the time it took (sql/metrics.sql).
 CREATE FUNCTION memmie._sync_processing() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    pr memmie.provider_processing;
+    ms bigint;
 BEGIN
+    ms := CASE WHEN OLD.status = 'running' AND NEW.status IN ('queued', 'failed')
+               THEN greatest(0, extract(epoch FROM clock_timestamp() - OLD.started_at) * 1000)::bigint END;
     UPDATE memmie.provider_processing pp
     SET status = CASE NEW.status WHEN 'running' THEN 'processing' WHEN 'queued' THEN 'pending'
                                  WHEN 'cancelled' THEN 'skipped' ELSE NEW.status END,
         started_at = CASE WHEN NEW.status = 'running' THEN NEW.started_at ELSE pp.started_at END,
         attempt_count = pp.attempt_count + (NEW.status = 'running')::int,
         error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
-        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END
-    WHERE pp.id = NEW.id::uuid;
+        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END,
+        processing_time_ms = CASE WHEN NEW.status = 'failed' THEN ms ELSE pp.processing_time_ms END
+    WHERE pp.id = NEW.id::uuid
+    RETURNING * INTO pr;
+    IF ms IS NOT NULL AND pr.id IS NOT NULL THEN
+        INSERT INTO memmie.usage_increments (user_id, provider_id, provider_invocations, processing_time_ms)
+        VALUES (pr.user_id, pr.provider_id, 1, ms);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1751,7 +1839,11 @@ BEGIN
                          ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
                     END
                  || coalesce(complete_processing.outputs -> 'metadata', '{}')
-    WHERE x.id = pr.id;
+    WHERE x.id = pr.id
+    RETURNING * INTO pr;
+    INSERT INTO memmie.usage_increments (user_id, blobs_processed, provider_id, provider_invocations,
+                                         processing_time_ms)
+    VALUES (pr.user_id, 1, pr.provider_id, 1, coalesce(pr.processing_time_ms, 0));
     PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
                                  jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
                                  true);
@@ -1790,6 +1882,325 @@ $$;
 CREATE FUNCTION memmie.drop_old_partitions(parent regclass, older_than interval) RETURNS int
 LANGUAGE sql AS $$
     SELECT memmie._drop_old_partitions(parent::oid, older_than)
+$$;
+
+
+-- =============================================================================================
+-- sql/external.sql (new in 0.2.0)
+
+
+-- Content kept outside PostgreSQL (storage_backend s3 or filesystem): memmie records its hash,
+-- size and location, counts its references like any content, and gc_content returns the
+-- location when the last reference is gone, for the caller to delete the bytes. get_content of
+-- such content raises 0A000 naming where it lives.
+--
+-- A blob can only be attached to an existing content by naming the same location and size: the
+-- location is what gives access to the bytes, and memmie never hands out bytes it holds itself
+-- to a caller who knows only their hash.
+
+-- Validates an external location {content_hash, content_size, storage_backend, storage_path},
+-- records it in content_storage (or finds the same record there, share-locked against
+-- gc_content) and returns state s pointing at it. JSON content kept outside has no /content in
+-- the state: memmie cannot read it.
+CREATE FUNCTION memmie._with_external(s jsonb, p_user uuid, p_location jsonb, p_type text)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    h       text := p_location ->> 'content_hash';
+    size    bigint := (p_location ->> 'content_size')::bigint;
+    backend text := p_location ->> 'storage_backend';
+    path    text := p_location ->> 'storage_path';
+    c       memmie.content_storage;
+BEGIN
+    PERFORM memmie._require(h, 'content_hash');
+    PERFORM memmie._check_hash(h);
+    PERFORM memmie._require(size, 'content_size');
+    IF size < 0 THEN
+        RAISE EXCEPTION 'content_size must not be negative, got %', size USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(backend, 'storage_backend');
+    IF backend NOT IN ('s3', 'filesystem') THEN
+        RAISE EXCEPTION 'storage_backend must be "s3" or "filesystem", got "%" (content kept in PostgreSQL is stored with create_blob / update_content)',
+            backend USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_text(path, 'storage_path', 4096);
+    PERFORM memmie._check_content_quota(p_user, size);
+    INSERT INTO memmie.content_storage (content_hash, content, storage_backend, storage_path,
+                                        compression, original_size, compressed_size, mime_type)
+    VALUES (h, NULL, backend, path, 'none', size, NULL, p_type)
+    ON CONFLICT (content_hash) DO NOTHING;
+    -- locked until the caller commits, so gc_content cannot delete it under the new reference
+    SELECT * INTO c FROM memmie.content_storage x WHERE x.content_hash = h FOR KEY SHARE;
+    IF c.storage_backend IS DISTINCT FROM backend OR c.storage_path IS DISTINCT FROM path
+       OR c.original_size <> size THEN
+        -- says nothing of where the existing content is kept
+        RAISE EXCEPTION 'content % is already recorded with another storage_backend, storage_path or content_size', h
+            USING ERRCODE = '22023',
+                  HINT = 'A blob can reference existing content only by naming the same location and size.';
+    END IF;
+    RETURN (s - 'content') || jsonb_build_object('content_hash', h, 'content_size', size,
+                                                 'content_type', p_type);
+END
+$$;
+
+CREATE FUNCTION memmie._external_location(p_hash text, p_size bigint, p_backend text, p_path text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('content_hash', p_hash, 'content_size', p_size,
+                              'storage_backend', p_backend, 'storage_path', p_path)
+$$;
+
+CREATE FUNCTION memmie.create_external_blob(user_id uuid, content_hash text, content_size bigint,
+                                            content_type text, storage_backend text,
+                                            storage_path text, metadata jsonb DEFAULT '{}',
+                                            tags text[] DEFAULT '{}')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_user uuid := memmie._require(create_external_blob.user_id, 'user_id');
+BEGIN
+    PERFORM memmie._require(create_external_blob.content_type, 'content_type');
+    PERFORM memmie._check_mime(create_external_blob.content_type);
+    PERFORM memmie._lock_user(p_user);
+    RETURN memmie._insert_blob(p_user, NULL, create_external_blob.content_type,
+                               create_external_blob.metadata, create_external_blob.tags, NULL,
+                               'user', 'create', 'derived', NULL, NULL,
+                               memmie._external_location(create_external_blob.content_hash,
+                                                         create_external_blob.content_size,
+                                                         create_external_blob.storage_backend,
+                                                         create_external_blob.storage_path));
+END
+$$;
+
+CREATE FUNCTION memmie.update_external_content(blob_id uuid, content_hash text, content_size bigint,
+                                               storage_backend text, storage_path text,
+                                               content_type text DEFAULT NULL,
+                                               expected_version int DEFAULT NULL,
+                                               provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_by text := memmie._check_provider(update_external_content.provider_id);
+    b    memmie.blobs;
+BEGIN
+    IF update_external_content.content_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(update_external_content.content_type);
+    END IF;
+    b := memmie._lock_blob(update_external_content.blob_id);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, update_external_content.expected_version);
+    RETURN memmie._replace_content(b, NULL, update_external_content.content_type, p_by, NULL, NULL,
+                                   NULL, NULL,
+                                   memmie._external_location(update_external_content.content_hash,
+                                                             update_external_content.content_size,
+                                                             update_external_content.storage_backend,
+                                                             update_external_content.storage_path));
+END
+$$;
+
+
+-- =============================================================================================
+-- sql/metrics.sql (new in 0.2.0)
+
+
+-- Metrics: each user's usage per day (usage_metrics) and each provider's per day
+-- (provider_metrics). Days are UTC days, whatever the session's TimeZone.
+--
+-- memmie's functions count usage as they work, into usage_increments (one row per change, insert
+-- only: two writers of one user never wait for each other on a counter row); fold_usage() adds
+-- those rows up into usage_metrics. provider_metrics is computed from provider_processing by
+-- rollup_metrics(), so it can be recomputed for any day.
+
+-- The UTC day of a moment, and the moment a UTC day starts.
+CREATE FUNCTION memmie._utc_day(t timestamptz) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (t AT TIME ZONE 'UTC')::date $$;
+CREATE FUNCTION memmie._utc_start(d date) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT d::timestamp AT TIME ZONE 'UTC' $$;
+
+-- {"a": 1} + {"a": 2, "b": 1} = {"a": 3, "b": 1}
+CREATE FUNCTION memmie._add_counts(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_object_agg(k, n), '{}')
+    FROM (SELECT k, sum(v::bigint) AS n
+          FROM (SELECT * FROM jsonb_each_text(coalesce(a, '{}'))
+                UNION ALL SELECT * FROM jsonb_each_text(coalesce(b, '{}'))) x(k, v)
+          GROUP BY k) y
+$$;
+
+-- Adds every committed usage increment into usage_metrics and deletes it; returns how many it
+-- folded. One session folds at a time (a second waits for the first, then folds what is left).
+-- A day's storage_bytes_used is the user's storage after the day's last change (or, for a day
+-- without a change, when its row was first written).
+CREATE FUNCTION memmie.fold_usage() RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.fold_usage', 0));
+    WITH moved AS (
+        DELETE FROM memmie.usage_increments RETURNING *
+    ), days AS (
+        SELECT m.user_id, m.metric_date,
+               sum(m.blobs_created) AS blobs_created, sum(m.blobs_processed) AS blobs_processed,
+               sum(m.deltas_applied) AS deltas_applied,
+               (array_agg(m.storage_bytes_used ORDER BY m.recorded_at DESC)
+                    FILTER (WHERE m.storage_bytes_used IS NOT NULL))[1] AS storage_bytes_used,
+               sum(m.processing_time_ms) AS processing_time_ms,
+               sum(m.api_calls) AS api_calls, sum(m.api_errors) AS api_errors,
+               sum(m.response_time_ms) AS response_time_ms
+        FROM moved m GROUP BY m.user_id, m.metric_date
+    ), invocations AS (
+        SELECT x.user_id, x.metric_date, jsonb_object_agg(x.provider_id, x.n) AS counts
+        FROM (SELECT m.user_id, m.metric_date, m.provider_id, sum(m.provider_invocations) AS n
+              FROM moved m WHERE m.provider_id IS NOT NULL AND m.provider_invocations <> 0
+              GROUP BY m.user_id, m.metric_date, m.provider_id) x
+        GROUP BY x.user_id, x.metric_date
+    ), folded AS (
+        INSERT INTO memmie.usage_metrics AS um
+            (user_id, metric_date, blobs_created, blobs_processed, deltas_applied,
+             storage_bytes_used, provider_invocations, api_calls, api_errors,
+             total_processing_time_ms, total_response_time_ms, average_response_time_ms)
+        SELECT d.user_id, d.metric_date, d.blobs_created, d.blobs_processed, d.deltas_applied,
+               coalesce(d.storage_bytes_used, old.storage_bytes_used, u.storage_used),
+               memmie._add_counts(old.provider_invocations, i.counts),
+               d.api_calls, d.api_errors, d.processing_time_ms, d.response_time_ms,
+               round((coalesce(old.total_response_time_ms, 0) + d.response_time_ms)
+                     / nullif(coalesce(old.api_calls, 0) + d.api_calls, 0))
+        FROM days d
+        JOIN memmie.user_contexts u ON u.user_id = d.user_id   -- a deleted user's rows go
+        LEFT JOIN invocations i ON i.user_id = d.user_id AND i.metric_date = d.metric_date
+        LEFT JOIN memmie.usage_metrics old ON old.user_id = d.user_id AND old.metric_date = d.metric_date
+        ON CONFLICT ON CONSTRAINT unique_user_date DO UPDATE
+        SET blobs_created = um.blobs_created + excluded.blobs_created,
+            blobs_processed = um.blobs_processed + excluded.blobs_processed,
+            deltas_applied = um.deltas_applied + excluded.deltas_applied,
+            storage_bytes_used = excluded.storage_bytes_used,
+            provider_invocations = excluded.provider_invocations,
+            api_calls = um.api_calls + excluded.api_calls,
+            api_errors = um.api_errors + excluded.api_errors,
+            total_processing_time_ms = um.total_processing_time_ms + excluded.total_processing_time_ms,
+            total_response_time_ms = um.total_response_time_ms + excluded.total_response_time_ms,
+            average_response_time_ms = excluded.average_response_time_ms,
+            updated_at = clock_timestamp()
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$$;
+
+-- A user's usage per day, newest first, up to date (fold_usage() first).
+CREATE FUNCTION memmie.user_usage(user_id uuid, from_date date DEFAULT NULL, to_date date DEFAULT NULL)
+RETURNS SETOF memmie.usage_metrics
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._require(user_usage.user_id, 'user_id');
+    PERFORM memmie.fold_usage();
+    RETURN QUERY
+    SELECT * FROM memmie.usage_metrics m
+    WHERE m.user_id = user_usage.user_id
+      AND (user_usage.from_date IS NULL OR m.metric_date >= user_usage.from_date)
+      AND (user_usage.to_date IS NULL OR m.metric_date <= user_usage.to_date)
+    ORDER BY m.metric_date DESC;
+END
+$$;
+
+-- Counts one call of the application's API for a user (created on first use): api_calls,
+-- api_errors (ok = false) and average_response_time_ms of the day.
+CREATE FUNCTION memmie.record_api_call(user_id uuid, ok boolean, response_ms int) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._require(record_api_call.user_id, 'user_id');
+    PERFORM memmie._require(record_api_call.ok, 'ok');
+    PERFORM memmie._require(record_api_call.response_ms, 'response_ms');
+    IF record_api_call.response_ms < 0 THEN
+        RAISE EXCEPTION 'response_ms must not be negative, got %', record_api_call.response_ms
+            USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM memmie.user_contexts u WHERE u.user_id = record_api_call.user_id) THEN
+        INSERT INTO memmie.user_contexts (user_id) VALUES (record_api_call.user_id) ON CONFLICT DO NOTHING;
+    END IF;
+    INSERT INTO memmie.usage_increments (user_id, api_calls, api_errors, response_time_ms)
+    VALUES (record_api_call.user_id, 1, (NOT record_api_call.ok)::int, record_api_call.response_ms);
+END
+$$;
+
+-- The kind of a processing error: what its text says before the first colon ("timeout: after
+-- 30 s" -> "timeout"), at most 64 characters; "unknown" when there is no text.
+CREATE FUNCTION memmie._error_type(msg text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(nullif(left(btrim(split_part(msg, ':', 1)), 64), ''), 'unknown')
+$$;
+
+-- provider_metrics of one UTC day from the processings that finished that day (completed or
+-- failed): successes, failures (a failed processing and every earlier attempt of a processing
+-- that was retried), latency percentiles of the successful ones, bytes, time, errors by kind.
+-- Writes one row per provider with such processings, removes the day's other rows (a re-run
+-- gives the same rows) and returns how many rows the day has.
+CREATE FUNCTION memmie.rollup_metrics(day date DEFAULT current_date) RETURNS int
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    lo timestamptz := memmie._utc_start(memmie._require(rollup_metrics.day, 'day'));
+    n  int;
+BEGIN
+    WITH finished AS (
+        SELECT p.provider_id, p.status, p.attempt_count, p.processing_time_ms, p.input_size,
+               p.output_size, p.error_message
+        FROM memmie.provider_processing p
+        WHERE p.completed_at >= lo AND p.completed_at < lo + interval '1 day'
+          AND p.status IN ('completed', 'failed')
+    ), errors AS (
+        SELECT e.provider_id, jsonb_object_agg(e.kind, e.n) AS counts
+        FROM (SELECT f.provider_id, memmie._error_type(f.error_message) AS kind, count(*) AS n
+              FROM finished f WHERE f.status = 'failed'
+              GROUP BY 1, 2) e
+        GROUP BY e.provider_id
+    ), per_provider AS (
+        SELECT f.provider_id,
+               count(*) FILTER (WHERE f.status = 'completed') AS ok,
+               count(*) FILTER (WHERE f.status = 'failed')
+                   + coalesce(sum(greatest(f.attempt_count - 1, 0)), 0) AS failed,
+               percentile_disc(0.50) WITHIN GROUP (ORDER BY f.processing_time_ms)
+                   FILTER (WHERE f.status = 'completed') AS p50,
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY f.processing_time_ms)
+                   FILTER (WHERE f.status = 'completed') AS p95,
+               percentile_disc(0.99) WITHIN GROUP (ORDER BY f.processing_time_ms)
+                   FILTER (WHERE f.status = 'completed') AS p99,
+               coalesce(sum(f.input_size), 0) AS bytes_in,
+               coalesce(sum(f.output_size), 0) AS bytes_out,
+               coalesce(sum(f.processing_time_ms), 0) AS time_ms
+        FROM finished f GROUP BY f.provider_id
+    ), written AS (
+        INSERT INTO memmie.provider_metrics AS pm
+            (provider_id, metric_date, total_invocations, successful_invocations, failed_invocations,
+             latency_p50, latency_p95, latency_p99, total_input_bytes, total_output_bytes,
+             total_processing_time_ms, error_counts)
+        SELECT a.provider_id, rollup_metrics.day, a.ok + a.failed, a.ok, a.failed, a.p50, a.p95, a.p99,
+               a.bytes_in, a.bytes_out, a.time_ms, coalesce(e.counts, '{}')
+        FROM per_provider a LEFT JOIN errors e ON e.provider_id = a.provider_id
+        ON CONFLICT ON CONSTRAINT unique_provider_date DO UPDATE
+        SET total_invocations = excluded.total_invocations,
+            successful_invocations = excluded.successful_invocations,
+            failed_invocations = excluded.failed_invocations,
+            latency_p50 = excluded.latency_p50, latency_p95 = excluded.latency_p95,
+            latency_p99 = excluded.latency_p99, total_input_bytes = excluded.total_input_bytes,
+            total_output_bytes = excluded.total_output_bytes,
+            total_processing_time_ms = excluded.total_processing_time_ms,
+            error_counts = excluded.error_counts
+        RETURNING pm.provider_id
+    ), stale AS (
+        DELETE FROM memmie.provider_metrics pm
+        WHERE pm.metric_date = rollup_metrics.day
+          AND pm.provider_id NOT IN (SELECT w.provider_id FROM written w)
+    )
+    SELECT count(*) INTO n FROM written;
+    RETURN n;
+END
 $$;
 
 
@@ -1911,7 +2322,7 @@ $$;
 -- sql/operations.sql (new in 0.2.0)
 
 
--- Operations: view refreshes and garbage collection of content (more of issue 4 to come).
+-- Operations: view refreshes, garbage collection of content, the routine upkeep and its schedule.
 
 -- Refreshes both materialized views without blocking their readers; returns what it refreshed.
 CREATE FUNCTION memmie.refresh_views() RETURNS jsonb
@@ -1985,7 +2396,55 @@ BEGIN
         memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
     SELECT count(*) INTO n FROM memmie.gc_content();
     report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
     RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- Registers maintenance() with pg_cron, in this database, under the job name
+-- 'memmie-maintenance' (scheduling again changes the schedule); returns pg_cron's job id. pg_cron
+-- must be installed in this database; when it lives in another one (cron.database_name), the
+-- hint says what to run there. (With memmie in shared_preload_libraries a background worker can
+-- run it instead: memmie.maintenance_interval.)
+CREATE FUNCTION memmie.schedule_maintenance(cron text DEFAULT '*/15 * * * *') RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    job bigint;
+BEGIN
+    PERFORM memmie._require(schedule_maintenance.cron, 'cron');
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
+            USING ERRCODE = '55000',
+                  HINT = format('Either CREATE EXTENSION pg_cron here (with pg_cron in shared_preload_libraries and cron.database_name = %L), '
+                                'or run in pg_cron''s database: SELECT cron.schedule_in_database(%L, %L, %L, %L); '
+                                'or put memmie in shared_preload_libraries and set memmie.maintenance_database and memmie.maintenance_interval.',
+                                current_database(), 'memmie-maintenance', schedule_maintenance.cron,
+                                'SELECT memmie.maintenance()', current_database());
+    END IF;
+    -- through EXECUTE: the cron schema exists only where pg_cron is installed
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job
+        USING 'memmie-maintenance', schedule_maintenance.cron, 'SELECT memmie.maintenance()';
+    RETURN job;
+END
+$$;
+
+-- Removes the pg_cron job schedule_maintenance() made; false when there was none.
+CREATE FUNCTION memmie.unschedule_maintenance() RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1)' INTO found USING 'memmie-maintenance';
+    IF found THEN
+        EXECUTE 'SELECT cron.unschedule($1)' USING 'memmie-maintenance';
+    END IF;
+    RETURN found;
 END
 $$;
 

@@ -1,4 +1,4 @@
--- Operations: view refreshes and garbage collection of content (more of issue 4 to come).
+-- Operations: view refreshes, garbage collection of content, the routine upkeep and its schedule.
 
 -- Refreshes both materialized views without blocking their readers; returns what it refreshed.
 CREATE FUNCTION memmie.refresh_views() RETURNS jsonb
@@ -72,6 +72,54 @@ BEGIN
         memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
     SELECT count(*) INTO n FROM memmie.gc_content();
     report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
     RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- Registers maintenance() with pg_cron, in this database, under the job name
+-- 'memmie-maintenance' (scheduling again changes the schedule); returns pg_cron's job id. pg_cron
+-- must be installed in this database; when it lives in another one (cron.database_name), the
+-- hint says what to run there. (With memmie in shared_preload_libraries a background worker can
+-- run it instead: memmie.maintenance_interval.)
+CREATE FUNCTION memmie.schedule_maintenance(cron text DEFAULT '*/15 * * * *') RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    job bigint;
+BEGIN
+    PERFORM memmie._require(schedule_maintenance.cron, 'cron');
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
+            USING ERRCODE = '55000',
+                  HINT = format('Either CREATE EXTENSION pg_cron here (with pg_cron in shared_preload_libraries and cron.database_name = %L), '
+                                'or run in pg_cron''s database: SELECT cron.schedule_in_database(%L, %L, %L, %L); '
+                                'or put memmie in shared_preload_libraries and set memmie.maintenance_database and memmie.maintenance_interval.',
+                                current_database(), 'memmie-maintenance', schedule_maintenance.cron,
+                                'SELECT memmie.maintenance()', current_database());
+    END IF;
+    -- through EXECUTE: the cron schema exists only where pg_cron is installed
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job
+        USING 'memmie-maintenance', schedule_maintenance.cron, 'SELECT memmie.maintenance()';
+    RETURN job;
+END
+$$;
+
+-- Removes the pg_cron job schedule_maintenance() made; false when there was none.
+CREATE FUNCTION memmie.unschedule_maintenance() RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1)' INTO found USING 'memmie-maintenance';
+    IF found THEN
+        EXECUTE 'SELECT cron.unschedule($1)' USING 'memmie-maintenance';
+    END IF;
+    RETURN found;
 END
 $$;

@@ -62,17 +62,30 @@ CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
 
 -- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
 -- -> skipped. (Completion is written by complete_processing itself.)
+-- A running attempt that ends in a retry or a failure is a failed invocation of the provider:
+-- it is counted in the user's usage with the time it took (sql/metrics.sql).
 CREATE FUNCTION memmie._sync_processing() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    pr memmie.provider_processing;
+    ms bigint;
 BEGIN
+    ms := CASE WHEN OLD.status = 'running' AND NEW.status IN ('queued', 'failed')
+               THEN greatest(0, extract(epoch FROM clock_timestamp() - OLD.started_at) * 1000)::bigint END;
     UPDATE memmie.provider_processing pp
     SET status = CASE NEW.status WHEN 'running' THEN 'processing' WHEN 'queued' THEN 'pending'
                                  WHEN 'cancelled' THEN 'skipped' ELSE NEW.status END,
         started_at = CASE WHEN NEW.status = 'running' THEN NEW.started_at ELSE pp.started_at END,
         attempt_count = pp.attempt_count + (NEW.status = 'running')::int,
         error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
-        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END
-    WHERE pp.id = NEW.id::uuid;
+        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END,
+        processing_time_ms = CASE WHEN NEW.status = 'failed' THEN ms ELSE pp.processing_time_ms END
+    WHERE pp.id = NEW.id::uuid
+    RETURNING * INTO pr;
+    IF ms IS NOT NULL AND pr.id IS NOT NULL THEN
+        INSERT INTO memmie.usage_increments (user_id, provider_id, provider_invocations, processing_time_ms)
+        VALUES (pr.user_id, pr.provider_id, 1, ms);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -456,7 +469,11 @@ BEGIN
                          ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
                     END
                  || coalesce(complete_processing.outputs -> 'metadata', '{}')
-    WHERE x.id = pr.id;
+    WHERE x.id = pr.id
+    RETURNING * INTO pr;
+    INSERT INTO memmie.usage_increments (user_id, blobs_processed, provider_id, provider_invocations,
+                                         processing_time_ms)
+    VALUES (pr.user_id, 1, pr.provider_id, 1, coalesce(pr.processing_time_ms, 0));
     PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
                                  jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
                                  true);

@@ -371,12 +371,35 @@ CREATE TABLE memmie.usage_metrics (
     average_response_time_ms integer,
     created_at               timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at               timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- not in the design document: the sum average_response_time_ms is kept exact from
+    total_response_time_ms   bigint NOT NULL DEFAULT 0,
     CONSTRAINT fk_user FOREIGN KEY (user_id)
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE,
     CONSTRAINT unique_user_date UNIQUE (user_id, metric_date)
 );
 CREATE INDEX idx_metrics_user_date ON memmie.usage_metrics (user_id, metric_date DESC);
 CREATE INDEX idx_metrics_date ON memmie.usage_metrics (metric_date DESC);
+
+-- Not in the design document: what memmie's functions count goes here first, one row per
+-- change, insert only, so writers never wait for each other on a usage_metrics row; fold_usage()
+-- (run by maintenance(), rollup_metrics() and user_usage()) adds the rows up into usage_metrics
+-- and deletes them. Days are UTC days. No foreign key: fold_usage() drops the rows of users that
+-- no longer exist.
+CREATE TABLE memmie.usage_increments (
+    user_id              uuid NOT NULL,
+    metric_date          date NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC')::date,
+    recorded_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    blobs_created        integer NOT NULL DEFAULT 0,
+    blobs_processed      integer NOT NULL DEFAULT 0,
+    deltas_applied       integer NOT NULL DEFAULT 0,
+    storage_bytes_used   bigint,
+    provider_id          varchar(255),
+    provider_invocations integer NOT NULL DEFAULT 0,
+    processing_time_ms   bigint NOT NULL DEFAULT 0,
+    api_calls            integer NOT NULL DEFAULT 0,
+    api_errors           integer NOT NULL DEFAULT 0,
+    response_time_ms     bigint NOT NULL DEFAULT 0
+);
 
 CREATE TABLE memmie.provider_metrics (
     id                       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -424,7 +447,7 @@ BEGIN
         'user_contexts', 'content_storage', 'blobs', 'blob_versions',
         'deltas', 'deltas_default', 'blob_edges', 'providers', 'provider_versions',
         'provider_processing', 'events', 'events_default', 'jobs', 'usage_metrics',
-        'provider_metrics']
+        'usage_increments', 'provider_metrics']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', t)::regclass, '');
     END LOOP;

@@ -11,6 +11,7 @@ mod error;
 mod guc;
 mod json_schema;
 mod jsonb;
+mod maintenance_worker;
 mod partitions;
 mod patch;
 mod patch_jsonb;
@@ -23,6 +24,8 @@ mod state;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    maintenance_worker::register_settings();
+    maintenance_worker::register_worker();
 }
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
@@ -72,11 +75,13 @@ extension_sql_file!(
     name = "partitions",
     requires = ["schema", partitions::create_partitions, partitions::drop_old_partitions]
 );
+extension_sql_file!("../sql/external.sql", name = "external", requires = ["blobs"]);
+extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = ["pipeline"]);
 extension_sql_file!("../sql/check.sql", name = "check", requires = ["pipeline", "partitions"]);
 extension_sql_file!(
     "../sql/operations.sql",
     name = "operations",
-    requires = ["blobs", "partitions", guc::event_retention_seconds]
+    requires = ["blobs", "partitions", "metrics", guc::event_retention_seconds]
 );
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

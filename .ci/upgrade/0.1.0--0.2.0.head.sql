@@ -35,6 +35,25 @@ WHERE job_id IS NOT NULL AND job_id <> id::text;
 ALTER TABLE memmie.provider_processing
     ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
 
+-- Usage counted insert-only, folded into usage_metrics (see sql/schema.sql and sql/metrics.sql).
+ALTER TABLE memmie.usage_metrics ADD COLUMN total_response_time_ms bigint NOT NULL DEFAULT 0;
+CREATE TABLE memmie.usage_increments (
+    user_id              uuid NOT NULL,
+    metric_date          date NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC')::date,
+    recorded_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    blobs_created        integer NOT NULL DEFAULT 0,
+    blobs_processed      integer NOT NULL DEFAULT 0,
+    deltas_applied       integer NOT NULL DEFAULT 0,
+    storage_bytes_used   bigint,
+    provider_id          varchar(255),
+    provider_invocations integer NOT NULL DEFAULT 0,
+    processing_time_ms   bigint NOT NULL DEFAULT 0,
+    api_calls            integer NOT NULL DEFAULT 0,
+    api_errors           integer NOT NULL DEFAULT 0,
+    response_time_ms     bigint NOT NULL DEFAULT 0
+);
+SELECT pg_catalog.pg_extension_config_dump('memmie.usage_increments', '');
+
 -- The two CHECKs of deltas in the form pg_dump prints back (see sql/schema.sql).
 ALTER TABLE memmie.deltas
     DROP CONSTRAINT deltas_operation_check,

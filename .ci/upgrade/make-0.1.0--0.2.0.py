@@ -17,7 +17,7 @@ import tempfile
 
 ROOT = subprocess.run(['git', 'rev-parse', '--show-toplevel'], capture_output=True, text=True, check=True).stdout.strip()
 OLD_COMMIT = '7937df4'
-NEW_FILES = ['dag.sql', 'providers.sql', 'jobs.sql', 'pipeline.sql', 'partitions.sql', 'check.sql', 'operations.sql', 'privileges.sql']
+NEW_FILES = ['dag.sql', 'providers.sql', 'jobs.sql', 'pipeline.sql', 'partitions.sql', 'external.sql', 'metrics.sql', 'check.sql', 'operations.sql', 'privileges.sql']
 
 with tempfile.NamedTemporaryFile(suffix='.sql') as out:
     subprocess.run(['cargo', 'pgrx', 'schema', 'pg15', '-o', out.name], cwd=ROOT, check=True,

@@ -36,3 +36,9 @@ SELECT count(*) AS expired_job_left FROM memmie.jobs WHERE id = 'expired-job';
 SET LOCAL memmie.event_retention = '7d';
 SELECT memmie.maintenance() ->> 'event_retention' AS retention;
 ROLLBACK;
+
+-- schedule_maintenance without pg_cron in this database: 55000 and a hint with what to run
+-- (tests/scheduling covers pg_cron and the background worker)
+SELECT t.err($$SELECT memmie.schedule_maintenance()$$) AS without_pg_cron;
+SELECT t.err($$SELECT memmie.schedule_maintenance(NULL)$$) AS null_schedule;
+SELECT memmie.unschedule_maintenance() AS nothing_scheduled;

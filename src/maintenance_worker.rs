@@ -1,0 +1,107 @@
+//! The maintenance background worker: with memmie in `shared_preload_libraries`, one worker
+//! process runs `memmie.maintenance()` in `memmie.maintenance_database` every
+//! `memmie.maintenance_interval` (0 turns it off without a restart). The alternative without a
+//! preload is pg_cron (`memmie.schedule_maintenance()`).
+//!
+//! An error in `maintenance()` ends the worker process (the error is in the server log); the
+//! postmaster starts it again after a minute.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// Seconds between two runs of maintenance(); 0: the worker only waits.
+static INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(15 * 60);
+/// The database the worker connects to (memmie must be installed there).
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// When no interval is set, the worker still wakes this often to notice a reload.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+pub fn register_settings() {
+    GucRegistry::define_int_guc(
+        c"memmie.maintenance_interval",
+        c"How often memmie's background worker runs memmie.maintenance().",
+        c"Needs memmie in shared_preload_libraries. 0 turns the runs off.",
+        &INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Registers the worker and its database setting; only while shared_preload_libraries are
+/// loaded (a postmaster-level setting cannot be defined later).
+pub fn register_worker() {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    GucRegistry::define_string_guc(
+        c"memmie.maintenance_database",
+        c"The database in which memmie's background worker runs memmie.maintenance().",
+        c"Needs memmie in shared_preload_libraries; memmie must be installed in that database.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    BackgroundWorkerBuilder::new("memmie maintenance")
+        .set_type("memmie maintenance")
+        .set_library("memmie")
+        .set_function("memmie_maintenance_worker_main")
+        .enable_spi_access()
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(60)))
+        .load();
+}
+
+fn interval() -> Option<Duration> {
+    u64::try_from(INTERVAL.get()).ok().filter(|s| *s > 0).map(Duration::from_secs)
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn memmie_maintenance_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = DATABASE
+        .get()
+        .and_then(|d| d.into_string().ok())
+        .unwrap_or_else(|| "postgres".to_string());
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("memmie maintenance worker started in database \"{database}\"");
+    let mut said_missing = false;
+    while BackgroundWorker::wait_latch(Some(interval().unwrap_or(IDLE_WAIT))) {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            continue; // a new interval starts now
+        }
+        if interval().is_none() {
+            continue;
+        }
+        let report = BackgroundWorker::transaction(|| {
+            let installed = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'memmie')")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+            if !installed {
+                return None;
+            }
+            Spi::get_one::<String>("SELECT memmie.maintenance()::text").ok().flatten()
+        });
+        match report {
+            Some(r) => {
+                said_missing = false;
+                log!("memmie maintenance: {r}");
+            }
+            None if !said_missing => {
+                said_missing = true;
+                warning!("memmie maintenance worker: memmie is not installed in database \"{database}\"; waiting");
+            }
+            None => {}
+        }
+    }
+    log!("memmie maintenance worker stopped");
+}
