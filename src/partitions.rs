@@ -56,6 +56,8 @@ struct Planned {
     name: String,
     from: String,
     to: String,
+    /// `from` as seconds since 1970-01-01 UTC
+    from_epoch: i64,
 }
 
 fn literal((y, m, d): (i64, i64, i64)) -> String {
@@ -82,6 +84,7 @@ fn plan(t: &Managed, (y, m, d): (i64, i64, i64), count: i64) -> Vec<Planned> {
                     name: truncate_identifier(format!("{}_{ly:04}_{lm:02}", t.table)),
                     from: literal((ly, lm, 1)),
                     to: literal((hy, hm, 1)),
+                    from_epoch: days_from_civil(ly, lm, 1) * 86400,
                 }
             }
             Period::Day => {
@@ -91,6 +94,7 @@ fn plan(t: &Managed, (y, m, d): (i64, i64, i64), count: i64) -> Vec<Planned> {
                     name: truncate_identifier(format!("{}_{:04}_{:02}_{:02}", t.table, lo.0, lo.1, lo.2)),
                     from: literal(lo),
                     to: literal(civil_from_days(day + 1)),
+                    from_epoch: day * 86400,
                 }
             }
         })
@@ -135,32 +139,60 @@ fn lock_maintenance() -> Result<()> {
         .map_err(spi_error)
 }
 
-/// Whether `parent` already has a partition with exactly these bounds, or a relation of that name
-/// exists in schema memmie.
-fn exists(t: &Managed, p: &Planned) -> Result<bool> {
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = 'memmie'::regnamespace AND c.relname = $1) \
-             OR EXISTS (SELECT FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
-                        CROSS JOIN LATERAL pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b(bound) \
-                        WHERE i.inhparent = ('memmie.' || $2)::regclass AND b.bound <> 'DEFAULT' \
-                          AND (regexp_match(b.bound, 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz = $3::timestamptz)",
-        &[p.name.as_str().into(), t.table.into(), p.from.as_str().into()],
+/// Of the planned partitions, those still to make: neither a relation of that name in schema
+/// memmie nor a partition of `t` with the same lower bound exists. Names are checked first (one
+/// catalog lookup: all that a no-op costs); the bounds of the existing partitions are read once,
+/// only when a name is missing.
+fn missing(t: &Managed, planned: Vec<Planned>) -> Result<Vec<Planned>> {
+    let names: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
+    let taken: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT coalesce(array_agg(c.relname::text), '{}') FROM pg_catalog.pg_class c \
+         WHERE c.relnamespace = 'memmie'::regnamespace AND c.relname = ANY ($1)",
+        &[names.into()],
     )
-    .map(|b| b.unwrap_or(false))
-    .map_err(spi_error)
+    .map_err(spi_error)?
+    .unwrap_or_default();
+    let planned: Vec<Planned> = planned.into_iter().filter(|p| !taken.contains(&p.name)).collect();
+    if planned.is_empty() {
+        return Ok(planned);
+    }
+    // lower bounds of the existing partitions (other names for the same period), as epochs
+    let bounds: Vec<i64> = Spi::get_one_with_args::<Vec<i64>>(
+        "SELECT coalesce(array_agg(extract(epoch FROM (regexp_match(b.bound, 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz)::bigint), '{}') \
+         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         CROSS JOIN LATERAL pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b(bound) \
+         WHERE i.inhparent = ('memmie.' || $1)::regclass AND b.bound <> 'DEFAULT'",
+        &[t.table.into()],
+    )
+    .map_err(spi_error)?
+    .unwrap_or_default();
+    Ok(planned.into_iter().filter(|p| !bounds.contains(&p.from_epoch)).collect())
 }
 
-/// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition move into it.
-fn create_one(t: &Managed, p: &Planned) -> Result<()> {
+/// For each partition to make, whether rows of its range wait in the DEFAULT partition (one
+/// query for all of them).
+fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
+    let lo: Vec<String> = todo.iter().map(|p| p.from.clone()).collect();
+    let hi: Vec<String> = todo.iter().map(|p| p.to.clone()).collect();
+    let hits: Vec<i64> = Spi::get_one_with_args::<Vec<i64>>(
+        &format!(
+            "SELECT coalesce(array_agg(u.i), '{{}}') FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY u(lo, hi, i) \
+             WHERE EXISTS (SELECT FROM memmie.{} d WHERE d.created_at >= u.lo AND d.created_at < u.hi)",
+            quote_ident(&format!("{}_default", t.table))
+        ),
+        &[lo.into(), hi.into()],
+    )
+    .map_err(spi_error)?
+    .unwrap_or_default();
+    Ok((1..=todo.len() as i64).map(|i| hits.contains(&i)).collect())
+}
+
+/// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition (`waiting`)
+/// move into it.
+fn create_one(t: &Managed, p: &Planned, waiting: bool) -> Result<()> {
     let table = quote_ident(t.table);
     let name = quote_ident(&p.name);
     let default = quote_ident(&format!("{}_default", t.table));
-    let waiting: bool = Spi::get_one(&format!(
-        "SELECT EXISTS (SELECT FROM memmie.{default} WHERE created_at >= '{}' AND created_at < '{}')",
-        p.from, p.to
-    ))
-    .map_err(spi_error)?
-    .unwrap_or(false);
     let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
     // keys and indexes live on each partition (see memmie._index_partition in sql/schema.sql)
     let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
@@ -193,15 +225,16 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     }
     let t = managed(parent)?;
     lock_maintenance()?;
-    let mut created = 0;
-    for p in plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)) {
-        pgrx::check_for_interrupts!();
-        if !exists(t, &p)? {
-            create_one(t, &p)?;
-            created += 1;
-        }
+    let todo = missing(t, plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)))?;
+    if todo.is_empty() {
+        return Ok(0);
     }
-    Ok(created)
+    let waiting = waiting_in_default(t, &todo)?;
+    for (p, w) in todo.iter().zip(waiting) {
+        pgrx::check_for_interrupts!();
+        create_one(t, p, w)?;
+    }
+    Ok(todo.len() as i32)
 }
 
 /// Creates the missing monthly (`deltas`) or daily (`events`) partitions of `count` periods from
@@ -306,7 +339,15 @@ mod unit {
     #[test]
     fn plans_months_and_days_across_year_ends() {
         let m = plan(&DELTAS, (2026, 11, 26), 3);
-        assert_eq!(m[0], Planned { name: "deltas_2026_11".into(), from: "2026-11-01 00:00:00+00".into(), to: "2026-12-01 00:00:00+00".into() });
+        assert_eq!(
+            m[0],
+            Planned {
+                name: "deltas_2026_11".into(),
+                from: "2026-11-01 00:00:00+00".into(),
+                to: "2026-12-01 00:00:00+00".into(),
+                from_epoch: 1_793_491_200,
+            }
+        );
         assert_eq!(m[2].name, "deltas_2027_01");
         assert_eq!(m[2].to, "2027-02-01 00:00:00+00");
         let d = plan(&EVENTS, (2024, 2, 28), 3);
