@@ -7,6 +7,8 @@ SELECT m.benchmark, m.size, a.variant AS versus,
             THEN '>= 2'
             WHEN m.benchmark = 'claim + complete (no-op job)' THEN '>= 0.9'
             WHEN m.benchmark LIKE 'no-op jobs, %' THEN '>= 1'
+            WHEN m.benchmark LIKE 'partitions: create%' OR m.benchmark = 'partitions: upkeep of both tables' THEN '>= 2'
+            WHEN m.benchmark = 'partitions: no-op upkeep of both tables' THEN 'memmie < 5 ms'
        END AS target
 FROM r m JOIN r a ON a.benchmark = m.benchmark AND a.size = m.size AND a.ord <> m.ord
 WHERE m.variant LIKE 'memmie%' AND a.variant NOT LIKE 'memmie%'

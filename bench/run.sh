@@ -9,7 +9,8 @@
 # prints medians of several runs and their ratios. Timings are never asserted anywhere.
 # Knobs (environment): BENCH_RUNS (3), PGBENCH_SECONDS (10), BENCH_DAG_NODES (1000000),
 # BENCH_QUEUE_JOBS (200000 pre-enqueued per pgbench run), BENCH_GRAPHILE_JOBS (20000),
-# BENCH_LATENCY_BLOBS (500), BENCH_LATENCY_GAP_MS (5).
+# BENCH_LATENCY_BLOBS (500), BENCH_LATENCY_GAP_MS (5), BENCH_RETENTION_EVENTS (1000000),
+# BENCH_METRICS_ROWS (1000000).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/dev"
 BENCH=$ROOT/bench
@@ -21,6 +22,12 @@ LATENCY_BLOBS=${BENCH_LATENCY_BLOBS:-500}
 LATENCY_GAP_MS=${BENCH_LATENCY_GAP_MS:-5}
 
 ensure_deps
+# pg_partman, the alternative in bench/sql/80_partitions.sql
+if ! dpkg-query -W -f='${Status}' postgresql-$PG_MAJOR-partman 2>/dev/null | grep -q "install ok installed"; then
+    say "installing Debian package postgresql-$PG_MAJOR-partman"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$PG_MAJOR-partman >/dev/null
+fi
 install_extension --release
 OUT=$(mktemp -d /tmp/memmie-bench.XXXXXX)
 chmod 755 "$OUT"
