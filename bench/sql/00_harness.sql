@@ -38,3 +38,23 @@ CREATE FUNCTION bench.noise(n bigint, seed int DEFAULT 1) RETURNS bytea LANGUAGE
     SELECT substring(string_agg(sha256(convert_to(seed::text || ':' || i::text, 'UTF8')), ''::bytea) FROM 1 FOR n::int)
     FROM generate_series(1, (n + 31) / 32) i
 $$;
+
+-- Gives table dst the foreign keys of src_parent and the primary key and indexes of partition
+-- src_part (80_partitions, 85_retention: the alternatives get memmie's shape).
+CREATE FUNCTION bench.copy_shape(src_parent regclass, src_part regclass, dst regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+             WHERE conrelid = src_parent AND contype = 'f' ORDER BY conname LOOP
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', dst, r.conname, r.def);
+    END LOOP;
+    FOR r IN SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = src_part AND contype = 'p' LOOP
+        EXECUTE format('ALTER TABLE %s ADD %s', dst, r.def);
+    END LOOP;
+    FOR r IN SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
+             WHERE i.indrelid = src_part AND NOT i.indisprimary ORDER BY i.indexrelid LOOP
+        EXECUTE regexp_replace(r.def, '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', format('CREATE \1INDEX ON %s ', dst));
+    END LOOP;
+END $$;

@@ -72,25 +72,6 @@ CREATE FUNCTION bench.count_partitions(parent regclass, from_ts timestamptz) RET
     SELECT count(*)::int FROM bench.partitions_of(parent) WHERE lo >= from_ts
 $$;
 
--- Gives dst (a partitioned table made LIKE src_parent) src_parent's foreign keys and, declared on
--- dst, the primary key and indexes that memmie made on its partition src_part.
-CREATE OR REPLACE FUNCTION bench.copy_shape(src_parent regclass, src_part regclass, dst regclass) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
-             WHERE conrelid = src_parent AND contype = 'f' ORDER BY conname LOOP
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', dst, r.conname, r.def);
-    END LOOP;
-    FOR r IN SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = src_part AND contype = 'p' LOOP
-        EXECUTE format('ALTER TABLE %s ADD %s', dst, r.def);
-    END LOOP;
-    FOR r IN SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
-             WHERE i.indrelid = src_part AND NOT i.indisprimary ORDER BY i.indexrelid LOOP
-        EXECUTE regexp_replace(r.def, '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', format('CREATE \1INDEX ON %s ', dst));
-    END LOOP;
-END $$;
 -- What a partition is made of, names left out: columns, constraints, index definitions,
 -- triggers, reloptions.
 CREATE FUNCTION bench.partition_shape(rel regclass) RETURNS text[] LANGUAGE sql STABLE AS $$

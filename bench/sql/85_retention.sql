@@ -30,26 +30,6 @@
 SELECT (now() AT TIME ZONE 'UTC')::date - 100 AS old_day \gset
 SELECT format('memmie.%I', 'events_' || to_char(:'old_day'::date, 'YYYY_MM_DD')) AS old_part \gset
 
--- Gives dst (made LIKE src_parent) src_parent's foreign keys and the primary key and indexes
--- memmie made on its partition src_part (also in 80_partitions.sql).
-CREATE OR REPLACE FUNCTION bench.copy_shape(src_parent regclass, src_part regclass, dst regclass) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
-             WHERE conrelid = src_parent AND contype = 'f' ORDER BY conname LOOP
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', dst, r.conname, r.def);
-    END LOOP;
-    FOR r IN SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = src_part AND contype = 'p' LOOP
-        EXECUTE format('ALTER TABLE %s ADD %s', dst, r.def);
-    END LOOP;
-    FOR r IN SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
-             WHERE i.indrelid = src_part AND NOT i.indisprimary ORDER BY i.indexrelid LOOP
-        EXECUTE regexp_replace(r.def, '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', format('CREATE \1INDEX ON %s ', dst));
-    END LOOP;
-END $$;
-
 INSERT INTO memmie.user_contexts (user_id) VALUES (:'ret_user') ON CONFLICT DO NOTHING;
 CREATE TABLE bench.ret_events (LIKE memmie.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
     WITH (autovacuum_enabled = off);
