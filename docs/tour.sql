@@ -61,9 +61,21 @@ SELECT status, processing_time_ms IS NOT NULL AS timed FROM memmie.provider_proc
 SELECT d.depth, b.content_type, b.created_by FROM memmie.descendants(:'note') d JOIN memmie.blobs b ON b.id = d.blob_id;
 SELECT jsonb_pretty(memmie.lineage(:'note') -> 'edges') AS edges;
 
+\echo '--- operations: the routine upkeep (schedule it with pg_cron or the background worker: README)'
+SELECT key, value FROM jsonb_each(memmie.maintenance())
+WHERE key IN ('partitions_created', 'expired_jobs_removed', 'contents_collected', 'usage_increments_folded', 'provider_metrics_rows');
+\echo '--- usage per (UTC) day, counted as memmie works; provider metrics of the day'
+SELECT blobs_created, deltas_applied, blobs_processed, provider_invocations
+FROM memmie.user_usage('11111111-1111-1111-1111-111111111111');
+SELECT provider_id, total_invocations, successful_invocations, latency_p50 IS NOT NULL AS has_latency
+FROM memmie.provider_metrics WHERE provider_id = 'tour-summarizer';
+\echo '--- the consistency check'
+SELECT check_name, ok FROM memmie.check();
+
 -- leave the database as we found it
 SELECT memmie.delete_blob(:'plan', hard => true), memmie.delete_blob(:'copy', hard => true),
        memmie.delete_blob(:'note', hard => true) \g /dev/null
+DELETE FROM memmie.provider_metrics WHERE provider_id = 'tour-summarizer';
 DELETE FROM memmie.providers WHERE id = 'tour-summarizer';
 DELETE FROM memmie.user_contexts
 WHERE user_id IN ('11111111-1111-1111-1111-111111111111', '22222222-2222-2222-2222-222222222222');
