@@ -3,8 +3,8 @@
 //! `memmie.maintenance_interval` (0 turns it off without a restart). The alternative without a
 //! preload is pg_cron (`memmie.schedule_maintenance()`).
 //!
-//! An error in `maintenance()` ends the worker process (the error is in the server log); the
-//! postmaster starts it again after a minute.
+//! An error in `maintenance()` ends the worker process (the error is in the server log), and so
+//! does `pg_terminate_backend`; the postmaster starts it again after a minute.
 
 use std::ffi::CString;
 use std::time::Duration;
@@ -104,4 +104,8 @@ pub extern "C-unwind" fn memmie_maintenance_worker_main(_arg: pg_sys::Datum) {
         }
     }
     log!("memmie maintenance worker stopped");
+    // Exit code 1: when the worker was terminated by hand (pg_terminate_backend, e.g. to load a
+    // new build), the postmaster starts it again after the restart time; at shutdown nothing is
+    // restarted. (Exit code 0 would unregister it until the next server start.)
+    unsafe { pg_sys::proc_exit(1) };
 }

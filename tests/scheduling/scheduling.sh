@@ -78,5 +78,11 @@ check "unschedule_maintenance() removes it" "t 0 f" \
     "$(echo $(q "SELECT memmie.unschedule_maintenance()") $(q "SELECT count(*) FROM cron.job WHERE jobname = 'memmie-maintenance'") $(q "SELECT memmie.unschedule_maintenance()"))"
 check "check() is all ok" t "$(q "SELECT bool_and(ok) FROM memmie.check()")"
 
+# terminated by hand, the worker is started again (after its one-minute restart time)
+pid=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'memmie maintenance'")
+q "SELECT pg_terminate_backend($pid)" >/dev/null
+check "pg_terminate_backend ends the worker, the postmaster starts it again (within 90 s)" t \
+    "$(wait_for 90 "SELECT count(*) = 1 AND min(pid) <> $pid FROM pg_stat_activity WHERE backend_type = 'memmie maintenance'")"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
