@@ -263,9 +263,10 @@ CREATE OR REPLACE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    h       text;
-    enc     bytea;
-    encoded boolean := false;
+    h      text;
+    enc    bytea;
+    stored bytea;   -- what goes into content_storage.content (set once, when first needed)
+    codec  text;
 BEGIN
     IF data IS NULL THEN
         RAISE EXCEPTION 'put_content: data must not be NULL' USING ERRCODE = '22023';
@@ -282,16 +283,16 @@ BEGIN
         PERFORM FROM memmie.content_storage c
         WHERE c.content_hash = h AND c.storage_backend = 'postgres' FOR KEY SHARE;
         EXIT WHEN FOUND;
-        IF NOT encoded THEN
+        IF stored IS NULL THEN
             enc := memmie._encode_content(data);
-            encoded := true;
+            stored := coalesce(enc, data);
+            codec := CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END;
         END IF;
         -- known as content kept outside PostgreSQL (create_external_blob): now that the bytes
         -- are here, they are stored here; storage_path still names the outside copy, so that
         -- gc_content reports it when the content goes
         UPDATE memmie.content_storage c
-        SET content = coalesce(enc, data), compression = CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
-            compressed_size = length(coalesce(enc, data)), storage_backend = 'postgres',
+        SET content = stored, compression = codec, compressed_size = length(stored), storage_backend = 'postgres',
             mime_type = coalesce(c.mime_type, put_content.mime_type), last_accessed = CURRENT_TIMESTAMP
         WHERE c.content_hash = h AND c.storage_backend <> 'postgres' AND c.original_size = length(data);
         CONTINUE WHEN FOUND;
@@ -301,30 +302,11 @@ BEGIN
         END IF;
         INSERT INTO memmie.content_storage
             (content_hash, content, compression, original_size, compressed_size, mime_type)
-        VALUES (h, coalesce(enc, data), CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END,
-                length(data), length(coalesce(enc, data)), mime_type)
+        VALUES (h, stored, codec, length(data), length(stored), mime_type)
         ON CONFLICT (content_hash) DO NOTHING;
         EXIT WHEN FOUND;
     END LOOP;
     RETURN h;
-END
-$$;
-
--- The counters memmie keeps (content_storage.reference_count, user_contexts.storage_used and
--- blob_count) start at zero in every new row, whoever inserts it: they count the rows that
--- reference it, which the triggers here add as they come. So a restore by pg_dump, which loads
--- user_contexts and content_storage before the blobs and versions that reference them, ends
--- with exact counters instead of doubled ones.
-CREATE OR REPLACE FUNCTION memmie._zero_counters() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'content_storage' THEN
-        NEW.reference_count := 0;
-    ELSE
-        NEW.storage_used := 0;
-        NEW.blob_count := 0;
-    END IF;
-    RETURN NEW;
 END
 $$;
 

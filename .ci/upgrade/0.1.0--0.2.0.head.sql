@@ -75,18 +75,7 @@ SET extconfig = (SELECT array_agg(c ORDER BY i) FROM unnest(e.extconfig) WITH OR
 WHERE e.extname = 'memmie';
 
 -- New rows start their counters at zero (see sql/blobs.sql).
-CREATE FUNCTION memmie._zero_counters() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'content_storage' THEN
-        NEW.reference_count := 0;
-    ELSE
-        NEW.storage_used := 0;
-        NEW.blob_count := 0;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- @function sql/blobs.sql _zero_counters
 CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
     FOR EACH ROW WHEN (NEW.reference_count <> 0) EXECUTE FUNCTION memmie._zero_counters();
 CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
@@ -97,33 +86,7 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
 -- deltas and events: keys and indexes move from the partitioned parents to each partition, and
 -- the dated partitions 0.1.0 made at install leave the extension, so that pg_dump dumps them as
 -- ordinary tables and a dump restores on any day (see sql/schema.sql).
-CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    t text := format('memmie.%I', p_part);
-BEGIN
-    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
-    IF p_parent = 'deltas' THEN
-        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
-        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
-        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
-        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
-        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
-        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
-        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
-    ELSIF p_parent = 'events' THEN
-        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
-        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
-        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
-        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
-    ELSE
-        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
-    END IF;
-END
-$$;
+-- @function sql/schema.sql _index_partition
 
 DROP INDEX memmie.idx_deltas_blob_id, memmie.idx_deltas_user_id, memmie.idx_deltas_status,
            memmie.idx_deltas_provider, memmie.idx_deltas_created, memmie.idx_deltas_applied,

@@ -3,7 +3,8 @@
 
     python3 .ci/upgrade/make-0.1.0--0.2.0.py      (from the checkout; runs `cargo pgrx schema`)
 
-The script is: .ci/upgrade/0.1.0--0.2.0.head.sql (the hand-written table changes), the Rust
+The script is: .ci/upgrade/0.1.0--0.2.0.head.sql (the hand-written table changes, with the
+functions they need filled in from the sources), the Rust
 functions 0.2.0 adds (from the generated install script, compared with the one 0.1.0 shipped,
 tests/upgrade/memmie--0.1.0.sql), every function of sql/content.sql and sql/blobs.sql that
 differs from 0.1.0's (git 7937df4) as CREATE OR REPLACE, then the SQL files new in 0.2.0.
@@ -50,7 +51,20 @@ def functions(text):
     return out
 
 
-parts = [open(f'{ROOT}/.ci/upgrade/0.1.0--0.2.0.head.sql').read(),
+# The head names the functions its table changes need ("-- @function FILE NAME"): they are taken
+# from the current sources (comments above them left out) and not repeated below.
+in_head = set()
+
+
+def head_function(m):
+    in_head.add(m.group(2))
+    return ''.join(re.sub(r'^(--[^\n]*\n)+', '', x)
+                   for x in functions(open(f'{ROOT}/{m.group(1)}').read())[m.group(2)])
+
+
+head = re.sub(r'^-- @function (\S+) (\w+)\n', head_function,
+              open(f'{ROOT}/.ci/upgrade/0.1.0--0.2.0.head.sql').read(), flags=re.M)
+parts = [head,
          '-- ' + '-' * 93 + '\n-- Native functions new in 0.2.0\n']
 parts += [rn[k] for k in rn if k not in ro]
 parts.append('-- ' + '-' * 93 + '\n'
@@ -61,7 +75,7 @@ for f in ['content.sql', 'blobs.sql']:
     before = subprocess.run(['git', 'show', f'{OLD_COMMIT}:sql/{f}'], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout
     now, was = functions(open(f'{ROOT}/sql/{f}').read()), functions(before)
-    for name in [n for n in now if now[n] != was.get(n)]:
+    for name in [n for n in now if now[n] != was.get(n) and n not in in_head]:
         parts.append('\n'.join(x.replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) for x in now[name]))
 for f in NEW_FILES:
     parts.append('\n-- ' + '=' * 93 + f'\n-- sql/{f} (new in 0.2.0)\n\n')
