@@ -19,11 +19,7 @@
 \else
 \set dag_nodes 1000000
 \endif
-\getenv bench_runs BENCH_RUNS
-\if :{?bench_runs}
-\else
-\set bench_runs 3
-\endif
+\ir runs.psql
 \set dag_user '00000000-0000-0000-0000-0000000000da'
 
 CREATE FUNCTION bench.dag_id(i bigint) RETURNS uuid LANGUAGE sql IMMUTABLE AS

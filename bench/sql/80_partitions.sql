@@ -24,11 +24,7 @@
 -- Every partition made here is dropped at the end, and pg_partman with it. Medians of BENCH_RUNS
 -- runs (default 3; no-ops: 20 runs, one transaction), after one untimed warm-up run.
 -- Needs pg_partman (Debian: postgresql-15-partman, installed by bench/run.sh); skipped without.
-\getenv bench_runs BENCH_RUNS
-\if :{?bench_runs}
-\else
-\set bench_runs 3
-\endif
+\ir runs.psql
 
 SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_partman') AS have_partman \gset
 \if :have_partman

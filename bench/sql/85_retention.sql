@@ -20,11 +20,7 @@
 \else
 \set retention_events 1000000
 \endif
-\getenv bench_runs BENCH_RUNS
-\if :{?bench_runs}
-\else
-\set bench_runs 3
-\endif
+\ir runs.psql
 \set ret_user '00000000-0000-0000-0000-0000000000ee'
 \set retention '30 days'
 SELECT (now() AT TIME ZONE 'UTC')::date - 100 AS old_day \gset

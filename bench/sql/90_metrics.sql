@@ -17,11 +17,7 @@
 \else
 \set metrics_rows 1000000
 \endif
-\getenv bench_runs BENCH_RUNS
-\if :{?bench_runs}
-\else
-\set bench_runs 3
-\endif
+\ir runs.psql
 
 CREATE FUNCTION bench.m_id(i bigint) RETURNS uuid LANGUAGE sql IMMUTABLE AS
 $$ SELECT md5('memmie metrics blob ' || i)::uuid $$;
