@@ -61,4 +61,12 @@ SELECT count(*) AS claimable_after_cancel FROM memmie.claim_jobs('w5', 10, job_t
 SELECT id, status FROM memmie.cancel_job('job-1');
 SELECT t.err($$SELECT memmie.cancel_job('nope')$$) AS missing_job;
 SELECT id, status, retry_count FROM memmie.jobs ORDER BY id;
+
+-- a claim of one job takes back every expired lease (up to 100 per call), not only one
+SELECT count(*) AS enqueued FROM generate_series(1, 3) i,
+       memmie.enqueue_job('sweep', '00000000-0000-0000-0000-0000000000e1', '{}', job_id => 'sweep-' || i);
+SELECT count(*) AS claimed_with_short_leases FROM memmie.claim_jobs('w6', 3, '1 millisecond', ARRAY['sweep']);
+SELECT pg_sleep(0.05);
+SELECT id, worker_id, retry_count FROM memmie.claim_jobs('w7', 1, job_types => ARRAY['sweep']);
+SELECT id, status, worker_id, retry_count FROM memmie.jobs WHERE job_type = 'sweep' ORDER BY id;
 ROLLBACK;
