@@ -187,33 +187,51 @@ fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
     Ok((1..=todo.len() as i64).map(|i| hits.contains(&i)).collect())
 }
 
+/// From how many partitions in one call the DEFAULT partition is detached while they are made.
+/// While a DEFAULT partition is attached, PostgreSQL checks it against every new partition: a
+/// scan of all its rows per partition, so catching up on many periods after rows piled up there
+/// rereads them again and again. Detached, it is checked once, when it is attached again at the
+/// end (in the same transaction, under the same locks: nobody sees it missing).
+const DETACH_DEFAULT_AT: usize = 8;
+
 /// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition (`waiting`)
-/// move into it.
-fn create_one(t: &Managed, p: &Planned, waiting: bool) -> Result<()> {
+/// move into it. `detached`: the DEFAULT partition is detached at the moment.
+fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result<()> {
     let table = quote_ident(t.table);
     let name = quote_ident(&p.name);
     let default = quote_ident(&format!("{}_default", t.table));
     let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
     // keys and indexes live on each partition (see memmie._index_partition in sql/schema.sql)
     let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
-    let sql = if waiting {
-        // The DEFAULT partition may not keep rows of the new range: move them, index, attach.
+    let (from, to) = (&p.from, &p.to);
+    let moved = format!(
+        "WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
+         INSERT INTO memmie.{name} SELECT * FROM moved"
+    );
+    let sql = if waiting && !detached {
+        // An attached DEFAULT partition may not keep rows of the new range: move them, index,
+        // attach.
         format!(
             "CREATE TABLE memmie.{name} (LIKE memmie.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) {options}; \
-             WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
-             INSERT INTO memmie.{name} SELECT * FROM moved; \
-             {index}; \
-             ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')",
-            from = p.from,
-            to = p.to
+             {moved}; {index}; \
+             ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')"
         )
     } else {
-        format!(
-            "CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{}') TO ('{}') {options}; {index}",
-            p.from, p.to
-        )
+        let create = format!("CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{from}') TO ('{to}') {options}; {index}");
+        if waiting { format!("{create}; {moved}") } else { create }
     };
     Spi::run(&sql).map_err(spi_error)
+}
+
+/// Detaches (`attach` false) or attaches again the DEFAULT partition of `t`.
+fn default_partition(t: &Managed, attach: bool) -> Result<()> {
+    let (table, default) = (quote_ident(t.table), quote_ident(&format!("{}_default", t.table)));
+    Spi::run(&if attach {
+        format!("ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{default} DEFAULT")
+    } else {
+        format!("ALTER TABLE memmie.{table} DETACH PARTITION memmie.{default}")
+    })
+    .map_err(spi_error)
 }
 
 fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Result<i32> {
@@ -229,10 +247,20 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     if todo.is_empty() {
         return Ok(0);
     }
+    // Writers wait from here on (making a partition takes this lock anyway), so that the rows
+    // found waiting in the DEFAULT partition are all there will be until this transaction ends.
+    Spi::run(&format!("LOCK TABLE ONLY memmie.{} IN ACCESS EXCLUSIVE MODE", quote_ident(t.table))).map_err(spi_error)?;
     let waiting = waiting_in_default(t, &todo)?;
+    let detach = todo.len() >= DETACH_DEFAULT_AT;
+    if detach {
+        default_partition(t, false)?;
+    }
     for (p, w) in todo.iter().zip(waiting) {
         pgrx::check_for_interrupts!();
-        create_one(t, p, w)?;
+        create_one(t, p, w, detach)?;
+    }
+    if detach {
+        default_partition(t, true)?;
     }
     Ok(todo.len() as i32)
 }
