@@ -105,16 +105,24 @@ BEGIN
 
     -- The claim is written twice on purpose. A LIMIT given as a parameter makes PostgreSQL plan
     -- the statement anew on every call (about half of a one-job claim's time) or, once it
-    -- settles on a generic plan, sort every queued job. With LIMIT 1 spelled out, the cached
-    -- plan of the usual worker's call is the ordered scan of idx_jobs_queued, made once.
-    IF claim_jobs.max_jobs = 1 THEN
+    -- settles on a generic plan, sort every queued job. The usual worker's call, one job of one
+    -- type, has its own statement with LIMIT 1, planned once: the type is a range of one value
+    -- and leads the ORDER BY, so that only idx_jobs_queued_type gives the order (with an
+    -- equality, the plan made without knowing the type guesses how much of the queue is of it
+    -- and may walk idx_jobs_queued past every queued job of the other types). Every other call
+    -- is planned with its arguments, where the conditions on job_types fold to the one that
+    -- applies (one type: idx_jobs_queued_type; none: idx_jobs_queued).
+    IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+        claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));   -- the plain form
+    END IF;
+    IF claim_jobs.max_jobs = 1 AND cardinality(claim_jobs.job_types) = 1 THEN
         RETURN QUERY
         WITH c AS MATERIALIZED (
             SELECT j.id FROM memmie.jobs j
             WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND j.job_type >= claim_jobs.job_types[1] AND j.job_type <= claim_jobs.job_types[1]
               AND (j.expires_at IS NULL OR j.expires_at > t_now)
-              AND (claim_jobs.job_types IS NULL OR j.job_type = ANY (claim_jobs.job_types))
-            ORDER BY j.run_after, j.created_at, j.id
+            ORDER BY j.job_type, j.run_after, j.created_at, j.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
@@ -130,7 +138,9 @@ BEGIN
             SELECT j.id FROM memmie.jobs j
             WHERE j.status = 'queued' AND j.run_after <= t_now
               AND (j.expires_at IS NULL OR j.expires_at > t_now)
-              AND (claim_jobs.job_types IS NULL OR j.job_type = ANY (claim_jobs.job_types))
+              AND (claim_jobs.job_types IS NULL
+                   OR (cardinality(claim_jobs.job_types) = 1 AND j.job_type = claim_jobs.job_types[1])
+                   OR (cardinality(claim_jobs.job_types) > 1 AND j.job_type = ANY (claim_jobs.job_types)))
             ORDER BY j.run_after, j.created_at, j.id
             LIMIT claim_jobs.max_jobs
             FOR UPDATE SKIP LOCKED

@@ -349,6 +349,7 @@ CREATE TABLE memmie.jobs (
 );
 CREATE INDEX idx_jobs_status ON memmie.jobs (status) WHERE status IN ('queued', 'running');
 CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
+CREATE INDEX idx_jobs_queued_type ON memmie.jobs (job_type, run_after, created_at, id) WHERE status = 'queued';
 CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX idx_jobs_user ON memmie.jobs (user_id);
 CREATE INDEX idx_jobs_created ON memmie.jobs (created_at DESC);

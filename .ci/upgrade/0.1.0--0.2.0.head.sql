@@ -25,6 +25,7 @@ ALTER TABLE memmie.jobs
     ADD CONSTRAINT running_has_lease CHECK (status <> 'running'
         OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL));
 CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
+CREATE INDEX idx_jobs_queued_type ON memmie.jobs (job_type, run_after, created_at, id) WHERE status = 'queued';
 CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
 
 -- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are

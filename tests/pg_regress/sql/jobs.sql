@@ -69,4 +69,9 @@ SELECT count(*) AS claimed_with_short_leases FROM memmie.claim_jobs('w6', 3, '1 
 SELECT pg_sleep(0.05);
 SELECT id, worker_id, retry_count FROM memmie.claim_jobs('w7', 1, job_types => ARRAY['sweep']);
 SELECT id, status, worker_id, retry_count FROM memmie.jobs WHERE job_type = 'sweep' ORDER BY id;
+-- job_types: an empty array claims nothing (two sweep jobs are queued); a 2-D or not 1-based
+-- array means its elements, as a plain array does
+SELECT count(*) AS nothing_of_no_type FROM memmie.claim_jobs('w8', 1, job_types => '{}');
+SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '{{sweep}}');
+SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '[2:3]={nothing,sweep}');
 ROLLBACK;
