@@ -191,11 +191,15 @@ BEGIN
 END
 $$;
 
--- Whether a content's bytes are in content_storage (not in s3 or a file system).
+-- Whether a content's bytes are in content_storage (not in s3 or a file system). PL/pgSQL, not
+-- SQL: a SQL function with a subquery is not inlined and is planned again in every transaction
+-- that calls it (measured: 50 to 80 us of planning for a 10 us lookup, twice per apply_delta).
 CREATE FUNCTION memmie._stored_here(p_hash text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT FROM memmie.content_storage c
-                   WHERE c.content_hash = p_hash AND c.storage_backend = 'postgres')
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT FROM memmie.content_storage c
+                   WHERE c.content_hash = p_hash AND c.storage_backend = 'postgres');
+END
 $$;
 
 CREATE FUNCTION memmie._head_state(b memmie.blobs) RETURNS jsonb

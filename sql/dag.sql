@@ -16,10 +16,13 @@ BEGIN
 END
 $$;
 
--- The delta that made the current version of blob b.
+-- The delta that made the current version of blob b. (PL/pgSQL for its cached plan: see
+-- memmie._stored_here.)
 CREATE FUNCTION memmie._head_delta(b memmie.blobs) RETURNS uuid
-LANGUAGE sql STABLE AS $$
-    SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version);
+END
 $$;
 
 -- A new blob derived from one or more parents (all of one user), with one edge per parent.
