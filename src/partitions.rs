@@ -187,11 +187,12 @@ fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
     Ok((1..=todo.len() as i64).map(|i| hits.contains(&i)).collect())
 }
 
-/// From how many partitions in one call the DEFAULT partition is detached while they are made.
-/// While a DEFAULT partition is attached, PostgreSQL checks it against every new partition: a
-/// scan of all its rows per partition, so catching up on many periods after rows piled up there
-/// rereads them again and again. Detached, it is checked once, when it is attached again at the
-/// end (in the same transaction, under the same locks: nobody sees it missing).
+/// From how many partitions in one call a DEFAULT partition holding rows is detached while they
+/// are made. While a DEFAULT partition is attached, PostgreSQL checks it against every new
+/// partition: a scan of all its rows per partition, so catching up on many periods after rows
+/// piled up there rereads them again and again. Detached, it is checked once, when it is
+/// attached again at the end (in the same transaction, under the same locks: nobody sees it
+/// missing). An empty DEFAULT partition costs little to check and stays attached.
 const DETACH_DEFAULT_AT: usize = 8;
 
 /// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition (`waiting`)
@@ -223,6 +224,12 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result
     Spi::run(&sql).map_err(spi_error)
 }
 
+fn default_has_rows(t: &Managed) -> Result<bool> {
+    Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT FROM memmie.{})", quote_ident(&format!("{}_default", t.table))))
+        .map_err(spi_error)
+        .map(|found| found.unwrap_or(false))
+}
+
 /// Detaches (`attach` false) or attaches again the DEFAULT partition of `t`.
 fn default_partition(t: &Managed, attach: bool) -> Result<()> {
     let (table, default) = (quote_ident(t.table), quote_ident(&format!("{}_default", t.table)));
@@ -251,7 +258,7 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     // found waiting in the DEFAULT partition are all there will be until this transaction ends.
     Spi::run(&format!("LOCK TABLE ONLY memmie.{} IN ACCESS EXCLUSIVE MODE", quote_ident(t.table))).map_err(spi_error)?;
     let waiting = waiting_in_default(t, &todo)?;
-    let detach = todo.len() >= DETACH_DEFAULT_AT;
+    let detach = todo.len() >= DETACH_DEFAULT_AT && (waiting.contains(&true) || default_has_rows(t)?);
     if detach {
         default_partition(t, false)?;
     }
