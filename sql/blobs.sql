@@ -20,17 +20,15 @@ CREATE TRIGGER update_blobs_updated_at BEFORE UPDATE ON memmie.blobs
 CREATE TRIGGER update_providers_updated_at BEFORE UPDATE ON memmie.providers
     FOR EACH ROW EXECUTE FUNCTION memmie.update_updated_at();
 
--- Native reference counting (src/refcount.rs): statement-level, over transition tables (a
--- trigger with transition tables takes exactly one event, hence three of each).
-CREATE TRIGGER content_refs_insert AFTER INSERT ON memmie.blob_versions
-    REFERENCING NEW TABLE AS memmie_new
-    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
-CREATE TRIGGER content_refs_delete AFTER DELETE ON memmie.blob_versions
-    REFERENCING OLD TABLE AS memmie_old
-    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
-CREATE TRIGGER content_refs_update AFTER UPDATE ON memmie.blob_versions
-    REFERENCING OLD TABLE AS memmie_old NEW TABLE AS memmie_new
-    FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
+-- Native reference counting (src/refcount.rs). content_refcount notes each row's change and
+-- writes the net change per content when the transaction commits; user_storage_accounting works
+-- per statement, over transition tables (a trigger with transition tables takes exactly one
+-- event, hence three of those).
+CREATE TRIGGER content_refs AFTER INSERT OR DELETE ON memmie.blob_versions
+    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER content_refs_update AFTER UPDATE OF content_hash ON memmie.blob_versions
+    FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+    EXECUTE FUNCTION memmie.content_refcount();
 CREATE TRIGGER user_storage_insert AFTER INSERT ON memmie.blob_versions
     REFERENCING NEW TABLE AS memmie_new
     FOR EACH STATEMENT EXECUTE FUNCTION memmie.user_storage_accounting();

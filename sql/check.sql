@@ -17,16 +17,18 @@ DECLARE
     sample text;
     total  bigint;
 BEGIN
-    -- reference counts = version rows naming each content
+    -- reference counts = version rows naming each content (the stored count, plus what this
+    -- transaction has changed and will write when it commits)
     SELECT count(*), string_agg(format('%s has %s, %s versions name it', x.content_hash, x.reference_count, x.refs), '; ')
            FILTER (WHERE x.rn <= 3)
     INTO bad, sample
-    FROM (SELECT c.content_hash, c.reference_count, coalesce(v.refs, 0) AS refs,
+    FROM (SELECT c.content_hash, c.reference_count + coalesce(p.n, 0) AS reference_count, coalesce(v.refs, 0) AS refs,
                  row_number() OVER (ORDER BY c.content_hash) AS rn
           FROM memmie.content_storage c
           LEFT JOIN (SELECT content_hash, count(*) AS refs FROM memmie.blob_versions GROUP BY 1) v
                  ON v.content_hash = c.content_hash
-          WHERE c.reference_count <> coalesce(v.refs, 0)) x;
+          LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash
+          WHERE c.reference_count + coalesce(p.n, 0) <> coalesce(v.refs, 0)) x;
     SELECT count(*) INTO total FROM memmie.content_storage;
     RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
                                                  format('%s contents', total));

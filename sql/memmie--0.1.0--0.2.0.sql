@@ -94,6 +94,17 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
     FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
     EXECUTE FUNCTION memmie._zero_counters();
 
+-- Content reference counts are noted per row and written when the transaction commits (see
+-- src/refcount.rs): the three statement-level triggers make way for two row-level ones.
+DROP TRIGGER content_refs_insert ON memmie.blob_versions;
+DROP TRIGGER content_refs_delete ON memmie.blob_versions;
+DROP TRIGGER content_refs_update ON memmie.blob_versions;
+CREATE TRIGGER content_refs AFTER INSERT OR DELETE ON memmie.blob_versions
+    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER content_refs_update AFTER UPDATE OF content_hash ON memmie.blob_versions
+    FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+    EXECUTE FUNCTION memmie.content_refcount();
+
 -- ---------------------------------------------------------------------------------------------
 -- deltas and events: keys and indexes move from the partitioned parents to each partition, and
 -- the dated partitions 0.1.0 made at install leave the extension, so that pg_dump dumps them as
@@ -202,6 +213,15 @@ CREATE  FUNCTION "_max_derivation_depth"() RETURNS INT /* i32 */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'max_derivation_depth_wrapper';
+
+-- memmie::refcount::_pending_references
+CREATE  FUNCTION "_pending_references"() RETURNS TABLE (
+	"content_hash" TEXT,  /* String */
+	"n" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pending_references_wrapper';
 
 -- memmie::json_schema::_validate_json
 CREATE  FUNCTION "_validate_json"(
@@ -2256,16 +2276,18 @@ DECLARE
     sample text;
     total  bigint;
 BEGIN
-    -- reference counts = version rows naming each content
+    -- reference counts = version rows naming each content (the stored count, plus what this
+    -- transaction has changed and will write when it commits)
     SELECT count(*), string_agg(format('%s has %s, %s versions name it', x.content_hash, x.reference_count, x.refs), '; ')
            FILTER (WHERE x.rn <= 3)
     INTO bad, sample
-    FROM (SELECT c.content_hash, c.reference_count, coalesce(v.refs, 0) AS refs,
+    FROM (SELECT c.content_hash, c.reference_count + coalesce(p.n, 0) AS reference_count, coalesce(v.refs, 0) AS refs,
                  row_number() OVER (ORDER BY c.content_hash) AS rn
           FROM memmie.content_storage c
           LEFT JOIN (SELECT content_hash, count(*) AS refs FROM memmie.blob_versions GROUP BY 1) v
                  ON v.content_hash = c.content_hash
-          WHERE c.reference_count <> coalesce(v.refs, 0)) x;
+          LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash
+          WHERE c.reference_count + coalesce(p.n, 0) <> coalesce(v.refs, 0)) x;
     SELECT count(*) INTO total FROM memmie.content_storage;
     RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
                                                  format('%s contents', total));
@@ -2380,7 +2402,8 @@ $$;
 
 -- Deletes content no blob version references (reference_count = 0) that nobody touched for
 -- longer than grace, and returns it (storage_path: external bytes for the caller to delete).
--- Contents a writer is referencing right now are locked by put_content and skipped.
+-- Contents a writer is referencing right now are locked by put_content and skipped; contents
+-- this transaction itself has started to reference (counted when it commits) are kept.
 CREATE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
 RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
 LANGUAGE plpgsql AS $$
@@ -2393,6 +2416,7 @@ BEGIN
     WITH garbage AS MATERIALIZED (
         SELECT c.content_hash FROM memmie.content_storage c
         WHERE c.reference_count = 0 AND c.last_accessed < clock_timestamp() - gc_content.grace
+          AND c.content_hash NOT IN (SELECT p.content_hash FROM memmie._pending_references() p WHERE p.n > 0)
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM memmie.content_storage c USING garbage g

@@ -27,7 +27,8 @@ $$;
 
 -- Deletes content no blob version references (reference_count = 0) that nobody touched for
 -- longer than grace, and returns it (storage_path: external bytes for the caller to delete).
--- Contents a writer is referencing right now are locked by put_content and skipped.
+-- Contents a writer is referencing right now are locked by put_content and skipped; contents
+-- this transaction itself has started to reference (counted when it commits) are kept.
 CREATE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
 RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
 LANGUAGE plpgsql AS $$
@@ -40,6 +41,7 @@ BEGIN
     WITH garbage AS MATERIALIZED (
         SELECT c.content_hash FROM memmie.content_storage c
         WHERE c.reference_count = 0 AND c.last_accessed < clock_timestamp() - gc_content.grace
+          AND c.content_hash NOT IN (SELECT p.content_hash FROM memmie._pending_references() p WHERE p.n > 0)
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM memmie.content_storage c USING garbage g

@@ -24,6 +24,7 @@ mod state;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    refcount::pending::register_callbacks();
     maintenance_worker::register_settings();
     maintenance_worker::register_worker();
 }
@@ -53,6 +54,7 @@ extension_sql_file!(
         patch::replay_text,
         refcount::content_refcount,
         refcount::user_storage_accounting,
+        refcount::pending_references,
         state::next_state_text,
         state::is_json_type_sql,
         state::json_from_bytes,

@@ -1,14 +1,21 @@
-//! Native statement-level triggers on `blob_versions` that keep two counts exact at every
-//! commit:
+//! Native triggers on `blob_versions` that keep two counts exact at every commit:
 //!
 //! * `content_storage.reference_count` = number of `blob_versions` rows naming the hash
-//!   (`content_refcount`), which garbage collection relies on;
+//!   (`content_refcount`), which garbage collection relies on. The trigger fires per row and
+//!   only notes `+1` / `-1` per hash in backend memory (per subtransaction, so a rolled-back
+//!   savepoint takes its notes with it); the net change of each hash is written once, just before
+//!   the transaction commits or prepares, in hash order. A transaction that adds a thousand
+//!   versions of one content updates its row once, and the content row is locked only while the
+//!   transaction commits, not from its first reference to its end, so writers deduplicating onto
+//!   the same popular content do not queue behind each other's whole transactions. Inside the
+//!   writing transaction `reference_count` shows the value before it (`memmie.check()` and
+//!   `memmie.gc_content()` write the pending changes first).
 //! * each user's `storage_used` = total size of the distinct contents their versions name
-//!   (`user_storage_accounting`), through `user_content_refs` (one row per user and hash).
-//!
-//! Each fires once per statement with the statement's rows as transition tables
-//! (`memmie_new`, `memmie_old`) and applies them set-wise, one kept plan per step: a statement
-//! writing many versions costs one UPDATE per step, not one per row.
+//!   (`user_storage_accounting`), through `user_content_refs` (one row per user and hash). It
+//!   must hold at statement end (quotas are checked against it), so it fires once per statement
+//!   with the statement's rows as transition tables (`memmie_new`, `memmie_old`) and applies them
+//!   set-wise, one kept plan per step: a statement writing many versions costs one UPDATE per
+//!   step, not one per row.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -107,12 +114,201 @@ fn steps_for(trigger: &PgTrigger<'_>, add: &'static CStr, sub: &'static CStr) ->
 
 type TriggerResult<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::trigger_support::PgTriggerError>;
 
-/// AFTER INSERT / DELETE / UPDATE ON memmie.blob_versions FOR EACH STATEMENT, with transition
-/// tables memmie_new / memmie_old.
+/// AFTER INSERT OR DELETE OR UPDATE ON memmie.blob_versions FOR EACH ROW: notes the change of
+/// the row's content reference, written at commit. (Fired FOR EACH STATEMENT with transition
+/// tables memmie_new / memmie_old, as 0.1.0 installed it, it applies them at once: a 0.1.0
+/// schema keeps working with this library until `ALTER EXTENSION memmie UPDATE`.)
 #[pg_trigger]
 fn content_refcount<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    run_steps(trigger, &steps_for(trigger, CONTENT_ADD, CONTENT_SUB));
+    if matches!(trigger.level(), PgTriggerLevel::Statement) {
+        run_steps(trigger, &steps_for(trigger, CONTENT_ADD, CONTENT_SUB));
+        return Ok(None);
+    }
+    let hash_of = |tuple: Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Option<String> {
+        match tuple?.get_by_name::<String>("content_hash") {
+            Ok(h) => h,
+            Err(e) => pgrx::error!("memmie.content_refcount: cannot read content_hash of the row: {e}"),
+        }
+    };
+    match trigger.op() {
+        Ok(PgTriggerOperation::Insert) => pending::note(hash_of(trigger.new()), 1),
+        Ok(PgTriggerOperation::Delete) => pending::note(hash_of(trigger.old()), -1),
+        Ok(PgTriggerOperation::Update) => {
+            let (new, old) = (hash_of(trigger.new()), hash_of(trigger.old()));
+            if new != old {
+                pending::note(new, 1);
+                pending::note(old, -1);
+            }
+        }
+        _ => {}
+    }
     Ok(None)
+}
+
+/// Reference-count changes noted by `content_refcount` and not yet written, per open
+/// (sub)transaction: a subtransaction that aborts drops its notes, one that commits hands them to
+/// its parent, and the top transaction writes the net change of each hash just before it
+/// commits or prepares (the transaction callbacks are registered in `_PG_init`).
+pub mod pending {
+    use super::*;
+
+    struct Level {
+        subid: pg_sys::SubTransactionId,
+        counts: HashMap<String, i64>,
+    }
+
+    thread_local! {
+        static LEVELS: RefCell<Vec<Level>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Adds `n` references to `hash` in the current subtransaction.
+    pub(super) fn note(hash: Option<String>, n: i64) {
+        let Some(hash) = hash else { return };
+        let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        LEVELS.with(|levels| {
+            let mut levels = levels.borrow_mut();
+            if levels.last().is_none_or(|l| l.subid != subid) {
+                levels.push(Level { subid, counts: HashMap::new() });
+            }
+            if let Some(level) = levels.last_mut() {
+                *level.counts.entry(hash).or_insert(0) += n;
+            }
+        });
+    }
+
+    /// The levels from `subid` up, removed and merged.
+    fn take_from(levels: &mut Vec<Level>, subid: pg_sys::SubTransactionId) -> HashMap<String, i64> {
+        let mut merged: HashMap<String, i64> = HashMap::new();
+        while levels.last().is_some_and(|l| l.subid >= subid) {
+            if let Some(level) = levels.pop() {
+                for (hash, n) in level.counts {
+                    *merged.entry(hash).or_insert(0) += n;
+                }
+            }
+        }
+        merged
+    }
+
+    /// The net change of every hash noted in this transaction and not written yet, without
+    /// zeros, in hash order.
+    pub fn net() -> Vec<(String, i64)> {
+        let mut all: Vec<(String, i64)> = LEVELS
+            .with(|levels| {
+                let mut merged: HashMap<String, i64> = HashMap::new();
+                for level in levels.borrow().iter() {
+                    for (hash, n) in &level.counts {
+                        *merged.entry(hash.clone()).or_insert(0) += n;
+                    }
+                }
+                merged
+            })
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    const ADD_ONE: &str = "UPDATE memmie.content_storage \
+        SET reference_count = reference_count + $2, last_accessed = pg_catalog.now() \
+        WHERE content_hash = $1";
+    const ADD_MANY: &str = "UPDATE memmie.content_storage c \
+        SET reference_count = c.reference_count + d.n, last_accessed = pg_catalog.now() \
+        FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::bigint[])) AS d(h, n) \
+        WHERE c.content_hash = d.h";
+    /// Hashes written per statement.
+    const CHUNK: usize = 1000;
+
+    /// Writes every pending change (in hash order, so that two committing transactions take
+    /// the content rows' locks in the same order) and forgets them.
+    fn write_all() {
+        let all = net();
+        LEVELS.with(|levels| levels.borrow_mut().clear());
+        if all.is_empty() {
+            return;
+        }
+        // At commit no portal is left to lend SPI a snapshot: planning the UPDATE needs one
+        // (it then takes a fresh one per statement itself, as any write does).
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let text = crate::plans::TEXT;
+        let int8 = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
+        let written = if let [(hash, n)] = all.as_slice() {
+            crate::plans::with_plan(ADD_ONE, &[text, int8], |client, stmt| {
+                client.update(stmt, None, &[hash.as_str().into(), (*n).into()]).map(|_| ())
+            })
+        } else {
+            let text_array = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTARRAYOID);
+            let int8_array = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::INT8ARRAYOID);
+            all.chunks(CHUNK).try_for_each(|chunk| {
+                let hashes: Vec<&str> = chunk.iter().map(|(h, _)| h.as_str()).collect();
+                let counts: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+                crate::plans::with_plan(ADD_MANY, &[text_array, int8_array], |client, stmt| {
+                    client.update(stmt, None, &[hashes.into(), counts.into()]).map(|_| ())
+                })
+            })
+        };
+        unsafe { pg_sys::PopActiveSnapshot() };
+        if let Err(e) = written {
+            pgrx::error!("memmie reference counting: could not write the counts at commit: {e}");
+        }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+        use pg_sys::XactEvent::*;
+        match event {
+            XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => write_all(),
+            XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PARALLEL_ABORT => LEVELS.with(|levels| levels.borrow_mut().clear()),
+            _ => {}
+        }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn on_subxact(
+        event: pg_sys::SubXactEvent::Type,
+        subid: pg_sys::SubTransactionId,
+        parent: pg_sys::SubTransactionId,
+        _arg: *mut std::ffi::c_void,
+    ) {
+        use pg_sys::SubXactEvent::*;
+        match event {
+            SUBXACT_EVENT_ABORT_SUB => LEVELS.with(|levels| {
+                take_from(&mut levels.borrow_mut(), subid);
+            }),
+            SUBXACT_EVENT_COMMIT_SUB => LEVELS.with(|levels| {
+                let mut levels = levels.borrow_mut();
+                let merged = take_from(&mut levels, subid);
+                if merged.is_empty() {
+                    return;
+                }
+                if levels.last().is_none_or(|l| l.subid != parent) {
+                    levels.push(Level { subid: parent, counts: HashMap::new() });
+                }
+                if let Some(level) = levels.last_mut() {
+                    for (hash, n) in merged {
+                        *level.counts.entry(hash).or_insert(0) += n;
+                    }
+                }
+            }),
+            _ => {}
+        }
+    }
+
+    /// Registers the transaction callbacks (from `_PG_init`, once per backend).
+    pub fn register_callbacks() {
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+        }
+    }
+}
+
+/// The reference-count changes this transaction has made and not yet written (they are written
+/// when it commits): what `check()` and `gc_content()` add to the stored counts.
+#[pg_extern(name = "_pending_references", volatile, parallel_unsafe)]
+fn pending_references() -> TableIterator<'static, (name!(content_hash, String), name!(n, i64))> {
+    TableIterator::new(pending::net())
 }
 
 /// AFTER INSERT / DELETE / UPDATE ON memmie.blob_versions FOR EACH STATEMENT, with transition

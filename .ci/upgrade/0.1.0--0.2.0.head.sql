@@ -83,6 +83,17 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
     FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
     EXECUTE FUNCTION memmie._zero_counters();
 
+-- Content reference counts are noted per row and written when the transaction commits (see
+-- src/refcount.rs): the three statement-level triggers make way for two row-level ones.
+DROP TRIGGER content_refs_insert ON memmie.blob_versions;
+DROP TRIGGER content_refs_delete ON memmie.blob_versions;
+DROP TRIGGER content_refs_update ON memmie.blob_versions;
+CREATE TRIGGER content_refs AFTER INSERT OR DELETE ON memmie.blob_versions
+    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
+CREATE TRIGGER content_refs_update AFTER UPDATE OF content_hash ON memmie.blob_versions
+    FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+    EXECUTE FUNCTION memmie.content_refcount();
+
 -- ---------------------------------------------------------------------------------------------
 -- deltas and events: keys and indexes move from the partitioned parents to each partition, and
 -- the dated partitions 0.1.0 made at install leave the extension, so that pg_dump dumps them as

@@ -19,6 +19,15 @@ CREATE FUNCTION t.noise(n int, seed int DEFAULT 1) RETURNS bytea LANGUAGE sql AS
     FROM generate_series(1, (n + 31) / 32) i
 $$;
 
+-- content_storage as the current transaction sees its counts: reference_count is written when a
+-- transaction commits, so inside one (these tests roll theirs back) the stored count plus the
+-- changes it has noted (memmie._pending_references()) is the count of its versions.
+CREATE VIEW t.content_now AS
+SELECT c.content_hash, c.storage_backend, c.storage_path, c.original_size, c.compressed_size, c.content,
+       c.mime_type, c.last_accessed, c.reference_count + coalesce(p.n, 0)::int AS reference_count,
+       c.reference_count AS stored_reference_count
+FROM memmie.content_storage c LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash;
+
 SELECT extname, extversion, nspname
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'memmie';
 

@@ -105,6 +105,6 @@ SELECT (SELECT count(*) FROM memmie.blobs WHERE id = :'md') AS blobs,
        (SELECT count(*) FROM memmie.deltas WHERE blob_id = :'md') AS deltas,
        (SELECT count(*) FROM memmie.events WHERE aggregate_id = :'md' AND payload ? 'hard') AS hard_events;
 SELECT t.err(format($$SELECT memmie.blob_state(%L)$$, :'md'));
-SELECT count(*) AS orphan_content_refs FROM memmie.content_storage c
+SELECT count(*) AS orphan_content_refs FROM t.content_now c
 WHERE c.reference_count <> (SELECT count(*) FROM memmie.blob_versions v WHERE v.content_hash = c.content_hash);
 ROLLBACK;

@@ -1,8 +1,8 @@
 -- reference_count and storage_used stay exact under multi-row statements of every kind
--- (the counting triggers work per statement, over transition tables).
+-- (reference_count as this transaction sees it: t.content_now, see 00_setup).
 BEGIN;
 CREATE TEMP VIEW drift AS
-SELECT (SELECT count(*) FROM memmie.content_storage c
+SELECT (SELECT count(*) FROM t.content_now c
         WHERE c.reference_count <> (SELECT count(*) FROM memmie.blob_versions v WHERE v.content_hash = c.content_hash)) AS bad_refcounts,
        (SELECT count(*) FROM memmie.user_contexts u
         WHERE u.storage_used <> coalesce((SELECT sum(content_size) FROM (SELECT DISTINCT v.content_hash, v.content_size
@@ -23,7 +23,7 @@ SELECT :'a', v, '00000000-0000-0000-0000-0000000000f1',
        'text/plain', 'user'
 FROM generate_series(2, 7) v;
 SELECT * FROM drift;
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = :'h5';
+SELECT reference_count FROM t.content_now WHERE content_hash = :'h5';
 SELECT storage_used FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000f1';
 
 -- One UPDATE moving some versions to another content, and one moving a version to another user.
@@ -40,22 +40,90 @@ SELECT memmie.delete_blob(:'b', true);
 SELECT * FROM drift;
 DELETE FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000f2';
 SELECT * FROM drift;
-SELECT content_hash = :'h5' AS is_h5, reference_count FROM memmie.content_storage
+SELECT content_hash = :'h5' AS is_h5, reference_count FROM t.content_now
 WHERE content_hash IN (:'h5', memmie.sha256('aaa'), memmie.sha256('bbbb')) ORDER BY original_size;
 ROLLBACK;
 
--- The trigger functions can serve another table of a different shape in the same session
--- (their kept plans are per table): counts stay right on both.
+-- The trigger functions can serve another table of a different shape in the same session,
+-- content_refcount per row (as memmie installs it) or per statement over a transition table (as
+-- 0.1.0 installed it; that way it writes at once): counts stay right on both.
 BEGIN;
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
 CREATE TABLE t.other_shape (note text, content_hash varchar(64), pad int, user_id uuid, content_size bigint);
+CREATE TRIGGER other_refs AFTER INSERT OR DELETE ON t.other_shape
+    FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
+INSERT INTO t.other_shape VALUES ('x', memmie.sha256('shape one'), 1, '00000000-0000-0000-0000-0000000000c7', 9);
+SELECT reference_count, stored_reference_count FROM t.content_now WHERE content_hash = memmie.sha256('shape one');
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
+SELECT reference_count, stored_reference_count FROM t.content_now WHERE content_hash = memmie.sha256('shape one');
+DROP TRIGGER other_refs ON t.other_shape;
 CREATE TRIGGER other_refs AFTER INSERT ON t.other_shape REFERENCING NEW TABLE AS memmie_new
     FOR EACH STATEMENT EXECUTE FUNCTION memmie.content_refcount();
-INSERT INTO t.other_shape VALUES ('x', memmie.sha256('shape one'), 1, '00000000-0000-0000-0000-0000000000c7', 9);
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('shape one');
-SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c7', 'shape one', 'text/plain')).version;
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('shape one');
+INSERT INTO t.other_shape VALUES ('y', memmie.sha256('shape one'), 2, '00000000-0000-0000-0000-0000000000c7', 9);
+SELECT reference_count, stored_reference_count FROM t.content_now WHERE content_hash = memmie.sha256('shape one');
 ROLLBACK;
+
+-- reference_count is written when the transaction commits (once per content, whatever the
+-- number of versions): inside the transaction the stored count is the one before it; a
+-- subtransaction that rolls back (ROLLBACK TO SAVEPOINT, an EXCEPTION block) takes its
+-- references with it, one that is released hands them on.
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain')).id AS r1 \gset
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit');
+BEGIN;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain')).id AS r2 \gset
+SELECT reference_count, stored_reference_count FROM t.content_now WHERE content_hash = memmie.sha256('counted at commit');
+SAVEPOINT s1;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain')).version;
+SELECT reference_count FROM t.content_now WHERE content_hash = memmie.sha256('counted at commit');
+ROLLBACK TO SAVEPOINT s1;
+SELECT reference_count FROM t.content_now WHERE content_hash = memmie.sha256('counted at commit');
+SAVEPOINT s2;
+SAVEPOINT s3;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain')).id AS r3 \gset
+RELEASE SAVEPOINT s3;
+SAVEPOINT s4;
+SELECT (memmie.update_content(:'r1', 'something else')).version;
+ROLLBACK TO SAVEPOINT s4;
+RELEASE SAVEPOINT s2;
+DO $$
+BEGIN
+    PERFORM memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain');
+    RAISE EXCEPTION 'undo';
+EXCEPTION WHEN raise_exception THEN
+    NULL;
+END
+$$;
+SELECT reference_count, stored_reference_count FROM t.content_now WHERE content_hash = memmie.sha256('counted at commit');
+SELECT check_name, ok FROM memmie.check() WHERE check_name = 'reference_counts';
+COMMIT;
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit');
+-- A procedure that commits as it goes: each COMMIT writes what came before it.
+CREATE PROCEDURE t.create_and_commit(n int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain');
+        COMMIT;
+    END LOOP;
+END
+$$;
+CALL t.create_and_commit(2);
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit');
+-- Adding and removing in one transaction leaves the content row as it was.
+BEGIN;
+SELECT xmin AS row_version FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit') \gset
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f3', 'counted at commit', 'text/plain')).id AS r4 \gset
+SELECT memmie.delete_blob(:'r4', hard => true);
+COMMIT;
+SELECT xmin = :'row_version' AS untouched, reference_count FROM memmie.content_storage
+WHERE content_hash = memmie.sha256('counted at commit');
+-- Hard deletes release them at commit.
+SELECT memmie.delete_blob(id, hard => true) FROM memmie.blobs WHERE user_id = '00000000-0000-0000-0000-0000000000f3';
+SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit');
+DROP PROCEDURE t.create_and_commit(int);
+-- leave nothing behind for the tests after this one (the user's events, metrics, the content)
+SELECT memmie.fold_usage() > 0 AS usage_folded;
+DELETE FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000f3';
+SELECT content_hash = memmie.sha256('counted at commit') AS ours FROM memmie.gc_content('0 seconds');
 
 -- The counters start at zero whoever inserts a row (a restore loads these tables before the rows
 -- that count into them).

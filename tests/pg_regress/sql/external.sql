@@ -7,7 +7,7 @@ INSERT INTO x SELECT 'doc', (memmie.create_external_blob('00000000-0000-0000-000
 SELECT b.version, b.content_hash = repeat('ab', 32) AS hash, b.content_size, b.content_type, b.metadata, b.tags
 FROM memmie.blobs b JOIN x ON x.id = b.id;
 SELECT storage_backend, storage_path, original_size, compressed_size, content IS NULL AS no_bytes, mime_type, reference_count
-FROM memmie.content_storage WHERE content_hash = repeat('ab', 32);
+FROM t.content_now WHERE content_hash = repeat('ab', 32);
 SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000d1';
 -- the state has no /content (memmie cannot read it); the history is a create
 SELECT memmie.blob_state(id) - 'content_hash' AS state FROM x WHERE name = 'doc';
@@ -21,7 +21,7 @@ SELECT c.ok, c.detail FROM memmie.verify_content(repeat('ab', 32)) c;
 SELECT (memmie.apply_delta((SELECT id FROM x WHERE name = 'doc'), '[{"op": "add", "path": "/metadata/n", "value": 1}]')).to_version;
 INSERT INTO x SELECT 'copy', (memmie.create_external_blob('00000000-0000-0000-0000-0000000000d1', repeat('ab', 32), 1000,
     'application/octet-stream', 's3', 's3://bucket/ab')).id;
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = repeat('ab', 32);
+SELECT reference_count FROM t.content_now WHERE content_hash = repeat('ab', 32);
 
 -- knowing a hash gives nothing: another location, size or an inline content is refused
 SELECT t.err(format($$SELECT memmie.create_external_blob('00000000-0000-0000-0000-0000000000d2', %L, 1000, 'text/plain', 's3', 's3://mine')$$, repeat('ab', 32))) AS other_path;
@@ -67,7 +67,7 @@ FROM x b JOIN memmie.blob_versions v ON v.blob_id = b.id WHERE b.name IN ('doc',
 SELECT (memmie.create_external_blob('00000000-0000-0000-0000-0000000000d1', memmie.sha256('later here'), 10, 'text/plain', 's3', 's3://bucket/later')).version;
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000d1', 'later here', 'text/plain')).version;
 SELECT storage_backend, storage_path, reference_count, convert_from(memmie.get_content(content_hash), 'UTF8') AS bytes
-FROM memmie.content_storage WHERE content_hash = memmie.sha256('later here');
+FROM t.content_now WHERE content_hash = memmie.sha256('later here');
 SELECT (memmie.create_external_blob('00000000-0000-0000-0000-0000000000d1', memmie.sha256('sized wrong'), 99, 'text/plain', 's3', 's3://bucket/wrong')).version;
 SELECT t.err($$SELECT memmie.create_blob('00000000-0000-0000-0000-0000000000d1', 'sized wrong', 'text/plain')$$) AS size_mismatch;
 

@@ -5,7 +5,7 @@ SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000a7', 'garbage', 't
 SELECT memmie.delete_blob(:'gone', hard => true);
 INSERT INTO memmie.content_storage (content_hash, storage_backend, storage_path, original_size)
 VALUES (repeat('ab', 32), 's3', 's3://bucket/ab', 10);
-SELECT content_hash = memmie.sha256('garbage') AS garbage, reference_count FROM memmie.content_storage
+SELECT content_hash = memmie.sha256('garbage') AS garbage, reference_count FROM t.content_now
 WHERE content_hash IN (memmie.sha256('kept'), memmie.sha256('garbage')) ORDER BY 1;
 
 -- nothing is old enough within the grace period
@@ -13,13 +13,13 @@ SELECT count(*) AS collected FROM memmie.gc_content();
 -- grace 0: unreferenced content goes, external content comes back with its path to delete
 SELECT storage_backend, storage_path, content_hash = memmie.sha256('garbage') AS garbage
 FROM memmie.gc_content('0 seconds') ORDER BY 1;
-SELECT count(*) AS garbage_left FROM memmie.content_storage WHERE reference_count = 0;
+SELECT count(*) AS garbage_left FROM t.content_now WHERE reference_count = 0;
 SELECT convert_from(memmie.blob_content(:'kept'), 'UTF8') AS still_readable;
 SELECT t.err($$SELECT memmie.gc_content('-1 hour')$$) AS negative_grace;
 SELECT t.err($$SELECT memmie.gc_content(NULL)$$) AS null_grace;
 -- the same bytes stored again after collection come back as new content
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000a7', 'garbage', 'text/plain')).version;
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('garbage');
+SELECT reference_count FROM t.content_now WHERE content_hash = memmie.sha256('garbage');
 
 -- refresh_views: both materialized views, concurrently
 SELECT jsonb_object_keys(memmie.refresh_views()) AS refreshed ORDER BY 1;

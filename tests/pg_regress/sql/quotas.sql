@@ -15,7 +15,7 @@ SELECT storage_used FROM memmie.user_contexts WHERE user_id = '00000000-0000-000
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c2', t.noise(1000, 1), 'application/octet-stream')).version;
 SELECT user_id, storage_used, blob_count FROM memmie.user_contexts
 WHERE user_id IN ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000c2') ORDER BY 1;
-SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256(t.noise(1000, 1));
+SELECT reference_count FROM t.content_now WHERE content_hash = memmie.sha256(t.noise(1000, 1));
 -- Soft delete lowers blob_count (not storage: the versions remain); hard delete releases storage.
 SELECT memmie.delete_blob(:'b2');
 SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000c1';
