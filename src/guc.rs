@@ -29,7 +29,24 @@ fn event_retention_seconds() -> i32 {
     EVENT_RETENTION.get()
 }
 
+/// Memory a DAG traversal may use to read `blob_edges` whole (kB; 0: never).
+static TRAVERSAL_WORK_MEM: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+
+pub fn traversal_work_mem_bytes() -> usize {
+    TRAVERSAL_WORK_MEM.get().max(0) as usize * 1024
+}
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"memmie.traversal_work_mem",
+        c"Memory a DAG traversal may use to read memmie.blob_edges whole.",
+        c"A traversal that reaches a large part of the graph reads the table once (about 36 bytes per edge) instead of looking each node up; 0 never does.",
+        &TRAVERSAL_WORK_MEM,
+        0,
+        i32::MAX / 2,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
+    );
     GucRegistry::define_int_guc(
         c"memmie.event_retention",
         c"How long maintenance() keeps processed events.",

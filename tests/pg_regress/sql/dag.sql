@@ -90,3 +90,61 @@ SELECT * FROM memmie.dag_stats((SELECT id FROM n WHERE name = 'c'));
 SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'side'), true);
 SELECT n.name, d.depth FROM memmie.descendants((SELECT id FROM n WHERE name = 'root')) d JOIN n ON n.id = d.blob_id ORDER BY 2, 1;
 ROLLBACK;
+
+-- A traversal that reaches a large part of the graph reads blob_edges whole (once a level's
+-- frontier is 1,024 nodes and a twentieth of the table) instead of looking each node up: the
+-- same answers as the lookups (memmie.traversal_work_mem = 0), in both directions, with
+-- max_depth, for the cycle check, on edges this transaction wrote; under row-level security it
+-- keeps looking up. Graph: 0 -> 1..2000 -> 2001..4000 (k -> 2000 + k) -> 4001, and 20 'merge'
+-- shortcuts 0 -> 2000 + k.
+BEGIN;
+CREATE TEMP TABLE big (i int PRIMARY KEY, id uuid);
+INSERT INTO big SELECT i, md5('memmie big dag ' || i)::uuid FROM generate_series(0, 4001) i;
+SET LOCAL session_replication_role = replica;  -- bulk rows: no per-row triggers, no FK checks
+INSERT INTO memmie.blobs (id, user_id, content_hash, content_size, content_type)
+SELECT id, '00000000-0000-0000-0000-0000000000b9', repeat('0', 64), 0, 'text/plain' FROM big;
+INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
+SELECT p.id, c.id, 'big', e.t
+FROM (SELECT 0 AS p, k AS c, 'derived' AS t FROM generate_series(1, 2000) k
+      UNION ALL SELECT k, 2000 + k, 'derived' FROM generate_series(1, 2000) k
+      UNION ALL SELECT 0, 2000 + k, 'merge' FROM generate_series(100, 2000, 100) k
+      UNION ALL SELECT 2000 + k, 4001, 'derived' FROM generate_series(1, 2000) k) e
+JOIN big p ON p.i = e.p JOIN big c ON c.i = e.c;
+SET LOCAL session_replication_role = origin;
+SELECT count(*) AS big_edges FROM memmie.blob_edges WHERE provider_id = 'big';
+CREATE TEMP TABLE walks (how text, what text, blob_id uuid, depth int);
+CREATE FUNCTION pg_temp.walk_all(how text) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO walks SELECT how, 'descendants of 0', d.* FROM memmie.descendants((SELECT id FROM big WHERE i = 0)) d;
+    INSERT INTO walks SELECT how, 'descendants of 0, 2 levels', d.* FROM memmie.descendants((SELECT id FROM big WHERE i = 0), 2) d;
+    INSERT INTO walks SELECT how, 'ancestors of 4001', a.* FROM memmie.ancestors((SELECT id FROM big WHERE i = 4001)) a;
+    INSERT INTO walks SELECT how, '4001 -> 0 closes a cycle', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 4001), (SELECT id FROM big WHERE i = 0))::int;
+    INSERT INTO walks SELECT how, '0 -> 4001 closes none', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 0), (SELECT id FROM big WHERE i = 4001))::int;
+$$;
+SET client_min_messages = debug1;
+SELECT pg_temp.walk_all('whole table');
+RESET client_min_messages;
+SET LOCAL memmie.traversal_work_mem = 0;
+SELECT pg_temp.walk_all('lookups');
+SET LOCAL memmie.traversal_work_mem = '64MB';
+SELECT what, count(*) FILTER (WHERE how = 'lookups') AS rows, max(depth) AS max_depth,
+       sum(depth) FILTER (WHERE how = 'lookups') AS depth_sum,
+       (SELECT count(*) FROM (SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'lookups'
+                              EXCEPT ALL SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'whole table') d)
+     + (SELECT count(*) FROM (SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'whole table'
+                              EXCEPT ALL SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'lookups') d) AS differences
+FROM walks x GROUP BY what ORDER BY what;
+-- row-level security on blob_edges: the traversal keeps to the rows the policy shows (without
+-- the shortcuts, 20 nodes are one level deeper)
+CREATE ROLE memmie_dag_reader;
+GRANT USAGE ON SCHEMA memmie TO memmie_dag_reader;
+GRANT SELECT ON memmie.blobs, memmie.blob_edges TO memmie_dag_reader;
+GRANT SELECT ON big TO memmie_dag_reader;
+GRANT EXECUTE ON FUNCTION memmie.descendants(uuid, int) TO memmie_dag_reader;
+ALTER TABLE memmie.blob_edges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY no_merges ON memmie.blob_edges USING (transform_type <> 'merge');
+SET ROLE memmie_dag_reader;
+SET client_min_messages = debug1;
+SELECT count(*) AS nodes, sum(depth) AS depth_sum FROM memmie.descendants((SELECT id FROM big WHERE i = 0));
+RESET client_min_messages;
+RESET ROLE;
+ROLLBACK;
