@@ -216,25 +216,42 @@ pub mod pending {
         SET reference_count = c.reference_count + d.n, last_accessed = pg_catalog.now() \
         FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::bigint[])) AS d(h, n) \
         WHERE c.content_hash = d.h";
+    /// Up to this many hashes are written one UPDATE each, in order; more are locked in order
+    /// (LOCK_MANY), then written by one statement per CHUNK.
+    const FEW: usize = 16;
+    const LOCK_MANY: &str = "SELECT FROM memmie.content_storage \
+        WHERE content_hash = ANY ($1::text[]) ORDER BY content_hash COLLATE \"C\" FOR NO KEY UPDATE";
     /// Hashes written per statement.
     const CHUNK: usize = 1000;
 
-    /// Writes every pending change (in hash order, so that two committing transactions take
-    /// the content rows' locks in the same order) and forgets them.
+    /// Writes every pending change (in hash order, bytewise, so that two committing
+    /// transactions take the content rows' locks in the same order and cannot deadlock on them)
+    /// and forgets them.
     fn write_all() {
-        let all = net();
-        LEVELS.with(|levels| levels.borrow_mut().clear());
-        if all.is_empty() {
-            return;
+        // Writing can itself cause notes (a user's trigger on content_storage writing versions):
+        // those are written too, before the transaction goes on to commit.
+        for _ in 0..16 {
+            let all = net();
+            LEVELS.with(|levels| levels.borrow_mut().clear());
+            if all.is_empty() {
+                return;
+            }
+            write(&all);
         }
+        pgrx::error!("memmie reference counting: the counts kept changing while they were written at commit");
+    }
+
+    fn write(all: &[(String, i64)]) {
         // At commit no portal is left to lend SPI a snapshot: planning the UPDATE needs one
         // (it then takes a fresh one per statement itself, as any write does).
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
         let text = crate::plans::TEXT;
         let int8 = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
-        let written = if let [(hash, n)] = all.as_slice() {
-            crate::plans::with_plan(ADD_ONE, &[text, int8], |client, stmt| {
-                client.update(stmt, None, &[hash.as_str().into(), (*n).into()]).map(|_| ())
+        let written = if all.len() <= FEW {
+            all.iter().try_for_each(|(hash, n)| {
+                crate::plans::with_plan(ADD_ONE, &[text, int8], |client, stmt| {
+                    client.update(stmt, None, &[hash.as_str().into(), (*n).into()]).map(|_| ())
+                })
             })
         } else {
             let text_array = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTARRAYOID);
@@ -242,6 +259,9 @@ pub mod pending {
             all.chunks(CHUNK).try_for_each(|chunk| {
                 let hashes: Vec<&str> = chunk.iter().map(|(h, _)| h.as_str()).collect();
                 let counts: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+                crate::plans::with_plan(LOCK_MANY, &[text_array], |client, stmt| {
+                    client.update(stmt, None, &[hashes.clone().into()]).map(|_| ())
+                })?;
                 crate::plans::with_plan(ADD_MANY, &[text_array, int8_array], |client, stmt| {
                     client.update(stmt, None, &[hashes.into(), counts.into()]).map(|_| ())
                 })

@@ -120,10 +120,22 @@ WHERE content_hash = memmie.sha256('counted at commit');
 SELECT memmie.delete_blob(id, hard => true) FROM memmie.blobs WHERE user_id = '00000000-0000-0000-0000-0000000000f3';
 SELECT reference_count FROM memmie.content_storage WHERE content_hash = memmie.sha256('counted at commit');
 DROP PROCEDURE t.create_and_commit(int);
--- leave nothing behind for the tests after this one (the user's events, metrics, the content)
+-- Many contents in one transaction (more than 16: locked in hash order, then written together),
+-- and all released at once by a cascade.
+BEGIN;
+SELECT count(memmie.create_blob('00000000-0000-0000-0000-0000000000f3', convert_to('many ' || i, 'UTF8'), 'text/plain'))
+FROM generate_series(1, 40) i;
+COMMIT;
+CREATE TEMP VIEW many AS SELECT c.* FROM memmie.content_storage c
+WHERE c.content_hash IN (SELECT memmie.sha256(convert_to('many ' || i, 'UTF8')) FROM generate_series(1, 40) i);
+SELECT count(*) AS contents, min(reference_count), max(reference_count) FROM many;
+-- leave nothing behind for the tests after this one (the user's events, metrics, the contents)
 SELECT memmie.fold_usage() > 0 AS usage_folded;
 DELETE FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000f3';
-SELECT content_hash = memmie.sha256('counted at commit') AS ours FROM memmie.gc_content('0 seconds');
+SELECT count(*) AS contents, min(reference_count), max(reference_count) FROM many;
+SELECT count(*) AS collected, count(*) FILTER (WHERE content_hash = memmie.sha256('counted at commit')) AS counted_at_commit
+FROM memmie.gc_content('0 seconds');
+DROP VIEW many;
 
 -- The counters start at zero whoever inserts a row (a restore loads these tables before the rows
 -- that count into them).
