@@ -241,7 +241,43 @@ pub mod pending {
         pgrx::error!("memmie reference counting: the counts kept changing while they were written at commit");
     }
 
+    /// The owner of memmie.content_storage; None when it is gone (the extension dropped in
+    /// this transaction: nothing left to count).
+    fn content_storage_owner() -> Option<pg_sys::Oid> {
+        unsafe {
+            let nsp = pg_sys::get_namespace_oid(c"memmie".as_ptr(), true);
+            if nsp == pg_sys::InvalidOid {
+                return None;
+            }
+            let relid = pg_sys::get_relname_relid(c"content_storage".as_ptr(), nsp);
+            if relid == pg_sys::InvalidOid {
+                return None;
+            }
+            let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+            let rel = pg_sys::relation_open(relid, lock);
+            let owner = (*(*rel).rd_rel).relowner;
+            pg_sys::relation_close(rel, lock);
+            Some(owner)
+        }
+    }
+
+    /// Writes `all` as the owner of content_storage: the counts are memmie's bookkeeping, not the
+    /// committing role's writes (PostgreSQL's foreign-key triggers run as the table owner the
+    /// same way), and the statement that noted them may have run under another role (a SECURITY
+    /// DEFINER function) than the one that commits.
     fn write(all: &[(String, i64)]) {
+        let Some(owner) = content_storage_owner() else { return };
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        }
+        // (an error aborts the transaction, which restores the user)
+        write_as_owner(all);
+        unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    }
+
+    fn write_as_owner(all: &[(String, i64)]) {
         // At commit no portal is left to lend SPI a snapshot: planning the UPDATE needs one
         // (it then takes a fresh one per statement itself, as any write does).
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
