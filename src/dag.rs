@@ -172,11 +172,16 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
     let mut depth = 0i32;
     // every edge, by the side the walk comes from, once the walk has read the table
     let mut all_edges: Option<edge_scan::Adjacency> = None;
+    let mut may_read = true;
     let sql = dir.next_level_sql();
     while !frontier.is_empty() && max_depth.is_none_or(|m| depth < m) {
         depth += 1;
-        if all_edges.is_none() && frontier.len() >= edge_scan::MIN_FRONTIER {
-            all_edges = edge_scan::read_if_worth_it(dir, frontier.len());
+        if all_edges.is_none() && may_read && frontier.len() >= edge_scan::MIN_FRONTIER {
+            match edge_scan::read_if_worth_it(dir, frontier.len()) {
+                edge_scan::Read::Edges(edges) => all_edges = Some(edges),
+                edge_scan::Read::NotYet => {}
+                edge_scan::Read::Never => may_read = false,
+            }
         }
         if let Some(edges) = &all_edges {
             for &from in &frontier {
@@ -329,20 +334,30 @@ mod edge_scan {
         }
     }
 
-    /// Every edge as (from, to) in `dir`, read with one sequential scan under
-    /// the active snapshot, when a frontier of `frontier` nodes makes that cheaper than looking
-    /// them up and the table fits in `memmie.traversal_work_mem`; None otherwise (and when the
-    /// caller lacks SELECT on the table or row-level security applies to it: the lookups then
-    /// go through SPI, which enforces both).
-    pub fn read_if_worth_it(dir: Direction, frontier: usize) -> Option<Adjacency> {
+    /// What `read_if_worth_it` did.
+    pub enum Read {
+        /// read the table: every edge as (from, to) in the walk's direction
+        Edges(Adjacency),
+        /// not worth it for a frontier this small: maybe at a later level
+        NotYet,
+        /// not for this walk: not allowed (`memmie.traversal_work_mem` = 0, no SELECT right,
+        /// row-level security: the lookups go through SPI, which enforces both), not a heap
+        /// table, or larger than `memmie.traversal_work_mem` (also when found so while reading,
+        /// statistics being old)
+        Never,
+    }
+
+    /// Reads every edge with one sequential scan under the active snapshot when a frontier of
+    /// `frontier` nodes makes that cheaper than looking them up.
+    pub fn read_if_worth_it(dir: Direction, frontier: usize) -> Read {
         let max_edges = crate::guc::traversal_work_mem_bytes() / EDGE_BYTES;
         if max_edges == 0 {
-            return None;
+            return Read::Never;
         }
         unsafe {
             let nsp = pg_sys::get_namespace_oid(c"memmie".as_ptr(), true);
             if nsp == pg_sys::InvalidOid {
-                return None;
+                return Read::Never;
             }
             let relid = pg_sys::get_relname_relid(c"blob_edges".as_ptr(), nsp);
             if relid == pg_sys::InvalidOid
@@ -350,7 +365,7 @@ mod edge_scan {
                     != pg_sys::AclResult::ACLCHECK_OK
                 || pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
             {
-                return None;
+                return Read::Never;
             }
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
             let rel = pg_sys::table_open(relid, lock);
@@ -360,19 +375,24 @@ mod edge_scan {
             } else {
                 pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) as f64 * EDGES_PER_PAGE
             };
-            if (frontier as f64) * SHARE < estimate || estimate > max_edges as f64 {
+            // (heap_getnext reads heap tables only; ALTER TABLE ... SET ACCESS METHOD exists)
+            if estimate > max_edges as f64 || (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine() {
                 pg_sys::table_close(rel, lock);
-                return None;
+                return Read::Never;
+            }
+            if (frontier as f64) * SHARE < estimate {
+                pg_sys::table_close(rel, lock);
+                return Read::NotYet;
             }
             let mix = Mix::new();
             let buckets = scan(rel, dir, max_edges, estimate as usize, mix);
             pg_sys::table_close(rel, lock);
-            let buckets = buckets?;
+            let Some(buckets) = buckets else { return Read::Never };
             pgrx::debug1!(
                 "memmie: a traversal read memmie.blob_edges whole ({} edges)",
                 buckets.iter().map(Vec::len).sum::<usize>()
             );
-            Some(Adjacency::new(buckets, mix))
+            Read::Edges(Adjacency::new(buckets, mix))
         }
     }
 

@@ -133,6 +133,12 @@ SELECT what, count(*) FILTER (WHERE how = 'lookups') AS rows, max(depth) AS max_
      + (SELECT count(*) FROM (SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'whole table'
                               EXCEPT ALL SELECT blob_id, depth FROM walks w WHERE w.what = x.what AND how = 'lookups') d) AS differences
 FROM walks x GROUP BY what ORDER BY what;
+-- a table larger than memmie.traversal_work_mem (64kB: 1,820 edges) is looked up node by node
+SET LOCAL memmie.traversal_work_mem = '64kB';
+SET client_min_messages = debug1;
+SELECT count(*) AS nodes, sum(depth) AS depth_sum FROM memmie.descendants((SELECT id FROM big WHERE i = 0));
+RESET client_min_messages;
+SET LOCAL memmie.traversal_work_mem = '64MB';
 -- row-level security on blob_edges: the traversal keeps to the rows the policy shows (without
 -- the shortcuts, 20 nodes are one level deeper)
 CREATE ROLE memmie_dag_reader;
