@@ -4,12 +4,13 @@
 //!   (`content_refcount`), which garbage collection relies on. The trigger fires per row and
 //!   only notes `+1` / `-1` per hash in backend memory (per subtransaction, so a rolled-back
 //!   savepoint takes its notes with it); the net change of each hash is written once, just before
-//!   the transaction commits or prepares, in hash order. A transaction that adds a thousand
-//!   versions of one content updates its row once, and the content row is locked only while the
-//!   transaction commits, not from its first reference to its end, so writers deduplicating onto
-//!   the same popular content do not queue behind each other's whole transactions. Inside the
+//!   the transaction commits or prepares. A transaction that adds a thousand versions of one
+//!   content updates its row once, and the content row is locked only while the transaction
+//!   commits, not from its first reference to its end, so writers deduplicating onto the same
+//!   popular content do not queue behind each other's whole transactions. Inside the
 //!   writing transaction `reference_count` shows the value before it (`memmie.check()` and
-//!   `memmie.gc_content()` write the pending changes first).
+//!   `memmie.gc_content()` add what `memmie._pending_references()` lists). The counts are written
+//!   as the table's owner, in bytewise hash order.
 //! * each user's `storage_used` = total size of the distinct contents their versions name
 //!   (`user_storage_accounting`), through `user_content_refs` (one row per user and hash). It
 //!   must hold at statement end (quotas are checked against it), so it fires once per statement
