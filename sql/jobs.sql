@@ -200,14 +200,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
-    -- the common case in one statement: the holder completes its job (_complete_job's
-    -- statement written out here: one nested PL/pgSQL call less on every job)
-    UPDATE memmie.jobs x
-    SET status = 'completed', output = complete_job.output, progress = 100, completed_at = clock_timestamp(),
-        lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = complete_job.job_id AND x.status = 'running' AND x.worker_id = complete_job.worker_id
-      AND x.job_type <> 'memmie.process'
-    RETURNING * INTO j;
+    -- the common case in one statement: the holder completes its job
+    j := memmie._complete_job(complete_job.job_id, complete_job.worker_id, complete_job.output, false);
     IF j.id IS NOT NULL THEN
         RETURN j;
     END IF;
