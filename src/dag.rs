@@ -354,14 +354,9 @@ mod edge_scan {
         if max_edges == 0 {
             return Read::Never;
         }
+        let Some(relid) = crate::memmie_relid(c"blob_edges") else { return Read::Never };
         unsafe {
-            let nsp = pg_sys::get_namespace_oid(c"memmie".as_ptr(), true);
-            if nsp == pg_sys::InvalidOid {
-                return Read::Never;
-            }
-            let relid = pg_sys::get_relname_relid(c"blob_edges".as_ptr(), nsp);
-            if relid == pg_sys::InvalidOid
-                || pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
+            if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
                     != pg_sys::AclResult::ACLCHECK_OK
                 || pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
             {

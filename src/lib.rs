@@ -29,6 +29,19 @@ pub extern "C-unwind" fn _PG_init() {
     maintenance_worker::register_worker();
 }
 
+/// The oid of table `name` of schema memmie; None when there is none (the extension dropped in
+/// the current transaction).
+pub(crate) fn memmie_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"memmie".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return None;
+        }
+        let relid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+        (relid != pg_sys::InvalidOid).then_some(relid)
+    }
+}
+
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../sql/content.sql",

@@ -178,7 +178,7 @@ fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
         &format!(
             "SELECT coalesce(array_agg(u.i), '{{}}') FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY u(lo, hi, i) \
              WHERE EXISTS (SELECT FROM memmie.{} d WHERE d.created_at >= u.lo AND d.created_at < u.hi)",
-            quote_ident(&format!("{}_default", t.table))
+            default_of(t)
         ),
         &[lo.into(), hi.into()],
     )
@@ -200,7 +200,7 @@ const DETACH_DEFAULT_AT: usize = 8;
 fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result<()> {
     let table = quote_ident(t.table);
     let name = quote_ident(&p.name);
-    let default = quote_ident(&format!("{}_default", t.table));
+    let default = default_of(t);
     let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
     // keys and indexes live on each partition (see memmie._index_partition in sql/schema.sql)
     let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
@@ -224,15 +224,20 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result
     Spi::run(&sql).map_err(spi_error)
 }
 
+/// The DEFAULT partition of `t`, quoted.
+fn default_of(t: &Managed) -> String {
+    quote_ident(&format!("{}_default", t.table))
+}
+
 fn default_has_rows(t: &Managed) -> Result<bool> {
-    Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT FROM memmie.{})", quote_ident(&format!("{}_default", t.table))))
+    Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT FROM memmie.{})", default_of(t)))
         .map_err(spi_error)
         .map(|found| found.unwrap_or(false))
 }
 
 /// Detaches (`attach` false) or attaches again the DEFAULT partition of `t`.
 fn default_partition(t: &Managed, attach: bool) -> Result<()> {
-    let (table, default) = (quote_ident(t.table), quote_ident(&format!("{}_default", t.table)));
+    let (table, default) = (quote_ident(t.table), default_of(t));
     Spi::run(&if attach {
         format!("ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{default} DEFAULT")
     } else {

@@ -162,6 +162,13 @@ pub mod pending {
         static LEVELS: RefCell<Vec<Level>> = const { RefCell::new(Vec::new()) };
     }
 
+    /// Adds `counts` into `into`.
+    fn add_into(into: &mut HashMap<String, i64>, counts: impl IntoIterator<Item = (String, i64)>) {
+        for (hash, n) in counts {
+            *into.entry(hash).or_insert(0) += n;
+        }
+    }
+
     /// Adds `n` references to `hash` in the current subtransaction.
     pub(super) fn note(hash: Option<String>, n: i64) {
         let Some(hash) = hash else { return };
@@ -172,7 +179,7 @@ pub mod pending {
                 levels.push(Level { subid, counts: HashMap::new() });
             }
             if let Some(level) = levels.last_mut() {
-                *level.counts.entry(hash).or_insert(0) += n;
+                add_into(&mut level.counts, [(hash, n)]);
             }
         });
     }
@@ -182,9 +189,7 @@ pub mod pending {
         let mut merged: HashMap<String, i64> = HashMap::new();
         while levels.last().is_some_and(|l| l.subid >= subid) {
             if let Some(level) = levels.pop() {
-                for (hash, n) in level.counts {
-                    *merged.entry(hash).or_insert(0) += n;
-                }
+                add_into(&mut merged, level.counts);
             }
         }
         merged
@@ -197,9 +202,7 @@ pub mod pending {
             .with(|levels| {
                 let mut merged: HashMap<String, i64> = HashMap::new();
                 for level in levels.borrow().iter() {
-                    for (hash, n) in &level.counts {
-                        *merged.entry(hash.clone()).or_insert(0) += n;
-                    }
+                    add_into(&mut merged, level.counts.iter().map(|(hash, n)| (hash.clone(), *n)));
                 }
                 merged
             })
@@ -245,15 +248,8 @@ pub mod pending {
     /// The owner of memmie.content_storage; None when it is gone (the extension dropped in
     /// this transaction: nothing left to count).
     fn content_storage_owner() -> Option<pg_sys::Oid> {
+        let relid = crate::memmie_relid(c"content_storage")?;
         unsafe {
-            let nsp = pg_sys::get_namespace_oid(c"memmie".as_ptr(), true);
-            if nsp == pg_sys::InvalidOid {
-                return None;
-            }
-            let relid = pg_sys::get_relname_relid(c"content_storage".as_ptr(), nsp);
-            if relid == pg_sys::InvalidOid {
-                return None;
-            }
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
             let rel = pg_sys::relation_open(relid, lock);
             let owner = (*(*rel).rd_rel).relowner;
@@ -343,9 +339,7 @@ pub mod pending {
                     levels.push(Level { subid: parent, counts: HashMap::new() });
                 }
                 if let Some(level) = levels.last_mut() {
-                    for (hash, n) in merged {
-                        *level.counts.entry(hash).or_insert(0) += n;
-                    }
+                    add_into(&mut level.counts, merged);
                 }
             }),
             _ => {}
