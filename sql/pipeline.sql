@@ -64,12 +64,18 @@ CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
 -- -> skipped. (Completion is written by complete_processing itself.)
 -- A running attempt that ends in a retry or a failure is a failed invocation of the provider:
 -- it is counted in the user's usage with the time it took (sql/metrics.sql).
+-- The trigger's WHEN clause only picks the processings' jobs; the rest of the condition is
+-- here: a WHEN clause is read back from the catalog and planned by every UPDATE of jobs, so
+-- every claim and completion of every other job would pay for a longer one.
 CREATE FUNCTION memmie._sync_processing() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     pr memmie.provider_processing;
     ms bigint;
 BEGIN
+    IF OLD.status IS NOT DISTINCT FROM NEW.status OR NEW.status = 'completed' THEN
+        RETURN NULL;
+    END IF;
     ms := CASE WHEN OLD.status = 'running' AND NEW.status IN ('queued', 'failed')
                THEN greatest(0, extract(epoch FROM clock_timestamp() - OLD.started_at) * 1000)::bigint END;
     UPDATE memmie.provider_processing pp
@@ -90,8 +96,7 @@ BEGIN
 END
 $$;
 CREATE TRIGGER sync_processing AFTER UPDATE OF status ON memmie.jobs
-    FOR EACH ROW WHEN (NEW.job_type = 'memmie.process' AND OLD.status IS DISTINCT FROM NEW.status
-                       AND NEW.status <> 'completed')
+    FOR EACH ROW WHEN (NEW.job_type = 'memmie.process')
     EXECUTE FUNCTION memmie._sync_processing();
 
 -- ---------------------------------------------------------------------------------------------

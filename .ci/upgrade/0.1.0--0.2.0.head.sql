@@ -16,6 +16,22 @@ SELECT pg_catalog.pg_extension_config_dump('memmie.event_position_seq', '');
 -- 0.1.0 had no way to hand out jobs: a job someone marked running holds no lease, so it goes back
 -- to the queue (the new CHECK needs a holder for every running job).
 UPDATE memmie.jobs SET status = 'queued' WHERE status = 'running';
+-- The value checks every claim and completion pays for become domains (see sql/schema.sql),
+-- made without their checks first so that the columns change type without a rewrite; adding
+-- the checks then validates the rows. idx_jobs_status: the claim and lease indexes cover it.
+DROP INDEX memmie.idx_jobs_status;
+CREATE DOMAIN memmie.job_status AS varchar(50);
+CREATE DOMAIN memmie.percent AS integer;
+CREATE DOMAIN memmie.non_negative_int AS integer;
+ALTER TABLE memmie.jobs
+    DROP CONSTRAINT jobs_status_check, DROP CONSTRAINT jobs_progress_check,
+    DROP CONSTRAINT jobs_retry_count_check, DROP CONSTRAINT jobs_max_retries_check,
+    ALTER COLUMN status TYPE memmie.job_status, ALTER COLUMN progress TYPE memmie.percent,
+    ALTER COLUMN retry_count TYPE memmie.non_negative_int, ALTER COLUMN max_retries TYPE memmie.non_negative_int;
+ALTER DOMAIN memmie.job_status ADD CONSTRAINT job_status_check
+    CHECK (VALUE IN ('queued', 'running', 'completed', 'failed', 'cancelled'));
+ALTER DOMAIN memmie.percent ADD CONSTRAINT percent_check CHECK (VALUE BETWEEN 0 AND 100);
+ALTER DOMAIN memmie.non_negative_int ADD CONSTRAINT non_negative_int_check CHECK (VALUE >= 0);
 ALTER TABLE memmie.jobs
     ADD COLUMN worker_id varchar(255),
     ADD COLUMN lease_expires_at timestamptz,
@@ -26,7 +42,8 @@ ALTER TABLE memmie.jobs
         OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL));
 CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE status = 'queued';
 CREATE INDEX idx_jobs_queued_type ON memmie.jobs (job_type, run_after, created_at, id) WHERE status = 'queued';
-CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE status = 'running';
+-- (predicate: see sql/schema.sql)
+CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 
 -- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are
 -- kept in metadata.

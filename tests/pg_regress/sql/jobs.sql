@@ -74,4 +74,29 @@ SELECT id, status, worker_id, retry_count FROM memmie.jobs WHERE job_type = 'swe
 SELECT count(*) AS nothing_of_no_type FROM memmie.claim_jobs('w8', 1, job_types => '{}');
 SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '{{sweep}}');
 SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '[2:3]={nothing,sweep}');
+
+-- the columns check their values whoever writes them (domains: job_status, percent,
+-- non_negative_int), and a running job needs a holder
+SELECT t.err($$UPDATE memmie.jobs SET status = 'done' WHERE id = 'sweep-1'$$) AS unknown_status;
+SELECT t.err($$UPDATE memmie.jobs SET progress = 101 WHERE id = 'sweep-1'$$) AS progress_over_100;
+SELECT t.err($$UPDATE memmie.jobs SET retry_count = -1 WHERE id = 'sweep-1'$$) AS negative_retry_count;
+SELECT t.err($$UPDATE memmie.jobs SET max_retries = -1 WHERE id = 'sweep-1'$$) AS negative_max_retries;
+SELECT t.err($$UPDATE memmie.jobs SET status = 'running', worker_id = NULL WHERE id = 'job-2'$$) AS running_without_holder;
+-- and the claim's partial indexes still serve queries on the domain-typed status
+SET LOCAL enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT j.id FROM memmie.jobs j
+WHERE j.status = 'queued' AND j.job_type >= 'sweep' AND j.job_type <= 'sweep'
+ORDER BY j.job_type, j.run_after, j.created_at, j.id LIMIT 1;
+EXPLAIN (COSTS OFF) SELECT j.id FROM memmie.jobs j WHERE j.status = 'running' AND j.lease_expires_at < now();
+-- a completion finds its job by key, also in the generic plan that a function caches (with
+-- a partial index on status = 'running', few running jobs in the statistics made the planner
+-- read every running job's index entry instead; sequential scans are still off: the table is
+-- small here)
+ANALYZE memmie.jobs;
+SET LOCAL plan_cache_mode = force_generic_plan;
+PREPARE complete_one(text, text) AS
+    UPDATE memmie.jobs x SET status = 'completed', lease_expires_at = NULL
+    WHERE x.id = $1 AND x.status = 'running' AND x.worker_id = $2;
+EXPLAIN (COSTS OFF) EXECUTE complete_one('sweep-1', 'w7');
+DEALLOCATE complete_one;
 ROLLBACK;
