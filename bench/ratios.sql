@@ -3,7 +3,8 @@
 WITH r AS (SELECT * FROM bench.results)
 SELECT m.benchmark, m.size, a.variant AS versus,
        round(a.ms_median / nullif(m.ms_median, 0), 2) AS speedup,
-       CASE WHEN m.benchmark ~ '^(descendants|ancestors) \(' AND (regexp_match(m.size, '(\d+) nodes'))[1]::bigint >= 10000
+       CASE WHEN a.variant LIKE 'PostgreSQL alone%' THEN 'none (reference)'
+            WHEN m.benchmark ~ '^(descendants|ancestors) \(' AND (regexp_match(m.size, '(\d+) nodes'))[1]::bigint >= 10000
             THEN '>= 2'
             WHEN m.benchmark = 'claim + complete (no-op job)' THEN '>= 0.9'
             WHEN m.benchmark LIKE 'no-op jobs, %' THEN '>= 1'

@@ -9,14 +9,22 @@
 --     reloptions): a difference stops the bench.
 --   * memmie's DEFAULT partitions exist from CREATE EXTENSION; pg_partman 4.x's create_parent
 --     always makes its own DEFAULT partition (one more table than memmie makes there).
+--   * bench.fl_deltas / bench.fl_events, the same shape again with the keys and indexes declared
+--     on the parent and a DEFAULT partition: the least SQL that makes such a partition in
+--     PostgreSQL, one CREATE TABLE ... PARTITION OF each (its indexes made by that statement).
+--     Not an alternative (memmie's partitions cannot be made so, see docs/schema.md, "Backup and
+--     restore") but a reference: how much of each side's time is DDL that any way of making
+--     these partitions pays (catalog rows, a file per table and index, the parent's partition
+--     list read again after each new partition).
 -- Cases (each timed run starts with none of the partitions it makes: they are dropped, untimed,
 -- before it, then a CHECKPOINT unlinks their files; memmie and pg_partman runs alternate; timed:
 -- the call and its COMMIT):
 --   1. 30 monthly partitions of deltas: memmie.create_partitions('memmie.deltas', '2100-01-01', 30)
 --      vs create_parent('bench.pm_deltas', ..., 'monthly', p_premake => 29, p_start_partition =>
---      this month);
+--      this month), and the reference (30 CREATE TABLE ... PARTITION OF bench.fl_deltas);
 --   2. 365 daily partitions of events: memmie.create_partitions('memmie.events', '2100-01-01', 365)
---      vs create_parent('bench.pm_events', ..., 'daily', p_premake => 364, this day);
+--      vs create_parent('bench.pm_events', ..., 'daily', p_premake => 364, this day), and the
+--      reference;
 --   3. upkeep of both tables, the current and next 3 periods existing: ensure_partitions(33) vs
 --      run_maintenance() (infinite_time_partitions, the sets being empty; its premake set so that
 --      it too stops at the 33rd period after the current one): 30 monthly + 30 daily each;
@@ -96,6 +104,26 @@ CREATE TABLE bench.pm_events (LIKE memmie.events INCLUDING DEFAULTS INCLUDING CO
     PARTITION BY RANGE (created_at);
 SELECT bench.copy_shape('memmie.deltas', 'memmie.deltas_default', 'bench.pm_deltas');
 SELECT bench.copy_shape('memmie.events', 'memmie.events_default', 'bench.pm_events');
+CREATE TABLE bench.fl_deltas (LIKE memmie.deltas INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE bench.fl_events (LIKE memmie.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
+    PARTITION BY RANGE (created_at);
+SELECT bench.copy_shape('memmie.deltas', 'memmie.deltas_default', 'bench.fl_deltas');
+SELECT bench.copy_shape('memmie.events', 'memmie.events_default', 'bench.fl_events');
+CREATE TABLE bench.fl_deltas_default PARTITION OF bench.fl_deltas DEFAULT;
+CREATE TABLE bench.fl_events_default PARTITION OF bench.fl_events DEFAULT;
+-- The reference: count periods (interval `period`) from start, one CREATE TABLE ... PARTITION OF
+-- each, with the reloptions memmie gives its partitions.
+CREATE FUNCTION bench.fl_create(parent text, start date, count int, period interval, scale numeric)
+RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 0 .. count - 1 LOOP
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%L) TO (%L) WITH (autovacuum_vacuum_scale_factor = %s)',
+                       parent || to_char(start + i * period, '_YYYY_MM_DD'), parent,
+                       (start + i * period)::timestamptz, (start + (i + 1) * period)::timestamptz, scale);
+    END LOOP;
+    RETURN count;
+END $$;
 CREATE TABLE bench.pm_deltas_template (LIKE bench.pm_deltas) WITH (autovacuum_vacuum_scale_factor = 0.1);
 CREATE TABLE bench.pm_events_template (LIKE bench.pm_events) WITH (autovacuum_vacuum_scale_factor = 0.05);
 
@@ -116,13 +144,15 @@ $$;
 SELECT memmie.create_partitions('memmie.deltas', '2100-01-01', 1) AS one_delta_partition,
        memmie.create_partitions('memmie.events', '2100-01-01', 1) AS one_event_partition;
 SELECT bench.pm_create_parent('bench.pm_deltas', 'monthly', 1), bench.pm_create_parent('bench.pm_events', 'daily', 1);
+SELECT bench.fl_create('bench.fl_deltas', '2100-01-01', 1, '1 month', 0.1), bench.fl_create('bench.fl_events', '2100-01-01', 1, '1 day', 0.05);
 DO $$
 DECLARE
     pair record;
     m text[];
     p text[];
 BEGIN
-    FOR pair IN SELECT * FROM (VALUES ('memmie.deltas', 'bench.pm_deltas'), ('memmie.events', 'bench.pm_events')) v(mp, pp) LOOP
+    FOR pair IN SELECT * FROM (VALUES ('memmie.deltas', 'bench.pm_deltas'), ('memmie.events', 'bench.pm_events'),
+                                      ('memmie.deltas', 'bench.fl_deltas'), ('memmie.events', 'bench.fl_events')) v(mp, pp) LOOP
         m := bench.partition_shape((SELECT part FROM bench.partitions_of(pair.mp::regclass) WHERE lo = '2100-01-01'));
         p := bench.partition_shape((SELECT part FROM bench.partitions_of(pair.pp::regclass) WHERE lo IS NOT NULL LIMIT 1));
         IF m IS DISTINCT FROM p THEN
@@ -134,6 +164,7 @@ BEGIN
 END $$;
 SELECT bench.drop_partitions('memmie.deltas', '2100-01-01'), bench.drop_partitions('memmie.events', '2100-01-01');
 SELECT bench.pm_reset('bench.pm_deltas'), bench.pm_reset('bench.pm_events');
+SELECT bench.drop_partitions('bench.fl_deltas', '2100-01-01'), bench.drop_partitions('bench.fl_events', '2100-01-01');
 
 -- One row per side of a case: what to run before each timed run (untimed, committed), the timed
 -- call, and a query that must then return `expect` (the partitions it made).
@@ -187,6 +218,10 @@ INSERT INTO bench.ddl_cases VALUES
      $$SELECT bench.pm_reset('bench.pm_deltas')$$,
      $$SELECT bench.pm_create_parent('bench.pm_deltas', 'monthly', 29)$$,
      $$SELECT bench.count_partitions('bench.pm_deltas', '-infinity')$$, 30),
+    ('partitions: create, deltas-shaped (monthly)', '30 partitions', 3, 'PostgreSQL alone: CREATE TABLE ... PARTITION OF',
+     $$SELECT bench.drop_partitions('bench.fl_deltas', '2100-01-01')$$,
+     $$SELECT bench.fl_create('bench.fl_deltas', '2100-01-01', 30, '1 month', 0.1)$$,
+     $$SELECT bench.count_partitions('bench.fl_deltas', '2100-01-01')$$, 30),
     ('partitions: create, events-shaped (daily)', '365 partitions', 1, 'memmie.create_partitions',
      $$SELECT bench.drop_partitions('memmie.events', '2100-01-01')$$,
      $$SELECT memmie.create_partitions('memmie.events', '2100-01-01', 365)$$,
@@ -194,11 +229,17 @@ INSERT INTO bench.ddl_cases VALUES
     ('partitions: create, events-shaped (daily)', '365 partitions', 2, 'pg_partman ' || :'partman_version' || ' create_parent',
      $$SELECT bench.pm_reset('bench.pm_events')$$,
      $$SELECT bench.pm_create_parent('bench.pm_events', 'daily', 364)$$,
-     $$SELECT bench.count_partitions('bench.pm_events', '-infinity')$$, 365);
+     $$SELECT bench.count_partitions('bench.pm_events', '-infinity')$$, 365),
+    ('partitions: create, events-shaped (daily)', '365 partitions', 3, 'PostgreSQL alone: CREATE TABLE ... PARTITION OF',
+     $$SELECT bench.drop_partitions('bench.fl_events', '2100-01-01')$$,
+     $$SELECT bench.fl_create('bench.fl_events', '2100-01-01', 365, '1 day', 0.05)$$,
+     $$SELECT bench.count_partitions('bench.fl_events', '2100-01-01')$$, 365);
 CALL bench.ddl_run('partitions: create, deltas-shaped (monthly)', :bench_runs);
 CALL bench.ddl_run('partitions: create, events-shaped (daily)', :bench_runs);
 SELECT bench.drop_partitions('memmie.deltas', '2100-01-01') AS dropped, bench.drop_partitions('memmie.events', '2100-01-01') AS dropped;
 SELECT bench.pm_reset('bench.pm_deltas'), bench.pm_reset('bench.pm_events');
+DROP TABLE bench.fl_deltas, bench.fl_events;
+DROP FUNCTION bench.fl_create(text, date, int, interval, numeric);
 
 -- Upkeep: both sides keep the current and the next 3 periods (memmie: ensure_partitions() at
 -- install; pg_partman: create_parent with premake 3), then are asked for 33 periods ahead.
@@ -247,7 +288,8 @@ DROP SCHEMA partman;
 SELECT benchmark, size, variant, ms_median, per FROM bench.results WHERE benchmark LIKE 'partitions:%' ORDER BY ord;
 SELECT m.benchmark, m.size, a.variant AS versus, m.ms_median AS memmie_ms, a.ms_median AS versus_ms,
        round(a.ms_median / nullif(m.ms_median, 0), 2) AS speedup,
-       CASE WHEN m.benchmark LIKE '%no-op%' THEN 'memmie < 5 ms' ELSE '>= 2' END AS target
+       CASE WHEN a.variant LIKE 'PostgreSQL alone%' THEN 'none (reference)'
+            WHEN m.benchmark LIKE '%no-op%' THEN 'memmie < 5 ms' ELSE '>= 2' END AS target
 FROM bench.results m JOIN bench.results a ON a.benchmark = m.benchmark AND a.size = m.size AND a.ord <> m.ord
 WHERE m.benchmark LIKE 'partitions:%' AND m.variant LIKE 'memmie%' AND a.variant NOT LIKE 'memmie%'
 ORDER BY m.ord;
