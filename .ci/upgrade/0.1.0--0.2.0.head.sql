@@ -44,6 +44,8 @@ CREATE INDEX idx_jobs_queued ON memmie.jobs (run_after, created_at, id) WHERE st
 CREATE INDEX idx_jobs_queued_type ON memmie.jobs (job_type, run_after, created_at, id) WHERE status = 'queued';
 -- (predicate: see sql/schema.sql)
 CREATE INDEX idx_jobs_leases ON memmie.jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- a queue: vacuumed often (see sql/schema.sql)
+ALTER TABLE memmie.jobs SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
 
 -- A processing's job now has the processing's id. Ids set by hand in 0.1.0 (free text then) are
 -- kept in metadata.

@@ -99,4 +99,7 @@ PREPARE complete_one(text, text) AS
     WHERE x.id = $1 AND x.status = 'running' AND x.worker_id = $2;
 EXPLAIN (COSTS OFF) EXECUTE complete_one('sweep-1', 'w7');
 DEALLOCATE complete_one;
+-- a queue is vacuumed often: every claim steps over the entries of jobs claimed since the last
+-- vacuum
+SELECT reloptions FROM pg_class WHERE oid = 'memmie.jobs'::regclass;
 ROLLBACK;
