@@ -98,18 +98,18 @@ CREATE FUNCTION bench.partition_shape(rel regclass) RETURNS text[] LANGUAGE sql 
 $$;
 
 -- pg_partman's sets, and their template tables (pg_partman copies a template's reloptions).
-CREATE TABLE bench.pm_deltas (LIKE memmie.deltas INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
-    PARTITION BY RANGE (created_at);
-CREATE TABLE bench.pm_events (LIKE memmie.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
-    PARTITION BY RANGE (created_at);
-SELECT bench.copy_shape('memmie.deltas', 'memmie.deltas_default', 'bench.pm_deltas');
-SELECT bench.copy_shape('memmie.events', 'memmie.events_default', 'bench.pm_events');
-CREATE TABLE bench.fl_deltas (LIKE memmie.deltas INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
-    PARTITION BY RANGE (created_at);
-CREATE TABLE bench.fl_events (LIKE memmie.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
-    PARTITION BY RANGE (created_at);
-SELECT bench.copy_shape('memmie.deltas', 'memmie.deltas_default', 'bench.fl_deltas');
-SELECT bench.copy_shape('memmie.events', 'memmie.events_default', 'bench.fl_events');
+-- dst: a table partitioned by RANGE (created_at) made LIKE memmie.<src> (columns, defaults,
+-- CHECKs), with the parent's foreign keys and, declared on it, the key and indexes of memmie's
+-- partitions of src.
+CREATE FUNCTION bench.shaped_like(dst text, src text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TABLE %s (LIKE memmie.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) '
+                   'PARTITION BY RANGE (created_at)', dst, src);
+    PERFORM bench.copy_shape(format('memmie.%I', src)::regclass, format('memmie.%I', src || '_default')::regclass,
+                             dst::regclass);
+END $$;
+SELECT bench.shaped_like('bench.pm_deltas', 'deltas'), bench.shaped_like('bench.pm_events', 'events');
+SELECT bench.shaped_like('bench.fl_deltas', 'deltas'), bench.shaped_like('bench.fl_events', 'events');
 CREATE TABLE bench.fl_deltas_default PARTITION OF bench.fl_deltas DEFAULT;
 CREATE TABLE bench.fl_events_default PARTITION OF bench.fl_events DEFAULT;
 -- The reference: count periods (interval `period`) from start, one CREATE TABLE ... PARTITION OF
