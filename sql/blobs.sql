@@ -9,7 +9,7 @@
 
 -- updated_at on every UPDATE (design document).
 CREATE FUNCTION memmie.update_updated_at() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     NEW.updated_at := CURRENT_TIMESTAMP;
     RETURN NEW;
@@ -45,7 +45,7 @@ CREATE TRIGGER user_storage_update AFTER UPDATE ON memmie.blob_versions
 -- user_contexts and content_storage before the blobs and versions that reference them, ends
 -- with exact counters instead of doubled ones.
 CREATE FUNCTION memmie._zero_counters() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_TABLE_NAME = 'content_storage' THEN
         NEW.reference_count := 0;
@@ -65,7 +65,7 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
 -- user_contexts.blob_count = the user's blobs that are not deleted, whatever removes them
 -- (memmie's functions, a cascade from a parent blob, plain DML).
 CREATE FUNCTION memmie._count_blobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     delta int := 0;
 BEGIN
@@ -89,7 +89,7 @@ CREATE TRIGGER count_blobs_update AFTER UPDATE OF deleted_at, user_id ON memmie.
 -- Internal helpers
 
 CREATE FUNCTION memmie._require(val anyelement, what text) RETURNS anyelement
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF val IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = '22023';
@@ -103,7 +103,7 @@ $$;
 -- foreign-key checks take (dispatch_events inserting a user's processing rows) pass, so a
 -- writer of two users cannot deadlock with them.
 CREATE FUNCTION memmie._lock_user(p_user uuid) RETURNS memmie.user_contexts
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     u memmie.user_contexts;
 BEGIN
@@ -118,7 +118,7 @@ $$;
 
 -- The blob, locked, after its user's row: P0002 when it does not exist.
 CREATE FUNCTION memmie._lock_blob(p_blob uuid) RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b memmie.blobs;
 BEGIN
@@ -137,7 +137,7 @@ $$;
 
 -- A content's size against the user's max_content_size quota.
 CREATE FUNCTION memmie._check_content_quota(p_user uuid, p_size bigint) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lim numeric;
 BEGIN
@@ -152,7 +152,7 @@ $$;
 
 -- After a change: the user's storage and blob quotas.
 CREATE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     u memmie.user_contexts;
 BEGIN
@@ -171,7 +171,7 @@ $$;
 -- The state document of a version (see docs/sql-api.md).
 CREATE FUNCTION memmie._make_state(p_hash text, p_size bigint, p_type text, p_metadata jsonb,
                                    p_tags text[], p_deleted boolean) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s jsonb := jsonb_build_object('content_hash', p_hash, 'content_size', p_size,
                                   'content_type', p_type, 'metadata', p_metadata,
@@ -193,7 +193,7 @@ $$;
 -- SQL: a SQL function with a subquery is not inlined and is planned again in every transaction
 -- that calls it (measured: 50 to 80 us of planning for a 10 us lookup, twice per apply_delta).
 CREATE FUNCTION memmie._stored_here(p_hash text) RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN EXISTS (SELECT FROM memmie.content_storage c
                    WHERE c.content_hash = p_hash AND c.storage_backend = 'postgres');
@@ -201,7 +201,7 @@ END
 $$;
 
 CREATE FUNCTION memmie._head_state(b memmie.blobs) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memmie._make_state(b.content_hash, b.content_size, b.content_type, b.metadata, b.tags,
                               b.deleted_at IS NOT NULL)
 $$;
@@ -214,7 +214,7 @@ CREATE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch
                                        p_event_type text DEFAULT 'blob.updated',
                                        p_pending_delta uuid DEFAULT NULL)
 RETURNS memmie.deltas
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d        memmie.deltas;
     prev     uuid;
@@ -267,7 +267,7 @@ CREATE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p
                                     p_caused_event jsonb DEFAULT NULL,
                                     p_pending_delta uuid DEFAULT NULL)
 RETURNS memmie.deltas
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     nb         memmie.blobs;
     event_type text := 'blob.updated';
@@ -294,7 +294,7 @@ $$;
 -- content, for JSON types).
 CREATE FUNCTION memmie._with_content(s jsonb, p_user uuid, p_content bytea, p_type text)
 RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     h text;
 BEGIN
@@ -313,12 +313,12 @@ END
 $$;
 
 CREATE FUNCTION memmie._operation(p_provider text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN p_provider = 'user' THEN 'update' ELSE 'transform' END
 $$;
 
 CREATE FUNCTION memmie._check_expected(b memmie.blobs, expected int) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF expected IS NOT NULL AND expected <> b.version THEN
         RAISE EXCEPTION 'blob % is at version %, not the expected version %', b.id, b.version, expected
@@ -328,7 +328,7 @@ END
 $$;
 
 CREATE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF b.deleted_at IS NOT NULL THEN
         RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
@@ -339,7 +339,7 @@ $$;
 
 -- A name-like text argument: 1 to max_len characters, not blank (22023 naming it otherwise).
 CREATE FUNCTION memmie._check_text(v text, what text, max_len int) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
         RAISE EXCEPTION 'invalid % "%": expected 1 to % characters', what, v, max_len
@@ -350,13 +350,13 @@ END
 $$;
 
 CREATE FUNCTION memmie._check_provider(p_provider text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memmie._check_text(p_provider, 'provider id', 255)
 $$;
 
 -- P0002 unless delta p_delta (when given) exists.
 CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_delta IS NOT NULL THEN
         PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
@@ -378,7 +378,7 @@ CREATE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p
                                     p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL,
                                     p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s jsonb;
     b memmie.blobs;
@@ -421,7 +421,7 @@ $$;
 
 -- A live blob of p_user, share-locked (it must not be deleted under a new child): P0002 otherwise.
 CREATE FUNCTION memmie._live_parent(p_parent uuid, p_user uuid) RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     parent memmie.blobs;
 BEGIN
@@ -439,7 +439,7 @@ CREATE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type tex
                                    metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
                                    parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_user uuid := memmie._require(create_blob.user_id, 'user_id');
@@ -463,7 +463,7 @@ CREATE FUNCTION memmie.apply_delta(blob_id uuid, patch jsonb, expected_version i
                                    caused_by_delta_id uuid DEFAULT NULL,
                                    caused_by_event jsonb DEFAULT NULL)
 RETURNS memmie.deltas
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_patch  jsonb := memmie._require(apply_delta.patch, 'patch');
@@ -483,7 +483,7 @@ $$;
 CREATE FUNCTION memmie._apply_patch(b memmie.blobs, p_patch jsonb, p_by text, p_caused_by uuid,
                                     p_caused_event jsonb, p_pending_delta uuid DEFAULT NULL)
 RETURNS memmie.deltas
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_s    jsonb;
     user_s   jsonb;
@@ -518,7 +518,7 @@ CREATE FUNCTION memmie.update_content(blob_id uuid, content bytea, content_type 
                                       expected_version int DEFAULT NULL,
                                       provider_id text DEFAULT 'user')
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_by  text := memmie._check_provider(update_content.provider_id);
@@ -543,7 +543,7 @@ CREATE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type 
                                         p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL,
                                         p_external jsonb DEFAULT NULL)
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_s jsonb := memmie._head_state(b);
     new_s jsonb := old_s;
@@ -567,7 +567,7 @@ $$;
 
 CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user')
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_by  text := memmie._check_provider(revert_blob.provider_id);
@@ -595,7 +595,7 @@ $$;
 
 CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     b        memmie.blobs;
@@ -623,7 +623,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     b memmie.blobs;
@@ -646,7 +646,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETURNS bytea
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     h text;
@@ -664,7 +664,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM FROM memmie.blobs b WHERE b.id = memmie._require(blob_history.blob_id, 'blob_id');
@@ -682,7 +682,7 @@ $$;
 CREATE FUNCTION memmie._find_blobs_sql(has_tags boolean, has_created_by boolean, has_parent boolean,
                                        has_metadata boolean, has_text boolean, include_deleted boolean,
                                        has_page_after boolean) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1'
         || CASE WHEN include_deleted THEN '' ELSE ' AND b.deleted_at IS NULL' END
         || CASE WHEN has_tags THEN ' AND b.tags @> $2' ELSE '' END
@@ -704,7 +704,7 @@ CREATE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, create
                                   text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
                                   page_after uuid DEFAULT NULL, max_rows int DEFAULT 50)
 RETURNS SETOF memmie.blobs
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     after memmie.blobs;
@@ -756,32 +756,14 @@ GROUP BY user_id;
 CREATE UNIQUE INDEX idx_user_blob_summary ON memmie.user_blob_summary (user_id);
 
 -- Every live blob without a live parent is a root; levels follow blob_edges (all parents).
--- UNION (not a path array) removes repeated (root, node, level) rows: linear on chains.
+-- Computed natively (src/dag_statistics.rs), linear in the edges: a recursive query keeping a row
+-- per (root, node, level) is quadratic on graphs with many paths.
 CREATE MATERIALIZED VIEW memmie.dag_statistics AS
-WITH RECURSIVE live AS (
-    SELECT id FROM memmie.blobs WHERE deleted_at IS NULL
-), roots AS (
-    SELECT l.id FROM live l
-    WHERE NOT EXISTS (SELECT FROM memmie.blob_edges e JOIN live p ON p.id = e.parent_blob_id
-                      WHERE e.child_blob_id = l.id)
-), dag_tree AS (
-    SELECT r.id AS root_id, r.id AS node_id, 0 AS level FROM roots r
-    UNION
-    SELECT t.root_id, e.child_blob_id, t.level + 1
-    FROM dag_tree t
-    JOIN memmie.blob_edges e ON e.parent_blob_id = t.node_id
-    JOIN live c ON c.id = e.child_blob_id
-)
-SELECT root_id,
-       count(DISTINCT node_id)::bigint AS total_nodes,
-       max(level)                      AS max_depth,
-       count(DISTINCT level)::int      AS unique_levels
-FROM dag_tree
-GROUP BY root_id;
+SELECT root_id, total_nodes, max_depth, unique_levels FROM memmie._dag_statistics();
 CREATE UNIQUE INDEX idx_dag_statistics ON memmie.dag_statistics (root_id);
 
 CREATE FUNCTION memmie.refresh_user_blob_summary() RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.user_blob_summary;
 END

@@ -3,7 +3,7 @@
 
 CREATE FUNCTION memmie._check_row(p_name text, p_bad bigint, p_sample text, p_what text)
 RETURNS TABLE (check_name text, ok boolean, detail text)
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_name, p_bad = 0,
            CASE WHEN p_bad = 0 THEN p_what
                 ELSE format('%s wrong: %s', p_bad, p_sample) END
@@ -11,7 +11,7 @@ $$;
 
 CREATE FUNCTION memmie.check()
 RETURNS TABLE (check_name text, ok boolean, detail text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad    bigint;
     sample text;

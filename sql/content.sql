@@ -5,13 +5,13 @@ COMMENT ON FUNCTION memmie.jsonb_patch(jsonb, jsonb) IS
 
 CREATE FUNCTION memmie.jsonb_diff(source jsonb, target jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT memmie._jsonb_diff(source::text, target::text)::jsonb $$;
+AS $$ SELECT memmie._jsonb_diff(source::pg_catalog.text, target::pg_catalog.text)::pg_catalog.jsonb $$;
 COMMENT ON FUNCTION memmie.jsonb_diff(jsonb, jsonb) IS
     'An RFC 6902 JSON Patch p with jsonb_patch(source, p) = target.';
 
 -- Stores content once per hash; returns the hash.
 CREATE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     h      text;
@@ -64,7 +64,7 @@ $$;
 -- Re-hashes one stored content, or all of them. (SQL, not PL/pgSQL: the argument and the first
 -- result column share the name content_hash, which PL/pgSQL cannot compile.)
 CREATE FUNCTION memmie._verify_target(p_hash text) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_hash IS NOT NULL THEN
         PERFORM memmie._check_hash(p_hash);
@@ -79,7 +79,7 @@ $$;
 
 CREATE FUNCTION memmie.verify_content(content_hash text DEFAULT NULL)
 RETURNS TABLE (content_hash text, ok boolean, detail text)
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     WITH target AS MATERIALIZED (SELECT memmie._verify_target($1) AS hash)
     SELECT c.content_hash::text,

@@ -9,7 +9,7 @@
 -- REPEATABLE READ the second of two concurrent edge writers fails with a serialization error
 -- instead of checking for cycles in a snapshot that misses the first one's edge.
 CREATE FUNCTION memmie._lock_user_dag(p_user uuid) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memmie._lock_user(p_user);
     UPDATE memmie.user_contexts SET updated_at = CURRENT_TIMESTAMP WHERE user_id = p_user;
@@ -19,7 +19,7 @@ $$;
 -- The delta that made the current version of blob b. (PL/pgSQL for its cached plan: see
 -- memmie._stored_here.)
 CREATE FUNCTION memmie._head_delta(b memmie.blobs) RETURNS uuid
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN (SELECT v.delta_id FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.version = b.version);
 END
@@ -30,7 +30,7 @@ CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_
                                p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
                                p_caused_event jsonb)
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     first   memmie.blobs;
     parent  memmie.blobs;
@@ -77,7 +77,7 @@ CREATE FUNCTION memmie.derive_blob(parent_blob_ids uuid[], provider_id text, tra
                                    content bytea, content_type text, metadata jsonb DEFAULT '{}',
                                    tags text[] DEFAULT '{}', caused_by_delta_id uuid DEFAULT NULL)
 RETURNS memmie.blobs
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT memmie._derive(parent_blob_ids, provider_id, transform_type, content, content_type,
                           metadata, tags, caused_by_delta_id, NULL)
 $$;
@@ -85,7 +85,7 @@ $$;
 CREATE FUNCTION memmie.add_edge(parent_blob_id uuid, child_blob_id uuid, provider_id text,
                                 transform_type text, metadata jsonb DEFAULT '{}')
 RETURNS memmie.blob_edges
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     parent memmie.blobs;
@@ -137,7 +137,7 @@ $$;
 -- The blob, its ancestors (negative depth) and descendants (positive depth), and every edge
 -- between them.
 CREATE FUNCTION memmie.lineage(blob_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH n AS (
         SELECT lineage.blob_id AS id, 0 AS depth
         UNION ALL
@@ -167,7 +167,7 @@ $$;
 -- Size and shape of the DAG below root_blob_id (the root included, at level 0).
 CREATE FUNCTION memmie.dag_stats(root_blob_id uuid)
 RETURNS TABLE (total_nodes bigint, max_depth int, unique_levels int)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*) + 1, coalesce(max(d.depth), 0), count(DISTINCT d.depth)::int + 1
     FROM memmie.descendants(root_blob_id) d
 $$;

@@ -13,7 +13,7 @@
 -- the state: memmie cannot read it.
 CREATE FUNCTION memmie._with_external(s jsonb, p_user uuid, p_location jsonb, p_type text)
 RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     h       text := p_location ->> 'content_hash';
     size    bigint := (p_location ->> 'content_size')::bigint;
@@ -33,6 +33,13 @@ BEGIN
             backend USING ERRCODE = '22023';
     END IF;
     PERFORM memmie._check_text(path, 'storage_path', 4096);
+    -- gc_content returns storage_path for the caller to delete: no control characters, no "."
+    -- or ".." segment that could make it name something outside the store's own root.
+    IF path ~ '[[:cntrl:]]' OR path ~ '(^|/)\.\.?(/|$)' THEN
+        RAISE EXCEPTION 'storage_path must not contain control characters or "." / ".." segments, got %',
+            quote_literal(regexp_replace(path, '[[:cntrl:]]', '?', 'g'))
+            USING ERRCODE = '22023';
+    END IF;
     PERFORM memmie._check_content_quota(p_user, size);
     INSERT INTO memmie.content_storage (content_hash, content, storage_backend, storage_path,
                                         compression, original_size, compressed_size, mime_type)
@@ -54,7 +61,7 @@ $$;
 
 CREATE FUNCTION memmie._external_location(p_hash text, p_size bigint, p_backend text, p_path text)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('content_hash', p_hash, 'content_size', p_size,
                               'storage_backend', p_backend, 'storage_path', p_path)
 $$;
@@ -64,7 +71,7 @@ CREATE FUNCTION memmie.create_external_blob(user_id uuid, content_hash text, con
                                             storage_path text, metadata jsonb DEFAULT '{}',
                                             tags text[] DEFAULT '{}')
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_user uuid := memmie._require(create_external_blob.user_id, 'user_id');
@@ -88,7 +95,7 @@ CREATE FUNCTION memmie.update_external_content(blob_id uuid, content_hash text, 
                                                expected_version int DEFAULT NULL,
                                                provider_id text DEFAULT 'user')
 RETURNS memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p_by text := memmie._check_provider(update_external_content.provider_id);

@@ -14,7 +14,7 @@ LANGUAGE internal STABLE PARALLEL SAFE AS 'clock_timestamp';
 
 -- The job, row-locked; P0002 when it does not exist.
 CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
@@ -28,7 +28,7 @@ $$;
 
 -- MM005 unless worker holds the lease of job j.
 CREATE FUNCTION memmie._check_lease(j memmie.jobs, p_worker text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memmie._require(p_worker, 'worker_id');
     IF j.status <> 'running' OR j.worker_id IS DISTINCT FROM p_worker THEN
@@ -43,7 +43,7 @@ $$;
 CREATE FUNCTION memmie.enqueue_job(job_type text, user_id uuid, input jsonb, max_retries int DEFAULT 3,
                                    expires_at timestamptz DEFAULT NULL, job_id text DEFAULT NULL)
 RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     j memmie.jobs;
@@ -76,7 +76,7 @@ $$;
 CREATE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
                                   lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
 RETURNS SETOF memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     t_now timestamptz;
@@ -166,7 +166,7 @@ $$;
 
 CREATE FUNCTION memmie.heartbeat_job(job_id text, worker_id text, progress int DEFAULT NULL)
 RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     j memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
@@ -188,7 +188,7 @@ $$;
 -- processing; the completed row, or NULL when nothing matched.
 CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean)
 RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
@@ -204,7 +204,7 @@ $$;
 
 CREATE FUNCTION memmie.complete_job(job_id text, worker_id text, output jsonb DEFAULT NULL)
 RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     j memmie.jobs;
@@ -227,7 +227,7 @@ $$;
 
 CREATE FUNCTION memmie.fail_job(job_id text, worker_id text, error text, retryable boolean DEFAULT true)
 RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     j memmie.jobs := memmie._lock_job(fail_job.job_id);
@@ -251,7 +251,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     j memmie.jobs := memmie._lock_job(cancel_job.job_id);

@@ -8,13 +8,13 @@
 
 -- The UTC day of a moment, and the moment a UTC day starts.
 CREATE FUNCTION memmie._utc_day(t timestamptz) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (t AT TIME ZONE 'UTC')::date $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (t AT TIME ZONE 'UTC')::pg_catalog.date $$;
 CREATE FUNCTION memmie._utc_start(d date) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT d::timestamp AT TIME ZONE 'UTC' $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT d::pg_catalog.timestamp AT TIME ZONE 'UTC' $$;
 
 -- {"a": 1} + {"a": 2, "b": 1} = {"a": 3, "b": 1}
 CREATE FUNCTION memmie._add_counts(a jsonb, b jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(jsonb_object_agg(k, n), '{}')
     FROM (SELECT k, sum(v::bigint) AS n
           FROM (SELECT * FROM jsonb_each_text(coalesce(a, '{}'))
@@ -27,7 +27,7 @@ $$;
 -- A day's storage_bytes_used is the user's storage after the day's last change (or, for a day
 -- without a change, when its row was first written).
 CREATE FUNCTION memmie.fold_usage() RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n int;
 BEGIN
@@ -87,7 +87,7 @@ $$;
 -- A user's usage per day, newest first, up to date (fold_usage() first).
 CREATE FUNCTION memmie.user_usage(user_id uuid, from_date date DEFAULT NULL, to_date date DEFAULT NULL)
 RETURNS SETOF memmie.usage_metrics
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM memmie._require(user_usage.user_id, 'user_id');
@@ -104,7 +104,7 @@ $$;
 -- Counts one call of the application's API for a user (created on first use): api_calls,
 -- api_errors (ok = false) and average_response_time_ms of the day.
 CREATE FUNCTION memmie.record_api_call(user_id uuid, ok boolean, response_ms int) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM memmie._require(record_api_call.user_id, 'user_id');
@@ -125,7 +125,7 @@ $$;
 -- The kind of a processing error: what its text says before the first colon ("timeout: after
 -- 30 s" -> "timeout"), at most 64 characters; "unknown" when there is no text.
 CREATE FUNCTION memmie._error_type(msg text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(nullif(left(btrim(split_part(msg, ':', 1)), 64), ''), 'unknown')
 $$;
 
@@ -135,7 +135,7 @@ $$;
 -- Writes one row per provider with such processings, removes the day's other rows (a re-run
 -- gives the same rows) and returns how many rows the day has.
 CREATE FUNCTION memmie.rollup_metrics(day date DEFAULT current_date) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     lo timestamptz := memmie._utc_start(memmie._require(rollup_metrics.day, 'day'));

@@ -4,7 +4,7 @@
 -- The refreshes sort and hash every blob and edge: they get maintenance_work_mem (the DBA's
 -- budget for maintenance work) as work_mem when that is larger, for their duration only.
 CREATE FUNCTION memmie.refresh_views() RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t0       timestamptz := clock_timestamp();
     t1       timestamptz;
@@ -31,7 +31,7 @@ $$;
 -- this transaction itself has started to reference (counted when it commits) are kept.
 CREATE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
 RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     IF gc_content.grace IS NULL OR gc_content.grace < interval '0' THEN
@@ -53,7 +53,7 @@ $$;
 -- The routine upkeep (the design document's maintenance_routine, without its defects): one
 -- session at a time; a second caller returns at once saying so. Returns what it did.
 CREATE FUNCTION memmie.maintenance() RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     report    jsonb := '{}';
     t0        timestamptz := clock_timestamp();
@@ -65,6 +65,7 @@ BEGIN
     END IF;
     report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
     ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
     ANALYZE memmie.blob_versions;
     ANALYZE memmie.deltas;
     ANALYZE memmie.events;
@@ -95,7 +96,7 @@ $$;
 -- hint says what to run there. (With memmie in shared_preload_libraries a background worker can
 -- run it instead: memmie.maintenance_interval.)
 CREATE FUNCTION memmie.schedule_maintenance(cron text DEFAULT '*/15 * * * *') RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     job bigint;
 BEGIN
@@ -118,7 +119,7 @@ $$;
 
 -- Removes the pg_cron job schedule_maintenance() made; false when there was none.
 CREATE FUNCTION memmie.unschedule_maintenance() RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     found boolean;
 BEGIN

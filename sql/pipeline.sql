@@ -9,7 +9,7 @@
 -- jobs again. Returns the ids of the processings it made.
 CREATE FUNCTION memmie._queue_processing(p_blobs uuid[], p_providers text[], p_metadata jsonb[])
 RETURNS uuid[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids uuid[];
 BEGIN
@@ -46,7 +46,7 @@ $$;
 -- A processing that disappears (its blob hard-deleted, directly or by a cascade) cancels its
 -- job, so that no worker claims work nobody can complete.
 CREATE FUNCTION memmie._cancel_orphan_jobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE memmie.jobs j
     SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL, lease_expires_at = NULL,
@@ -68,7 +68,7 @@ CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
 -- here: a WHEN clause is read back from the catalog and planned by every UPDATE of jobs, so
 -- every claim and completion of every other job would pay for a longer one.
 CREATE FUNCTION memmie._sync_processing() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pr memmie.provider_processing;
     ms bigint;
@@ -106,7 +106,7 @@ CREATE TRIGGER sync_processing AFTER UPDATE OF status ON memmie.jobs
 -- at a time and holds that right until it commits, so a position is never given out below one
 -- that a reader may already have seen: a consumer of events_since() misses nothing.
 CREATE FUNCTION memmie._sequence_events(p_max int DEFAULT 10000) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n int;
 BEGIN
@@ -128,7 +128,7 @@ $$;
 
 CREATE FUNCTION memmie.events_since(after_position bigint DEFAULT 0, max_events int DEFAULT 100)
 RETURNS SETOF memmie.events
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM memmie._require(events_since.after_position, 'after_position');
@@ -153,15 +153,15 @@ $$;
 CREATE FUNCTION memmie._matches(p memmie.providers, b memmie.blobs, v memmie.blob_versions)
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT p.status = 'active'
-       AND b.deleted_at IS NULL AND NOT v.deleted AND v.version = b.version
-       AND b.created_by <> p.id AND v.created_by <> p.id
-       AND b.depth < memmie._max_derivation_depth()
+    SELECT p.status OPERATOR(pg_catalog.=) 'active'
+       AND b.deleted_at IS NULL AND NOT v.deleted AND v.version OPERATOR(pg_catalog.=) b.version
+       AND b.created_by OPERATOR(pg_catalog.<>) p.id AND v.created_by OPERATOR(pg_catalog.<>) p.id
+       AND b.depth OPERATOR(pg_catalog.<) memmie._max_derivation_depth()
        AND memmie._provider_accepts(p, v.content_type, v.content_size)
 $$;
 
 CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     n         int;
@@ -205,7 +205,7 @@ END
 $$;
 
 CREATE FUNCTION memmie._require_provider(p_provider text) RETURNS memmie.providers
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p memmie.providers;
 BEGIN
@@ -218,7 +218,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.backfill(provider_id text) RETURNS int
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p         memmie.providers := memmie._require_provider(backfill.provider_id);
@@ -241,7 +241,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p   memmie.providers := memmie._require_provider(reprocess.provider_id);
@@ -283,7 +283,7 @@ $$;
 -- The processing, after locking its job: MM005 unless worker holds the job's lease.
 CREATE FUNCTION memmie._leased_processing(p_processing uuid, p_worker text)
 RETURNS memmie.provider_processing
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pr memmie.provider_processing;
 BEGIN
@@ -300,7 +300,7 @@ $$;
 -- The bytes of an output child: "content" (text, or any other JSON value as its text) or
 -- "content_base64".
 CREATE FUNCTION memmie._child_bytes(c jsonb, i int) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF c ? 'content' AND c ? 'content_base64' THEN
         RAISE EXCEPTION 'outputs.children[%] has both content and content_base64', i USING ERRCODE = '22023';
@@ -321,7 +321,7 @@ $$;
 
 CREATE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
 RETURNS SETOF memmie.blobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     pr        memmie.provider_processing;
@@ -488,7 +488,7 @@ $$;
 CREATE FUNCTION memmie.fail_processing(processing_id uuid, worker_id text, error text,
                                        retryable boolean DEFAULT true)
 RETURNS memmie.provider_processing
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     pr memmie.provider_processing;

@@ -3,7 +3,7 @@
 
 -- A MIME type pattern of supported_types: "type/subtype", "type/*" or "*/*".
 CREATE FUNCTION memmie._check_mime_pattern(p text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p = '*/*' THEN
         RETURN;
@@ -22,19 +22,20 @@ $$;
 CREATE FUNCTION memmie._provider_accepts(p memmie.providers, p_type text, p_size bigint)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT (p.max_input_size IS NULL OR p_size <= p.max_input_size)
-       AND (cardinality(p.supported_types) = 0
-            OR EXISTS (SELECT FROM unnest(p.supported_types) pat
-                       WHERE pat = '*/*'
-                          OR lower(pat) = lower(split_part(p_type, ';', 1))
-                          OR (pat LIKE '%/*'
-                              AND lower(left(pat, -1)) = lower(split_part(p_type, '/', 1)) || '/')))
+    SELECT (p.max_input_size IS NULL OR p_size OPERATOR(pg_catalog.<=) p.max_input_size)
+       AND (pg_catalog.cardinality(p.supported_types) OPERATOR(pg_catalog.=) 0
+            OR EXISTS (SELECT FROM pg_catalog.unnest(p.supported_types) pat
+                       WHERE pat OPERATOR(pg_catalog.=) '*/*'
+                          OR pg_catalog.lower(pat) OPERATOR(pg_catalog.=) pg_catalog.lower(pg_catalog.split_part(p_type, ';', 1))
+                          OR (pat OPERATOR(pg_catalog.~~) '%/*'
+                              AND pg_catalog.lower(pg_catalog.left(pat, -1)) OPERATOR(pg_catalog.=)
+                                  (pg_catalog.lower(pg_catalog.split_part(p_type, '/', 1)) OPERATOR(pg_catalog.||) '/'))))
 $$;
 
 -- The value of key k of a definition, checked against the JSON type it must have.
 CREATE FUNCTION memmie._def_field(def jsonb, k text, want text, required boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v jsonb := def -> k;
 BEGIN
@@ -73,7 +74,7 @@ $$;
 
 -- The definition as a providers row (validated; config checked against config_schema: MM004).
 CREATE FUNCTION memmie._provider_from_definition(def jsonb) RETURNS memmie.providers
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p       memmie.providers;
     unknown text;
@@ -149,7 +150,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.register_provider(definition jsonb) RETURNS memmie.providers
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p     memmie.providers := memmie._provider_from_definition(definition);
     known jsonb;
@@ -197,7 +198,7 @@ END
 $$;
 
 CREATE FUNCTION memmie.set_provider_status(provider_id text, status text) RETURNS memmie.providers
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     p memmie.providers;

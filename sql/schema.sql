@@ -77,7 +77,7 @@ CREATE INDEX idx_blobs_created_at ON memmie.blobs (created_at DESC);
 CREATE INDEX idx_blobs_updated_at ON memmie.blobs (updated_at DESC);
 -- Full text over title and description; a missing key must not make the whole text NULL.
 CREATE INDEX idx_blobs_search ON memmie.blobs USING gin (
-    to_tsvector('english'::regconfig,
+    to_tsvector('english'::pg_catalog.regconfig,
                 coalesce(metadata ->> 'title', '') || ' ' || coalesce(metadata ->> 'description', '')));
 -- Keyset pagination (created_at DESC, id DESC) per user, per parent, per provider.
 CREATE INDEX idx_blobs_user_created ON memmie.blobs (user_id, created_at DESC, id DESC)
@@ -127,7 +127,7 @@ CREATE TABLE memmie.user_content_refs (
 -- the indexes pg_dump creates next, and fail). The primary key (id, created_at) per partition is
 -- as unique as one on the parent: created_at decides the partition.
 CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t text := format('memmie.%I', p_part);
 BEGIN
@@ -163,8 +163,9 @@ CREATE TABLE memmie.deltas (
     -- These two CHECKs are written as pg_dump prints them back, so that a partition made after
     -- install (dumped as CREATE TABLE + ATTACH PARTITION) matches its parent on restore.
     operation          varchar(50) NOT NULL
-                       CHECK (operation::text = ANY (ARRAY['create'::text, 'update'::text, 'transform'::text,
-                                                         'delete'::text, 'revert'::text])),
+                       CHECK (operation::pg_catalog.text = ANY (ARRAY[
+                           'create'::pg_catalog.text, 'update'::pg_catalog.text, 'transform'::pg_catalog.text,
+                           'delete'::pg_catalog.text, 'revert'::pg_catalog.text])),
     provider_id        varchar(255) NOT NULL DEFAULT 'user',
     patch              jsonb NOT NULL CHECK (jsonb_typeof(patch) = 'array'),
     from_version       integer NOT NULL DEFAULT 0 CHECK (from_version >= 0),
@@ -173,8 +174,9 @@ CREATE TABLE memmie.deltas (
     caused_by_delta_id uuid,
     caused_by_event    jsonb,
     status             varchar(50) NOT NULL DEFAULT 'pending'
-                       CHECK (status::text = ANY (ARRAY['pending'::text, 'applying'::text, 'applied'::text,
-                                                      'failed'::text])),
+                       CHECK (status::pg_catalog.text = ANY (ARRAY[
+                           'pending'::pg_catalog.text, 'applying'::pg_catalog.text, 'applied'::pg_catalog.text,
+                           'failed'::pg_catalog.text])),
     error_message      text,
     created_at         timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
     applied_at         timestamptz,
@@ -282,7 +284,7 @@ CREATE TABLE memmie.provider_processing (
 );
 -- The job that runs a processing has the processing's id (see sql/pipeline.sql).
 ALTER TABLE memmie.provider_processing
-    ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::text);
+    ADD CONSTRAINT processing_job_id CHECK (job_id IS NULL OR job_id = id::pg_catalog.text);
 CREATE INDEX idx_processing_blob ON memmie.provider_processing (blob_id);
 CREATE INDEX idx_processing_provider ON memmie.provider_processing (provider_id);
 CREATE INDEX idx_processing_status ON memmie.provider_processing (status)
@@ -327,7 +329,7 @@ CREATE DOMAIN memmie.job_status AS varchar(50)
 CREATE DOMAIN memmie.percent AS integer CHECK (VALUE BETWEEN 0 AND 100);
 CREATE DOMAIN memmie.non_negative_int AS integer CHECK (VALUE >= 0);
 CREATE TABLE memmie.jobs (
-    id            varchar(255) PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    id            varchar(255) PRIMARY KEY DEFAULT gen_random_uuid()::pg_catalog.text,
     job_type      varchar(100) NOT NULL,
     user_id       uuid NOT NULL,
     input         jsonb NOT NULL,
@@ -395,7 +397,7 @@ CREATE INDEX idx_metrics_date ON memmie.usage_metrics (metric_date DESC);
 -- no longer exist.
 CREATE TABLE memmie.usage_increments (
     user_id              uuid NOT NULL,
-    metric_date          date NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC')::date,
+    metric_date          date NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC')::pg_catalog.date,
     recorded_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     blobs_created        integer NOT NULL DEFAULT 0,
     blobs_processed      integer NOT NULL DEFAULT 0,
@@ -463,7 +465,7 @@ BEGIN
         'provider_processing', 'events', 'events_default', 'jobs', 'usage_metrics',
         'usage_increments', 'provider_metrics']
     LOOP
-        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', t)::regclass, '');
+        PERFORM pg_catalog.pg_extension_config_dump(format('memmie.%I', t)::pg_catalog.regclass, '');
     END LOOP;
 END
 $$;

@@ -6,6 +6,7 @@
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::prelude::*;
+use pgrx::search_path;
 use sha2::{Digest, Sha256};
 
 /// zstd level: 3 is zstd's default, a good ratio at a few hundred MB/s.
@@ -227,6 +228,7 @@ const CONTENT_ROW: &str = "SELECT compression::text, storage_backend::text, stor
 /// Reads the row itself (not through a SQL wrapper, whose result copies would triple the memory
 /// of a large content) and decodes straight into the bytea it returns.
 #[pg_extern(stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn get_content(content_hash: &str) -> PallocBytea {
     or_raise(fetch_content(content_hash))
 }
@@ -254,6 +256,7 @@ fn fetch_content(hash: &str) -> Result<PallocBytea> {
 /// Re-checks a `content_storage` row: NULL when it is intact, otherwise what is wrong. Content
 /// kept outside Postgres has nothing to check here.
 #[pg_extern(name = "_verify_content_row", stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify_content_row(
     hash: &str,
     compression: Option<&str>,

@@ -15,6 +15,7 @@
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::prelude::*;
+use pgrx::search_path;
 use pgrx::Uuid;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -459,6 +460,7 @@ fn traverse(blob_id: Option<Uuid>, dir: Direction, max_depth: Option<i32>) -> Re
 /// Every blob reachable from `blob_id` along edges parent -> child, each once at its shortest
 /// depth (1 = a child), at most `max_depth` levels down.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn descendants(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
     TableIterator::new(or_raise(traverse(blob_id, Direction::Descendants, max_depth)))
 }
@@ -466,6 +468,7 @@ fn descendants(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) 
 /// Every blob `blob_id` derives from, along edges child -> parent, each once at its shortest
 /// depth (1 = a parent), at most `max_depth` levels up.
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn ancestors(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
     TableIterator::new(or_raise(traverse(blob_id, Direction::Ancestors, max_depth)))
 }
@@ -473,6 +476,7 @@ fn ancestors(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) ->
 /// Whether an edge parent -> child would close a cycle: true when `parent` is `child` or is
 /// reachable from `child`.
 #[pg_extern(name = "_would_cycle", stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn would_cycle(parent: Uuid, child: Uuid) -> bool {
     if parent == child {
         return true;

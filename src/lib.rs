@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 mod content;
 mod dag;
+mod dag_statistics;
 mod error;
 mod guc;
 mod json_schema;
@@ -71,6 +72,7 @@ extension_sql_file!(
         state::next_state_text,
         state::is_json_type_sql,
         state::json_from_bytes,
+        dag_statistics::dag_statistics,
     ]
 );
 extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["blobs", dag::descendants, dag::ancestors, dag::would_cycle]);

@@ -81,15 +81,21 @@ pub extern "C-unwind" fn memmie_maintenance_worker_main(_arg: pg_sys::Datum) {
         if interval().is_none() {
             continue;
         }
+        // The worker runs as a superuser: under the pinned search_path, and naming every object
+        // with its schema, so nothing another role created in the database runs here.
         let report = BackgroundWorker::transaction(|| {
-            let installed = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'memmie')")
+            crate::plans::with_pinned_search_path(|| {
+                let installed = Spi::get_one::<bool>(
+                    "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memmie')",
+                )
                 .ok()
                 .flatten()
                 .unwrap_or(false);
-            if !installed {
-                return None;
-            }
-            Spi::get_one::<String>("SELECT memmie.maintenance()::text").ok().flatten()
+                if !installed {
+                    return None;
+                }
+                Spi::get_one::<String>("SELECT memmie.maintenance()::pg_catalog.text").ok().flatten()
+            })
         });
         match report {
             Some(r) => {

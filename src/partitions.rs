@@ -9,6 +9,7 @@
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::datum::{Date, Interval};
 use pgrx::prelude::*;
+use pgrx::search_path;
 
 /// The partitioned tables memmie manages and their period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,6 +282,7 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
 /// the one holding `start_date`, moving rows waiting in the DEFAULT partition into them. Returns
 /// how many it created. (SQL: memmie.create_partitions(regclass, date, int), sql/partitions.sql.)
 #[pg_extern(name = "_create_partitions")]
+#[search_path(pg_catalog, pg_temp)]
 fn create_partitions(parent: Option<pg_sys::Oid>, start_date: Option<Date>, count: Option<i32>) -> i32 {
     or_raise((|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
@@ -300,6 +302,7 @@ fn today_utc() -> Result<Date> {
 /// Keeps the current and the next `premake` periods of both tables (months of `deltas`, days of
 /// `events`). Returns how many partitions it created.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
     or_raise((|| {
         let premake = premake.ok_or_else(|| MemmieError::InvalidParameter("premake must not be NULL".into()))?;
@@ -321,6 +324,7 @@ fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
 /// event; a partition that still does is kept and reported (NOTICE). `deltas` are the history:
 /// never dropped. Returns how many partitions it dropped.
 #[pg_extern(name = "_drop_old_partitions")]
+#[search_path(pg_catalog, pg_temp)]
 fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>) -> i32 {
     or_raise((|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;

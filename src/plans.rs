@@ -1,5 +1,6 @@
 //! Prepared SPI statements kept for the life of the backend: memmie's per-row and per-call SQL
-//! is planned once, with bound parameters, and fully schema-qualified (no search_path lookups).
+//! is planned once, with bound parameters, and fully schema-qualified; and the pinned
+//! `search_path` under which memmie's SQL runs when no memmie function has pinned it already.
 
 use pgrx::prelude::*;
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient};
@@ -30,4 +31,32 @@ pub fn with_plan<R>(
             f(client, stmt)
         })
     })
+}
+
+/// The search_path every memmie function runs with: nothing a user can create in is searched,
+/// and `pg_temp` is named last, so a temporary type, table or view never shadows one of
+/// `pg_catalog` (PostgreSQL searches an unnamed `pg_temp` first for those).
+pub const SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
+
+/// Runs `f` with `search_path` set to [`SEARCH_PATH`], as a function declared
+/// `SET search_path = pg_catalog, pg_temp` would: the setting is restored when `f` returns, and
+/// by the (sub)transaction's abort when it raises.
+pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            SEARCH_PATH.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
 }

@@ -25,44 +25,52 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 
+// Every statement here runs under the pinned search_path (crate::plans::SEARCH_PATH) and names
+// its operators, functions and types with their schema as well: they run inside other roles'
+// statements, and at commit as content_storage's owner.
 const CONTENT_ADD: &CStr = c"UPDATE memmie.content_storage c \
-    SET reference_count = c.reference_count + d.n, last_accessed = pg_catalog.now() \
-    FROM (SELECT content_hash, count(*)::int AS n FROM memmie_new GROUP BY content_hash) d \
-    WHERE c.content_hash = d.content_hash";
+    SET reference_count = c.reference_count OPERATOR(pg_catalog.+) d.n, last_accessed = pg_catalog.now() \
+    FROM (SELECT content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n FROM memmie_new GROUP BY content_hash) d \
+    WHERE c.content_hash OPERATOR(pg_catalog.=) d.content_hash";
 const CONTENT_SUB: &CStr = c"UPDATE memmie.content_storage c \
-    SET reference_count = c.reference_count - d.n, last_accessed = pg_catalog.now() \
-    FROM (SELECT content_hash, count(*)::int AS n FROM memmie_old GROUP BY content_hash) d \
-    WHERE c.content_hash = d.content_hash";
+    SET reference_count = c.reference_count OPERATOR(pg_catalog.-) d.n, last_accessed = pg_catalog.now() \
+    FROM (SELECT content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n FROM memmie_old GROUP BY content_hash) d \
+    WHERE c.content_hash OPERATOR(pg_catalog.=) d.content_hash";
 
 // A user's first reference to a content adds its size to storage_used: after the upsert the
 // count equals what this statement added exactly when there was none before.
 const USER_ADD: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, max(content_size) AS content_size, count(*)::int AS n \
+        SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
+               pg_catalog.count(*)::pg_catalog.int4 AS n \
         FROM memmie_new GROUP BY user_id, content_hash), \
     up AS (\
         INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
         SELECT user_id, content_hash, content_size, n FROM d \
         ON CONFLICT (user_id, content_hash) \
-        DO UPDATE SET reference_count = u.reference_count + excluded.reference_count \
+        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
         RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used + s.added \
-    FROM (SELECT up.user_id, sum(up.content_size) AS added FROM up \
-          JOIN d ON d.user_id = up.user_id AND d.content_hash = up.content_hash \
-          WHERE up.reference_count = d.n GROUP BY up.user_id) s \
-    WHERE c.user_id = s.user_id";
+    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.added \
+    FROM (SELECT up.user_id, pg_catalog.sum(up.content_size) AS added FROM up \
+          JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
+                AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
+          WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id) s \
+    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
 // A user's last reference to a content removes its size from storage_used.
 const USER_SUB: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, count(*)::int AS n FROM memmie_old GROUP BY user_id, content_hash), \
+        SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
+        FROM memmie_old GROUP BY user_id, content_hash), \
     gone AS (\
         DELETE FROM memmie.user_content_refs u USING d \
-        WHERE u.user_id = d.user_id AND u.content_hash = d.content_hash AND u.reference_count <= d.n \
+        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+          AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
         RETURNING u.user_id, u.content_size), \
     kept AS (\
-        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count - d.n FROM d \
-        WHERE u.user_id = d.user_id AND u.content_hash = d.content_hash AND u.reference_count > d.n) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used - s.removed \
-    FROM (SELECT user_id, sum(content_size) AS removed FROM gone GROUP BY user_id) s \
-    WHERE c.user_id = s.user_id";
+        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
+        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+          AND u.reference_count OPERATOR(pg_catalog.>) d.n) \
+    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.-) s.removed \
+    FROM (SELECT user_id, pg_catalog.sum(content_size) AS removed FROM gone GROUP BY user_id) s \
+    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
 
 thread_local! {
     // Keyed by statement and by the table the trigger is on: a plan reads the transition table by
@@ -71,8 +79,13 @@ thread_local! {
 }
 
 /// Runs each statement, in order, with the trigger's transition tables visible, through plans
-/// prepared once per backend.
+/// prepared once per backend, under the pinned search_path (the triggering statement's may be
+/// anything).
 fn run_steps(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
+    crate::plans::with_pinned_search_path(|| run_steps_pinned(trigger, steps))
+}
+
+fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
     let tg = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
     let relid = unsafe { (*(*tg).tg_relation).rd_id };
     unsafe {
@@ -213,18 +226,21 @@ pub mod pending {
         all
     }
 
+    // Run as content_storage's owner: every operator, function and type is named with its
+    // schema, under the pinned search_path (see write()).
     const ADD_ONE: &str = "UPDATE memmie.content_storage \
-        SET reference_count = reference_count + $2, last_accessed = pg_catalog.now() \
-        WHERE content_hash = $1";
+        SET reference_count = reference_count OPERATOR(pg_catalog.+) $2, last_accessed = pg_catalog.now() \
+        WHERE content_hash OPERATOR(pg_catalog.=) $1";
     const ADD_MANY: &str = "UPDATE memmie.content_storage c \
-        SET reference_count = c.reference_count + d.n, last_accessed = pg_catalog.now() \
-        FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::bigint[])) AS d(h, n) \
-        WHERE c.content_hash = d.h";
+        SET reference_count = c.reference_count OPERATOR(pg_catalog.+) d.n, last_accessed = pg_catalog.now() \
+        FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS d(h, n) \
+        WHERE c.content_hash OPERATOR(pg_catalog.=) d.h";
     /// Up to this many hashes are written one UPDATE each, in order; more are locked in order
     /// (LOCK_MANY), then written by one statement per CHUNK.
     const FEW: usize = 16;
     const LOCK_MANY: &str = "SELECT FROM memmie.content_storage \
-        WHERE content_hash = ANY ($1::text[]) ORDER BY content_hash COLLATE \"C\" FOR NO KEY UPDATE";
+        WHERE content_hash OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) \
+        ORDER BY content_hash COLLATE pg_catalog.\"C\" FOR NO KEY UPDATE";
     /// Hashes written per statement.
     const CHUNK: usize = 1000;
 
@@ -261,16 +277,25 @@ pub mod pending {
     /// Writes `all` as the owner of content_storage: the counts are memmie's bookkeeping, not the
     /// committing role's writes (PostgreSQL's foreign-key triggers run as the table owner the
     /// same way), and the statement that noted them may have run under another role (a SECURITY
-    /// DEFINER function) than the one that commits.
+    /// DEFINER function) than the one that commits. As PostgreSQL does for code it runs on
+    /// behalf of a table owner (maintenance commands, RI checks): a security-restricted
+    /// operation (no SET ROLE, no temporary objects, no deferred work left behind) under the
+    /// pinned search_path, so nothing the committing session created (a `pg_temp` type, an
+    /// operator in `public`) is found while running with the owner's rights.
     fn write(all: &[(String, i64)]) {
         let Some(owner) = content_storage_owner() else { return };
         let (mut user, mut context) = (pg_sys::InvalidOid, 0);
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
         }
-        // (an error aborts the transaction, which restores the user)
-        write_as_owner(all);
+        // (an error aborts the transaction, which restores the user and the search_path)
+        crate::plans::with_pinned_search_path(|| write_as_owner(all));
         unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
     }
 

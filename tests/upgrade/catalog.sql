@@ -1,8 +1,8 @@
--- Every object of schema memmie, one line each, in a form that does not depend on how it was
+-- Every object of schema memmie, with its grants, one line each, in a form that does not depend on how it was
 -- created (fresh install or upgrade): compared by tests/upgrade/upgrade.sh. The dated
 -- partitions of deltas and events (and their indexes) are data, not schema: left out.
 SELECT line FROM (
-    SELECT format('relation %s kind=%s options=%s', c.relname, c.relkind, c.reloptions) AS line
+    SELECT format('relation %s kind=%s options=%s acl=%s', c.relname, c.relkind, c.reloptions, c.relacl) AS line
     FROM pg_class c WHERE c.relnamespace = 'memmie'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
     UNION ALL
     SELECT format('column %s.%s #%s %s notnull=%s default=%s storage=%s', c.relname, a.attname,
@@ -11,6 +11,8 @@ SELECT line FROM (
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     WHERE c.relnamespace = 'memmie'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT format('schema %s acl=%s', n.nspname, n.nspacl) FROM pg_namespace n WHERE n.nspname = 'memmie'
     UNION ALL
     SELECT format('constraint %s.%s %s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid))
     FROM pg_constraint c WHERE c.connamespace = 'memmie'::regnamespace

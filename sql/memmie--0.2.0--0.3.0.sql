@@ -1,0 +1,290 @@
+-- memmie 0.2.0 -> 0.3.0, written by hand: each step names the change it carries (CHANGELOG.md).
+-- tests/upgrade checks the result against a fresh install, object by object and grant by grant.
+\echo Use "ALTER EXTENSION memmie UPDATE" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Security: every function that runs SQL pins its search_path (sql/*.sql, src/*.rs).
+ALTER FUNCTION memmie."check"() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._add_counts(jsonb,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._apply_patch(memmie.blobs,jsonb,text,uuid,jsonb,uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._cancel_orphan_jobs() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_content_quota(uuid,bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_delta_exists(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_expected(memmie.blobs,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_lease(memmie.jobs,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_live(memmie.blobs) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_mime_pattern(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_provider(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_quotas(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_row(text,bigint,text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._check_text(text,text,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._child_bytes(jsonb,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._complete_job(text,text,jsonb,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._count_blobs() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._create_partitions(oid,date,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._def_field(jsonb,text,text,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._derive(uuid[],text,text,bytea,text,jsonb,text[],uuid,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._drop_old_partitions(oid,interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._error_type(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._external_location(text,bigint,text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._head_delta(memmie.blobs) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._head_state(memmie.blobs) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._index_partition(text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._insert_blob(uuid,bytea,text,jsonb,text[],memmie.blobs,text,text,text,uuid,jsonb,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._leased_processing(uuid,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._live_parent(uuid,uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._lock_blob(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._lock_job(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._lock_user(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._lock_user_dag(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._make_state(text,bigint,text,jsonb,text[],boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._operation(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._provider_from_definition(jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._queue_processing(uuid[],text[],jsonb[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._record_version(memmie.blobs,text,jsonb,text,uuid,jsonb,text,uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._replace_content(memmie.blobs,bytea,text,text,uuid,jsonb,jsonb,text[],jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._require(anyelement,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._require_provider(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._sequence_events(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._stored_here(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._sync_processing() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._verify_content_row(text,text,text,text,bytea,bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._verify_target(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._with_content(jsonb,uuid,bytea,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._would_cycle(uuid,uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._write_state(memmie.blobs,jsonb,text,jsonb,text,uuid,jsonb,uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie._zero_counters() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.add_edge(uuid,uuid,text,text,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.ancestors(uuid,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.apply_delta(uuid,jsonb,integer,text,uuid,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.backfill(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.blob_content(uuid,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.blob_history(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.blob_state(uuid,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.cancel_job(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.claim_jobs(text,integer,interval,text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.complete_job(text,text,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.complete_processing(uuid,text,jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.create_blob(uuid,bytea,text,jsonb,text[],uuid,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.create_external_blob(uuid,text,bigint,text,text,text,jsonb,text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.create_partitions(regclass,date,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.dag_stats(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.delete_blob(uuid,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.derive_blob(uuid[],text,text,bytea,text,jsonb,text[],uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.descendants(uuid,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.dispatch_events(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.drop_old_partitions(regclass,interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.enqueue_job(text,uuid,jsonb,integer,timestamp with time zone,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.ensure_partitions(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.events_since(bigint,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.fail_job(text,text,text,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.fail_processing(uuid,text,text,boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.fold_usage() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.gc_content(interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.get_content(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.heartbeat_job(text,text,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.lineage(uuid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.put_content(bytea,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.record_api_call(uuid,boolean,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.refresh_user_blob_summary() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.refresh_views() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.register_provider(jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.reprocess(uuid,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.revert_blob(uuid,integer,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.rollup_metrics(date) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.schedule_maintenance(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.set_provider_status(text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.unschedule_maintenance() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.update_content(uuid,bytea,text,integer,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.update_external_content(uuid,text,bigint,text,text,text,integer,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.update_updated_at() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.user_usage(uuid,date,date) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION memmie.verify_content(text) SET search_path = pg_catalog, pg_temp;
+
+-- The SQL functions kept inlinable name every operator, function and type with its schema.
+CREATE OR REPLACE FUNCTION memmie.jsonb_diff(source jsonb, target jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT memmie._jsonb_diff(source::pg_catalog.text, target::pg_catalog.text)::pg_catalog.jsonb $$;
+
+CREATE OR REPLACE FUNCTION memmie._utc_day(t timestamptz) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (t AT TIME ZONE 'UTC')::pg_catalog.date $$;
+
+CREATE OR REPLACE FUNCTION memmie._utc_start(d date) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT d::pg_catalog.timestamp AT TIME ZONE 'UTC' $$;
+
+CREATE OR REPLACE FUNCTION memmie._provider_accepts(p memmie.providers, p_type text, p_size bigint)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p.max_input_size IS NULL OR p_size OPERATOR(pg_catalog.<=) p.max_input_size)
+       AND (pg_catalog.cardinality(p.supported_types) OPERATOR(pg_catalog.=) 0
+            OR EXISTS (SELECT FROM pg_catalog.unnest(p.supported_types) pat
+                       WHERE pat OPERATOR(pg_catalog.=) '*/*'
+                          OR pg_catalog.lower(pat) OPERATOR(pg_catalog.=) pg_catalog.lower(pg_catalog.split_part(p_type, ';', 1))
+                          OR (pat OPERATOR(pg_catalog.~~) '%/*'
+                              AND pg_catalog.lower(pg_catalog.left(pat, -1)) OPERATOR(pg_catalog.=)
+                                  (pg_catalog.lower(pg_catalog.split_part(p_type, '/', 1)) OPERATOR(pg_catalog.||) '/'))))
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._matches(p memmie.providers, b memmie.blobs, v memmie.blob_versions)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT p.status OPERATOR(pg_catalog.=) 'active'
+       AND b.deleted_at IS NULL AND NOT v.deleted AND v.version OPERATOR(pg_catalog.=) b.version
+       AND b.created_by OPERATOR(pg_catalog.<>) p.id AND v.created_by OPERATOR(pg_catalog.<>) p.id
+       AND b.depth OPERATOR(pg_catalog.<) memmie._max_derivation_depth()
+       AND memmie._provider_accepts(p, v.content_type, v.content_size)
+$$;
+
+-- storage_path: no control characters, no "." / ".." segments.
+CREATE OR REPLACE FUNCTION memmie._with_external(s jsonb, p_user uuid, p_location jsonb, p_type text)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h       text := p_location ->> 'content_hash';
+    size    bigint := (p_location ->> 'content_size')::bigint;
+    backend text := p_location ->> 'storage_backend';
+    path    text := p_location ->> 'storage_path';
+    c       memmie.content_storage;
+BEGIN
+    PERFORM memmie._require(h, 'content_hash');
+    PERFORM memmie._check_hash(h);
+    PERFORM memmie._require(size, 'content_size');
+    IF size < 0 THEN
+        RAISE EXCEPTION 'content_size must not be negative, got %', size USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(backend, 'storage_backend');
+    IF backend NOT IN ('s3', 'filesystem') THEN
+        RAISE EXCEPTION 'storage_backend must be "s3" or "filesystem", got "%" (content kept in PostgreSQL is stored with create_blob / update_content)',
+            backend USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_text(path, 'storage_path', 4096);
+    -- gc_content returns storage_path for the caller to delete: no control characters, no "."
+    -- or ".." segment that could make it name something outside the store's own root.
+    IF path ~ '[[:cntrl:]]' OR path ~ '(^|/)\.\.?(/|$)' THEN
+        RAISE EXCEPTION 'storage_path must not contain control characters or "." / ".." segments, got %',
+            quote_literal(regexp_replace(path, '[[:cntrl:]]', '?', 'g'))
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_content_quota(p_user, size);
+    INSERT INTO memmie.content_storage (content_hash, content, storage_backend, storage_path,
+                                        compression, original_size, compressed_size, mime_type)
+    VALUES (h, NULL, backend, path, 'none', size, NULL, p_type)
+    ON CONFLICT (content_hash) DO NOTHING;
+    -- locked until the caller commits, so gc_content cannot delete it under the new reference
+    SELECT * INTO c FROM memmie.content_storage x WHERE x.content_hash = h FOR KEY SHARE;
+    IF c.storage_backend IS DISTINCT FROM backend OR c.storage_path IS DISTINCT FROM path
+       OR c.original_size <> size THEN
+        -- says nothing of where the existing content is kept
+        RAISE EXCEPTION 'content % is already recorded with another storage_backend, storage_path or content_size', h
+            USING ERRCODE = '22023',
+                  HINT = 'A blob can reference existing content only by naming the same location and size.';
+    END IF;
+    RETURN (s - 'content') || jsonb_build_object('content_hash', h, 'content_size', size,
+                                                 'content_type', p_type);
+END
+$$;
+
+-- maintenance() analyzes blob_edges too.
+CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker
+    DELETE FROM memmie.jobs j WHERE j.expires_at < clock_timestamp() AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- dag_statistics computed natively, linear in the edges (src/dag_statistics.rs). The view is
+-- made again; whatever was granted on it is granted again.
+CREATE FUNCTION memmie."_dag_statistics"() RETURNS TABLE (
+	"root_id" uuid,
+	"total_nodes" bigint,
+	"max_depth" INT,
+	"unique_levels" INT
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'dag_statistics_wrapper';
+REVOKE ALL ON FUNCTION memmie._dag_statistics() FROM PUBLIC;
+
+DO $$
+DECLARE
+    acl pg_catalog.aclitem[] := (SELECT relacl FROM pg_catalog.pg_class
+                                 WHERE oid OPERATOR(pg_catalog.=) 'memmie.dag_statistics'::pg_catalog.regclass);
+    g   record;
+BEGIN
+    DROP MATERIALIZED VIEW memmie.dag_statistics;
+    CREATE MATERIALIZED VIEW memmie.dag_statistics AS
+    SELECT root_id, total_nodes, max_depth, unique_levels FROM memmie._dag_statistics();
+    CREATE UNIQUE INDEX idx_dag_statistics ON memmie.dag_statistics (root_id);
+    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable FROM pg_catalog.aclexplode(acl) a
+             WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON memmie.dag_statistics TO %s%s', g.privilege_type,
+            CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::pg_catalog.text END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
+-- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
+-- function; a role holding privileges on memmie.blobs gets the same on every memmie table.
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT a.grantee::pg_catalog.regrole AS role
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.pronamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace
+          AND p.proname OPERATOR(pg_catalog.=) 'create_blob'
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+          AND a.grantee OPERATOR(pg_catalog.<>) 0 AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA memmie TO %s', g.role);
+    END LOOP;
+    FOR g IN
+        SELECT a.grantee::pg_catalog.regrole AS role, pg_catalog.string_agg(a.privilege_type, ', ') AS privileges
+        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+        WHERE c.oid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+          AND a.grantee OPERATOR(pg_catalog.<>) 0 AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+        GROUP BY a.grantee
+    LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON ALL TABLES IN SCHEMA memmie TO %s', g.privileges, g.role);
+    END LOOP;
+END
+$$;

@@ -1,0 +1,12 @@
+-- After 0.2.0 -> current: the application role goes on with the old data.
+SET ROLE memmie_upgrade_app;
+SELECT 'the app role creates a blob', (memmie.create_blob('00000000-0000-0000-0000-00000000aa01', 'after', 'text/plain')).version;
+SELECT 'and changes an old one', (memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'json'), '[{"op": "replace", "path": "/content/n", "value": 3}]')).to_version;
+SELECT 'old blobs found', count(*) FROM memmie.find_blobs('00000000-0000-0000-0000-00000000aa01');
+SELECT 'old edges traversed', count(*) FROM memmie.descendants((SELECT id FROM public.ids WHERE name = 'doc'));
+SELECT 'dispatched', memmie.dispatch_events(1000) > 0;
+SELECT 'claimed and completed, children', count(*) FROM (
+    SELECT memmie.complete_processing(j.id::uuid, 'w', '{"children": [{"content": "z", "content_type": "text/plain"}]}')
+    FROM memmie.claim_jobs('w', 10) j) x;
+RESET ROLE;
+SELECT check_name, ok FROM memmie.check() WHERE NOT ok;

@@ -1,0 +1,13 @@
+-- Data written through the 0.2.0 API: the 0.1.0 kinds of writes by the application role, then a
+-- provider, dispatch, a claimed and completed job with a derived child, an edge, partitions.
+\ir fill-0.1.0.sql
+SELECT memmie.ensure_partitions();
+SELECT memmie.register_provider('{"id": "p", "name": "P", "version": "1", "trigger_events": ["blob.created"], "supported_types": ["text/plain"]}');
+SET ROLE memmie_upgrade_app;
+INSERT INTO public.ids SELECT 'note', (memmie.create_blob('00000000-0000-0000-0000-00000000aa01', 'a note', 'text/plain')).id;
+SELECT memmie.dispatch_events(1000);
+SELECT memmie.complete_processing(j.id::uuid, 'w', '{"children": [{"content": "summary", "content_type": "text/plain", "transform_type": "summary"}]}')
+FROM memmie.claim_jobs('w', 10) j;
+INSERT INTO public.ids SELECT 'derived', (memmie.derive_blob(ARRAY[(SELECT id FROM public.ids WHERE name = 'doc')], 'p', 't', 'x', 'text/plain')).id;
+SELECT memmie.add_edge((SELECT id FROM public.ids WHERE name = 'json'), (SELECT id FROM public.ids WHERE name = 'derived'), 'p', 'link');
+RESET ROLE;
