@@ -393,11 +393,12 @@ mod edge_scan {
 
     /// 1-based number of column `name` of `rel`.
     unsafe fn attnum(rel: pg_sys::Relation, name: &str) -> Option<i32> {
-        let desc = (*rel).rd_att;
-        (0..(*desc).natts as usize).find_map(|i| {
-            let att = (*desc).attrs.as_slice((*desc).natts as usize)[i];
-            let attname = std::ffi::CStr::from_ptr(att.attname.data.as_ptr());
-            (!att.attisdropped && attname.to_bytes() == name.as_bytes()).then_some(i as i32 + 1)
+        // pgrx's accessor, not `TupleDescData.attrs`: PostgreSQL 18 moved the attributes behind
+        // `compact_attrs`, and `PgTupleDesc::get` reads them right on every version.
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        (0..desc.len()).find_map(|i| {
+            let att = desc.get(i)?;
+            (!att.attisdropped && att.name() == name).then_some(i as i32 + 1)
         })
     }
 
