@@ -184,7 +184,10 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
             }
         }
         if let Some(edges) = &all_edges {
-            for &from in &frontier {
+            for (n, &from) in frontier.iter().enumerate() {
+                if n % INTERRUPT_EVERY == 0 {
+                    pgrx::check_for_interrupts!();
+                }
                 for to in edges.from(from) {
                     if v.visit(to, depth) {
                         return Ok(Walk { nodes: v.nodes, reached: true });
@@ -312,6 +315,7 @@ mod edge_scan {
             let per_bucket = 1usize << (bits - 8);
             let mut starts = vec![0usize; 256 * (per_bucket + 1)];
             for (b, bucket) in buckets.iter_mut().enumerate() {
+                pgrx::check_for_interrupts!();
                 flag_sort(bucket, 8, bits);
                 let base = b * (per_bucket + 1);
                 for e in bucket.iter() {
