@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(patched(json!({}), json!([{"op": "add", "path": "/~2", "value": 1}])).unwrap_err().sqlstate(), "22023");
         assert_eq!(patched(json!({}), json!([{"op": "add", "path": "/a"}])).unwrap_err().to_string(), "22023: invalid JSON Patch: missing field `value`");
         assert_eq!(patched(json!({}), json!([1])).unwrap_err().sqlstate(), "22023");
-        // json_patch 5 unwrapped here (a panic): move from "-" of an empty array
+        // move from "-" (no element) of an empty array
         assert_eq!(patched(json!({"a": []}), json!([{"op": "move", "from": "/a/-", "path": "/b"}])).unwrap_err().sqlstate(), "22023");
     }
 
