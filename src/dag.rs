@@ -185,7 +185,10 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
             }
         }
         if let Some(edges) = &all_edges {
-            for &from in &frontier {
+            for (n, &from) in frontier.iter().enumerate() {
+                if n % INTERRUPT_EVERY == 0 {
+                    pgrx::check_for_interrupts!();
+                }
                 for to in edges.from(from) {
                     if v.visit(to, depth) {
                         return Ok(Walk { nodes: v.nodes, reached: true });
@@ -313,6 +316,7 @@ mod edge_scan {
             let per_bucket = 1usize << (bits - 8);
             let mut starts = vec![0usize; 256 * (per_bucket + 1)];
             for (b, bucket) in buckets.iter_mut().enumerate() {
+                pgrx::check_for_interrupts!();
                 flag_sort(bucket, 8, bits);
                 let base = b * (per_bucket + 1);
                 for e in bucket.iter() {
@@ -394,11 +398,12 @@ mod edge_scan {
 
     /// 1-based number of column `name` of `rel`.
     unsafe fn attnum(rel: pg_sys::Relation, name: &str) -> Option<i32> {
-        let desc = (*rel).rd_att;
-        (0..(*desc).natts as usize).find_map(|i| {
-            let att = (*desc).attrs.as_slice((*desc).natts as usize)[i];
-            let attname = std::ffi::CStr::from_ptr(att.attname.data.as_ptr());
-            (!att.attisdropped && attname.to_bytes() == name.as_bytes()).then_some(i as i32 + 1)
+        // pgrx's accessor, not `TupleDescData.attrs`: PostgreSQL 18 moved the attributes behind
+        // `compact_attrs`, and `PgTupleDesc::get` reads them right on every version.
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        (0..desc.len()).find_map(|i| {
+            let att = desc.get(i)?;
+            (!att.attisdropped && att.name() == name).then_some(i as i32 + 1)
         })
     }
 

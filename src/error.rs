@@ -3,6 +3,22 @@
 //! pgrx can only raise the SQLSTATEs it knows (`PgSqlErrorCode`); memmie's own codes (`MM001`…)
 //! would come out as `XX000`. So errors leave Rust through [`raise`], which calls Postgres'
 //! `ereport` machinery directly with the exact code, after every Rust value has been dropped.
+//!
+//! ## Why every `#[pg_extern]` body runs inside [`guarded`]
+//!
+//! How pgrx 0.18.1 reports errors (`pgrx-pg-sys/src/submodules/panic.rs`): its panic hook stores
+//! a `std::backtrace::Backtrace::capture()` with every panic, and when a panic reaches a
+//! `#[pg_extern]` boundary `do_ereport` sends `detail_with_backtrace()` as the ERROR's DETAIL.
+//! That is a Rust `panic!`, a `pgrx::error!` (raised as a panic carrying an `ErrorReport`), and
+//! also a PostgreSQL ERROR raised inside a `pg_sys` call (its `pg_guard_ffi_boundary` turns the
+//! `longjmp` into a panic, and the backtrace is attached when it is re-raised). The backtrace is
+//! captured whenever the server runs with `RUST_BACKTRACE` / `RUST_LIB_BACKTRACE` set, and its
+//! frames name crate paths; the error's location (file, function) is Rust's too.
+//!
+//! So memmie's functions catch everything at their top ([`guarded`], a `PgTryBuilder`): a
+//! PostgreSQL ERROR becomes a [`MemmieError`] with the same SQLSTATE and message (no DETAIL, no
+//! backtrace), and a panic — which should never happen: nothing input can reach unwraps — an
+//! `XX000` with the panic's message only. [`raise`] then reports it with location `memmie`.
 
 use std::ffi::{c_char, c_int, CString};
 use std::fmt;
@@ -24,13 +40,18 @@ pub enum MemmieError {
     ExternalContent(String),
     /// `MM004`: a provider's config or output fails its JSON Schema.
     SchemaViolation(String),
+    /// `54001`: nested too deeply for the stack (`max_stack_depth`), see [`check_stack`].
+    StackDepth(String),
+    /// Any other SQLSTATE, from a PostgreSQL ERROR caught by [`guarded`] (`57014` for a cancel or
+    /// `statement_timeout`, `53200` out of memory, ...): the code and message as PostgreSQL gave them.
+    Postgres(String, String),
     /// `XX000`: something memmie did not expect (never reachable by input).
     Internal(String),
 }
 
 impl MemmieError {
     /// The five-character SQLSTATE of this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
             MemmieError::NotFound(_) => "P0002",
             MemmieError::InvalidParameter(_) => "22023",
@@ -39,6 +60,8 @@ impl MemmieError {
             MemmieError::ContentTooLarge(_) => "54000",
             MemmieError::ExternalContent(_) => "0A000",
             MemmieError::SchemaViolation(_) => "MM004",
+            MemmieError::StackDepth(_) => "54001",
+            MemmieError::Postgres(code, _) => code,
             MemmieError::Internal(_) => "XX000",
         }
     }
@@ -52,6 +75,8 @@ impl MemmieError {
             | MemmieError::ContentTooLarge(m)
             | MemmieError::ExternalContent(m)
             | MemmieError::SchemaViolation(m)
+            | MemmieError::StackDepth(m)
+            | MemmieError::Postgres(_, m)
             | MemmieError::Internal(m) => m,
         }
     }
@@ -82,6 +107,63 @@ unsafe extern "C-unwind" {
     fn errcode(sqlerrcode: c_int) -> c_int;
     fn errmsg(fmt: *const c_char, ...) -> c_int;
     fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+/// The SQLSTATE text of an `errcode` value (inverse of [`make_sqlstate`]).
+fn unpack_sqlstate(code: c_int) -> String {
+    (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+}
+
+unsafe extern "C" {
+    // Only reads the stack pointer; never raises (unlike check_stack_depth, which would longjmp).
+    fn stack_is_too_deep() -> bool;
+}
+
+/// `54001` once the stack is deeper than `max_stack_depth`: called at every level of memmie's
+/// recursive walks over JSON (one comparison of the stack pointer), so that no input can nest
+/// deeply enough to overflow the stack. It is PostgreSQL's own `check_stack_depth()` test, but
+/// returned as an error instead of raised through a `longjmp`.
+#[inline]
+pub fn check_stack() -> Result<()> {
+    if unsafe { stack_is_too_deep() } {
+        return Err(MemmieError::StackDepth(
+            "stack depth limit exceeded: the JSON value is nested too deeply (see max_stack_depth)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reacts to a query cancel or `statement_timeout` (the ERROR comes back out of [`guarded`] as
+/// `57014`). Call it in every loop whose length input decides.
+#[inline]
+pub fn check_interrupts() {
+    pgrx::check_for_interrupts!();
+}
+
+/// Runs `f`, turning a PostgreSQL ERROR raised inside it into a [`MemmieError`] with the same
+/// SQLSTATE and message, and a panic into `XX000` (see the module comment: this keeps Rust
+/// backtraces and paths out of what clients see). Every `#[pg_extern]` body of the JSON code runs
+/// in it.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use pgrx::pg_sys::panic::CaughtError;
+    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .catch_others(|e| {
+            Err(match e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    let code = unpack_sqlstate(r.sql_error_code() as c_int);
+                    let msg = r.message().to_string();
+                    match code.as_str() {
+                        "54000" => MemmieError::ContentTooLarge(msg),
+                        "54001" => MemmieError::StackDepth(msg),
+                        _ => MemmieError::Postgres(code, msg),
+                    }
+                }
+                CaughtError::RustPanic { ereport, .. } => {
+                    MemmieError::Internal(format!("internal error: {}", ereport.message()))
+                }
+            })
+        })
+        .execute()
 }
 
 /// Unwraps `result`, or raises its error as a Postgres ERROR with the exact SQLSTATE.
@@ -129,5 +211,8 @@ mod tests {
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
         );
         assert_eq!(make_sqlstate("P0002"), pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND as i32);
+        for code in ["22023", "54001", "57014", "MM006", "XX000"] {
+            assert_eq!(super::unpack_sqlstate(make_sqlstate(code)), code);
+        }
     }
 }

@@ -11,8 +11,17 @@ use pgrx::FromDatum;
 use serde_json::{Map, Number, Value};
 use std::ffi::CString;
 
-/// Deepest nesting memmie reads (as serde_json's own parser): deeper documents are refused with
-/// 22023 instead of risking the stack in the recursive code that follows.
+/// memmie's nesting limit: the deepest JSON it turns into Rust values (`serde_json::Value`).
+///
+/// It is serde_json's own recursion limit (128, fixed without the `unbounded_depth` feature),
+/// which bounds every JSON *text* memmie parses: a blob state, a JSON Patch, JSON content (the
+/// parser counts the container it is opening, so a text holds at most 127 nested containers).
+/// jsonb read directly (`jsonb_patch`'s patch, the values a `test` compares, provider schemas and
+/// outputs) holds at most `MAX_DEPTH` levels, and a blob state built by a patch at most
+/// `MAX_DEPTH` too; deeper input is refused with `22023`. Documents `jsonb_patch` patches may be
+/// deeper (PostgreSQL accepts them): their untouched parts are never read into Rust, and what is
+/// walked is bounded by the stack check instead (`54001`). Replay reads the stored deltas as
+/// jsonb, so it has no such limit and rebuilds every state that was accepted when written.
 pub const MAX_DEPTH: usize = 128;
 
 /// A jsonb argument as Postgres passed it (possibly toasted).
@@ -39,6 +48,7 @@ unsafe impl SqlTranslatable for JsonbArg {
 }
 
 /// A jsonb built in Postgres memory, returned as is.
+#[derive(Debug)]
 pub struct JsonbOut(pub pg_sys::Datum);
 
 unsafe impl BoxRet for JsonbOut {
@@ -95,6 +105,15 @@ impl JsonbArg {
         }
     }
 
+    /// The detoasted document's root container and the document's size in bytes (detoasting
+    /// once: a toasted argument is copied again by every detoast).
+    pub fn root_and_size(&self) -> (*mut pg_sys::JsonbContainer, u64) {
+        unsafe {
+            let jb = pg_sys::pg_detoast_datum(self.0.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+            (&mut (*jb).root, pgrx::varsize_any(jb as *const pg_sys::varlena) as u64)
+        }
+    }
+
     /// The argument, detoasted, to hand back unchanged.
     pub fn unchanged(&self) -> JsonbOut {
         JsonbOut(pg_sys::Datum::from(unsafe { pg_sys::pg_detoast_datum(self.0.cast_mut_ptr()) }))
@@ -119,6 +138,7 @@ pub fn read_container(container: *mut pg_sys::JsonbContainer, what: &str) -> Res
         let mut raw_scalar = false;
         let mut result: Option<Value> = None;
         loop {
+            crate::error::check_interrupts();
             let tok = pg_sys::JsonbIteratorNext(&mut it, &mut v, false);
             let finished: Option<Value> = match tok {
                 Tok::WJB_DONE => break,
@@ -175,6 +195,41 @@ pub fn read_container(container: *mut pg_sys::JsonbContainer, what: &str) -> Res
     }
 }
 
+/// How many levels of containers `v` nests (0 for a scalar), checking the stack on the way.
+pub fn depth(v: &Value) -> Result<usize> {
+    crate::error::check_stack()?;
+    Ok(match v {
+        Value::Array(items) => 1 + items.iter().map(depth).try_fold(0, |m, d| d.map(|d| m.max(d)))?,
+        Value::Object(map) => 1 + map.values().map(depth).try_fold(0, |m, d| d.map(|d| m.max(d)))?,
+        _ => 0,
+    })
+}
+
+/// The length of `v` as compact JSON text, not counting string escapes (a lower bound).
+pub fn text_size(v: &Value) -> Result<u64> {
+    crate::error::check_stack()?;
+    Ok(match v {
+        Value::Null => 4,
+        Value::Bool(b) => if *b { 4 } else { 5 },
+        Value::Number(n) => n.as_str().len() as u64,
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => {
+            let mut n = 2 + items.len() as u64;
+            for item in items {
+                n += text_size(item)?;
+            }
+            n
+        }
+        Value::Object(map) => {
+            let mut n = 2 + map.len() as u64;
+            for (k, item) in map {
+                n += k.len() as u64 + 3 + text_size(item)?;
+            }
+            n
+        }
+    })
+}
+
 unsafe fn palloc_bytes(s: &str) -> *mut std::ffi::c_char {
     unsafe {
         let p = pg_sys::palloc(s.len().max(1)) as *mut u8;
@@ -219,11 +274,13 @@ unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
 
 
 pub unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, v: &Value) -> Result<*mut pg_sys::JsonbValue> {
+    crate::error::check_stack()?;
     unsafe {
         Ok(match v {
             Value::Array(items) => {
                 pg_sys::pushJsonbValue(state, Tok::WJB_BEGIN_ARRAY, std::ptr::null_mut());
                 for item in items {
+                    crate::error::check_interrupts();
                     push(state, Tok::WJB_ELEM, item)?;
                 }
                 pg_sys::pushJsonbValue(state, Tok::WJB_END_ARRAY, std::ptr::null_mut())
@@ -242,6 +299,18 @@ pub unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, v: 
                 pg_sys::pushJsonbValue(state, tok, &mut jv)
             }
         })
+    }
+}
+
+/// The text of a jsonb datum (PostgreSQL's jsonb output).
+pub fn out_text(jb: &JsonbOut) -> String {
+    unsafe {
+        let p = jb.0.cast_mut_ptr::<pg_sys::Jsonb>();
+        let len = i32::try_from(pgrx::varsize_any(p as *const pg_sys::varlena)).unwrap_or(i32::MAX);
+        let c = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*p).root, len);
+        let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+        pg_sys::pfree(c.cast());
+        s
     }
 }
 

@@ -167,7 +167,13 @@ fn missing(t: &Managed, planned: Vec<Planned>) -> Result<Vec<Planned>> {
     )
     .map_err(spi_error)?
     .unwrap_or_default();
-    Ok(planned.into_iter().filter(|p| !bounds.contains(&p.from_epoch)).collect())
+    Ok(planned
+        .into_iter()
+        .filter(|p| {
+            pgrx::check_for_interrupts!();
+            !bounds.contains(&p.from_epoch)
+        })
+        .collect())
 }
 
 /// For each partition to make, whether rows of its range wait in the DEFAULT partition (one
@@ -185,7 +191,12 @@ fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
     )
     .map_err(spi_error)?
     .unwrap_or_default();
-    Ok((1..=todo.len() as i64).map(|i| hits.contains(&i)).collect())
+    Ok((1..=todo.len() as i64)
+        .map(|i| {
+            pgrx::check_for_interrupts!();
+            hits.contains(&i)
+        })
+        .collect())
 }
 
 /// From how many partitions in one call a DEFAULT partition holding rows is detached while they

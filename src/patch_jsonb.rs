@@ -1,27 +1,42 @@
-//! RFC 6902 applied to a jsonb document in place: only the containers a patch walks through are
+//! RFC 6902 applied to a document in place: only the containers a patch walks through are
 //! unpacked; everything else stays binary jsonb and is copied back as is. Numbers are never
 //! printed and re-parsed, which is what made a round trip through serde cost O(document).
+//!
+//! This is memmie's one JSON Patch engine: `jsonb_patch` runs it on a jsonb document, blob state
+//! changes ([`crate::patch::apply`]) on a parsed `serde_json::Value`, and replay on the stored
+//! deltas read as jsonb, so a patch accepted when it is written replays to the same state.
+//!
+//! Hostile patches are bounded:
+//! - time: an object's members are kept in a `BTreeMap` and an array's in a `VecDeque` (no
+//!   linear search per operation; adding at either end of an array is O(1)), nothing is cloned
+//!   or serialised per operation, and a query cancel / `statement_timeout` is honoured after
+//!   every operation;
+//! - memory: the document's size (see [`Doc`]) is tracked as operations add and remove values,
+//!   and a patch that would make it larger than its limit fails with `54000` before the value is
+//!   copied;
+//! - stack: every recursive walk checks the stack ([`check_stack`], `54001`), and dropping a
+//!   tree is iterative, so a document nested arbitrarily deep by `move`s cannot overflow it.
 
-use crate::error::{MemmieError, Result};
+use crate::error::{check_interrupts, check_stack, MemmieError, Result};
 use crate::jsonb::{self, JsonbArg, JsonbOut, MAX_DEPTH};
-use json_patch::{Patch, PatchOperation};
+use crate::patch::Patch;
 use pgrx::pg_sys::{self, jbvType, JsonbIteratorToken as Tok};
 use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A node of the document being patched.
 enum Node {
     /// A scalar read from the document (its string / numeric point into the document).
     Scalar(pg_sys::JsonbValue),
-    /// A container not touched yet.
-    Binary(*mut pg_sys::JsonbContainer),
-    Array(Vec<Node>),
-    Object(Vec<(Key, Node)>),
+    /// A container not touched yet (its size in bytes).
+    Binary(*mut pg_sys::JsonbContainer, u64),
+    Array(VecDeque<Node>),
+    Object(BTreeMap<Key, Node>),
     /// A value that came from the patch.
     New(Value),
 }
 
-/// An object key: still in the document's memory, or new from the patch.
-#[derive(Clone)]
+/// An object key: still in the document's memory, or new from the patch. Ordered by its bytes.
 enum Key {
     Raw(*const u8, usize),
     Owned(String),
@@ -36,21 +51,76 @@ impl Key {
     }
 }
 
-impl Clone for Node {
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl Clone for Key {
     fn clone(&self) -> Self {
         match self {
-            Node::Scalar(v) => Node::Scalar(*v),
-            Node::Binary(c) => Node::Binary(*c),
-            Node::Array(items) => Node::Array(items.clone()),
-            Node::Object(pairs) => Node::Object(pairs.clone()),
-            Node::New(v) => Node::New(v.clone()),
+            Key::Raw(p, n) => Key::Raw(*p, *n),
+            Key::Owned(s) => Key::Owned(s.clone()),
         }
     }
 }
 
+impl Drop for Node {
+    /// Iterative: the children are taken out before each node is dropped, so a tree of any depth
+    /// is freed without recursion.
+    fn drop(&mut self) {
+        fn take(node: &mut Node, stack: &mut Vec<Node>) {
+            match node {
+                Node::Array(items) => stack.extend(std::mem::take(items)),
+                Node::Object(pairs) => stack.extend(std::mem::take(pairs).into_values()),
+                _ => {}
+            }
+        }
+        if !matches!(self, Node::Array(_) | Node::Object(_)) {
+            return;
+        }
+        let mut stack = Vec::new();
+        take(self, &mut stack);
+        while let Some(mut n) = stack.pop() {
+            take(&mut n, &mut stack);
+        }
+    }
+}
+
+/// A copy of `node` (for `copy`), checking the stack at every level.
+fn duplicate(node: &Node) -> Result<Node> {
+    check_stack()?;
+    Ok(match node {
+        Node::Scalar(v) => Node::Scalar(*v),
+        Node::Binary(c, n) => Node::Binary(*c, *n),
+        Node::Array(items) => Node::Array(items.iter().map(duplicate).collect::<Result<_>>()?),
+        Node::Object(pairs) => {
+            Node::Object(pairs.iter().map(|(k, v)| Ok((k.clone(), duplicate(v)?))).collect::<Result<_>>()?)
+        }
+        Node::New(v) => Node::New(v.clone()),
+    })
+}
+
 fn leaf(v: pg_sys::JsonbValue) -> Node {
     if v.type_ == jbvType::jbvBinary {
-        Node::Binary(unsafe { v.val.binary.data })
+        unsafe { Node::Binary(v.val.binary.data, v.val.binary.len.max(0) as u64) }
     } else {
         Node::Scalar(v)
     }
@@ -65,7 +135,7 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
     unsafe {
         let mut it = pg_sys::JsonbIteratorInit(c);
         let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
-        let mut items = Vec::new();
+        let mut items = VecDeque::new();
         let mut pairs = Vec::new();
         let mut key = Key::Owned(String::new());
         let mut is_array = true;
@@ -75,16 +145,17 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
                 Tok::WJB_DONE => break,
                 Tok::WJB_BEGIN_ARRAY => raw_scalar = v.val.array.rawScalar,
                 Tok::WJB_BEGIN_OBJECT => is_array = false,
-                Tok::WJB_ELEM => items.push(leaf(v)),
+                Tok::WJB_ELEM => items.push_back(leaf(v)),
                 Tok::WJB_KEY => key = key_of(&v),
                 Tok::WJB_VALUE => pairs.push((std::mem::replace(&mut key, Key::Owned(String::new())), leaf(v))),
                 _ => {}
             }
         }
         if !is_array {
-            Node::Object(pairs)
+            // jsonb keys are unique; their order (by length first) is not byte order
+            Node::Object(pairs.into_iter().collect())
         } else if raw_scalar && items.len() == 1 {
-            items.pop().unwrap_or(Node::New(Value::Null))
+            items.pop_front().unwrap_or(Node::New(Value::Null))
         } else {
             Node::Array(items)
         }
@@ -95,8 +166,8 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
 /// that came from the patch.
 fn open(node: &mut Node) {
     match node {
-        Node::Binary(c) => *node = expand(*c),
-        Node::New(Value::Array(items)) => *node = Node::Array(items.drain(..).map(Node::New).collect()),
+        Node::Binary(c, _) => *node = expand(*c),
+        Node::New(Value::Array(items)) => *node = Node::Array(std::mem::take(items).into_iter().map(Node::New).collect()),
         Node::New(Value::Object(map)) => {
             *node = Node::Object(std::mem::take(map).into_iter().map(|(k, v)| (Key::Owned(k), Node::New(v))).collect())
         }
@@ -105,9 +176,10 @@ fn open(node: &mut Node) {
 }
 
 fn to_value(node: &Node) -> Result<Value> {
+    check_stack()?;
     Ok(match node {
         Node::Scalar(v) => unsafe { jsonb::scalar(v, "JSON document")? },
-        Node::Binary(c) => jsonb::read_container(*c, "JSON document")?,
+        Node::Binary(c, _) => jsonb::read_container(*c, "JSON document")?,
         Node::Array(items) => Value::Array(items.iter().map(to_value).collect::<Result<_>>()?),
         Node::Object(pairs) => Value::Object(
             pairs
@@ -116,6 +188,71 @@ fn to_value(node: &Node) -> Result<Value> {
                 .collect::<Result<_>>()?,
         ),
         Node::New(v) => v.clone(),
+    })
+}
+
+/// `node` as a Value, taking it apart (no copy of what came from the patch); at most
+/// [`MAX_DEPTH`] levels below `depth`.
+fn into_value(mut node: Node, depth: usize) -> Result<Value> {
+    check_stack()?;
+    if depth > MAX_DEPTH {
+        return Err(MemmieError::InvalidParameter(format!(
+            "invalid JSON document: nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(match &mut node {
+        Node::Scalar(v) => unsafe { jsonb::scalar(v, "JSON document")? },
+        Node::Binary(c, _) => jsonb::read_container(*c, "JSON document")?,
+        Node::Array(items) => {
+            Value::Array(std::mem::take(items).into_iter().map(|n| into_value(n, depth + 1)).collect::<Result<_>>()?)
+        }
+        Node::Object(pairs) => Value::Object(
+            std::mem::take(pairs)
+                .into_iter()
+                .map(|(k, v)| Ok((String::from_utf8_lossy(k.bytes()).into_owned(), into_value(v, depth + 1)?)))
+                .collect::<Result<_>>()?,
+        ),
+        Node::New(v) => {
+            let v = std::mem::take(v);
+            if depth + jsonb::depth(&v)? > MAX_DEPTH + 1 {
+                return Err(MemmieError::InvalidParameter(format!(
+                    "invalid JSON document: nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            v
+        }
+    })
+}
+
+/// The size of `node` in bytes, as counted against [`Doc`]'s limit: binary parts by their jsonb
+/// size, everything else by the length of its JSON text (strings without their escapes).
+fn size(node: &Node) -> Result<u64> {
+    check_stack()?;
+    Ok(match node {
+        Node::Scalar(v) => unsafe {
+            match v.type_ {
+                jbvType::jbvString => v.val.string.len.max(0) as u64 + 2,
+                jbvType::jbvNumeric => 1,
+                jbvType::jbvBool => 4,
+                _ => 4,
+            }
+        },
+        Node::Binary(_, n) => *n,
+        Node::Array(items) => {
+            let mut n = 2 + items.len() as u64;
+            for item in items {
+                n += size(item)?;
+            }
+            n
+        }
+        Node::Object(pairs) => {
+            let mut n = 2 + pairs.len() as u64;
+            for (k, v) in pairs {
+                n += k.bytes().len() as u64 + 3 + size(v)?;
+            }
+            n
+        }
+        Node::New(v) => jsonb::text_size(v)?,
     })
 }
 
@@ -168,7 +305,7 @@ fn locate<'a>(root: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
         }
         open(node);
         node = match node {
-            Node::Object(pairs) => &mut pairs.iter_mut().find(|(k, _)| k.bytes() == t.as_bytes())?.1,
+            Node::Object(pairs) => pairs.get_mut(t.as_bytes())?,
             Node::Array(items) => items.get_mut(index(t)?)?,
             _ => return None,
         };
@@ -176,109 +313,293 @@ fn locate<'a>(root: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
     Some(node)
 }
 
-fn add(root: &mut Node, path: &[String], value: Node, op: usize, name: &str, ptr: &str) -> Result<()> {
-    let Some((last, parent_path)) = path.split_last() else {
-        *root = value;
-        return Ok(());
-    };
-    let parent = locate(root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
-    open(parent);
-    match parent {
-        Node::Object(pairs) => match pairs.iter_mut().find(|(k, _)| k.bytes() == last.as_bytes()) {
-            Some(slot) => slot.1 = value,
-            None => pairs.push((Key::Owned(last.clone()), value)),
-        },
-        Node::Array(items) => {
-            let i = if last == "-" { items.len() } else { index(last).ok_or_else(|| invalid_path(op, name, ptr))? };
-            if i > items.len() {
-                return Err(invalid_path(op, name, ptr));
-            }
-            items.insert(i, value);
-        }
-        _ => return Err(invalid_path(op, name, ptr)),
-    }
-    Ok(())
+/// The kind of a JSON Patch operation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Add,
+    Remove,
+    Replace,
+    Move,
+    Copy,
+    Test,
 }
 
-fn remove(root: &mut Node, path: &[String], op: usize, name: &str, ptr: &str) -> Result<Node> {
-    let Some((last, parent_path)) = path.split_last() else {
-        return Ok(std::mem::replace(root, Node::New(Value::Null)));
-    };
-    let parent = locate(root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
-    open(parent);
-    match parent {
-        Node::Object(pairs) => {
-            let i = pairs
-                .iter()
-                .position(|(k, _)| k.bytes() == last.as_bytes())
-                .ok_or_else(|| invalid_path(op, name, ptr))?;
-            Ok(pairs.remove(i).1)
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Add => "add",
+            Kind::Remove => "remove",
+            Kind::Replace => "replace",
+            Kind::Move => "move",
+            Kind::Copy => "copy",
+            Kind::Test => "test",
         }
-        Node::Array(items) => {
-            let i = index(last).filter(|i| *i < items.len()).ok_or_else(|| invalid_path(op, name, ptr))?;
-            Ok(items.remove(i))
-        }
-        _ => Err(invalid_path(op, name, ptr)),
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Some(match name {
+            "add" => Kind::Add,
+            "remove" => Kind::Remove,
+            "replace" => Kind::Replace,
+            "move" => Kind::Move,
+            "copy" => Kind::Copy,
+            "test" => Kind::Test,
+            _ => return None,
+        })
     }
 }
 
-fn apply_op(root: &mut Node, op: &PatchOperation, i: usize) -> Result<()> {
-    match op {
-        PatchOperation::Add(o) => {
-            let p = o.path.to_string();
-            add(root, &tokens(&p, i, "add")?, Node::New(o.value.clone()), i, "add", &p)
+/// A document being patched, with its size.
+///
+/// The size limit: a patch may not make the document larger than `limit` bytes at any step,
+/// where parts still in binary form count their jsonb size and everything else the length of
+/// its compact JSON text (a lower bound: string escapes are not counted). It is checked as
+/// values are added (`add`, `replace`, `copy`: before the copy is made), from sizes kept as the
+/// patch goes, so a patch that doubles the document with `copy` fails with `54000` once it would
+/// pass the limit, instead of exhausting memory.
+pub struct Doc {
+    root: Node,
+    size: u64,
+    limit: u64,
+}
+
+impl Doc {
+    /// The jsonb document `root` of `size` bytes.
+    pub fn from_jsonb(root: *mut pg_sys::JsonbContainer, size: u64, limit: u64) -> Doc {
+        Doc { root: Node::Binary(root, size), size, limit }
+    }
+
+    pub fn from_value(v: Value, limit: u64) -> Result<Doc> {
+        let size = jsonb::text_size(&v)?;
+        Ok(Doc { root: Node::New(v), size, limit })
+    }
+
+    /// The document as a Value (at most [`MAX_DEPTH`] levels deep).
+    pub fn into_value(mut self) -> Result<Value> {
+        into_value(std::mem::replace(&mut self.root, Node::New(Value::Null)), 1)
+    }
+
+    /// Is the document still the binary container `c`?
+    fn is_binary(&self, c: *mut pg_sys::JsonbContainer) -> bool {
+        matches!(self.root, Node::Binary(r, _) if r == c)
+    }
+
+    fn grow(&mut self, by: u64, shrink: u64, op: usize, name: &str) -> Result<()> {
+        let size = self.size.saturating_sub(shrink).saturating_add(by);
+        if size > self.limit {
+            return Err(MemmieError::ContentTooLarge(format!(
+                "JSON Patch operation {op} ({name}) failed: the document would grow to more than {} bytes",
+                self.limit
+            )));
         }
-        PatchOperation::Remove(o) => {
-            let p = o.path.to_string();
-            remove(root, &tokens(&p, i, "remove")?, i, "remove", &p).map(drop)
-        }
-        PatchOperation::Replace(o) => {
-            let p = o.path.to_string();
-            let target = locate(root, &tokens(&p, i, "replace")?).ok_or_else(|| invalid_path(i, "replace", &p))?;
-            *target = Node::New(o.value.clone());
-            Ok(())
-        }
-        PatchOperation::Move(o) => {
-            let (from, p) = (o.from.to_string(), o.path.to_string());
-            if from == p {
-                return locate(root, &tokens(&from, i, "move")?).map(drop).ok_or_else(|| invalid_path(i, "move", &from));
+        self.size = size;
+        Ok(())
+    }
+
+    /// Adds `value` at `path`; returns the value it replaced (an object member), if any.
+    fn add(&mut self, path: &[String], value: Node, op: usize, name: &str, ptr: &str) -> Result<Option<Node>> {
+        let Some((last, parent_path)) = path.split_last() else {
+            return Ok(Some(std::mem::replace(&mut self.root, value)));
+        };
+        let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
+        open(parent);
+        match parent {
+            Node::Object(pairs) => match pairs.get_mut(last.as_bytes()) {
+                Some(slot) => Ok(Some(std::mem::replace(slot, value))),
+                None => {
+                    pairs.insert(Key::Owned(last.clone()), value);
+                    Ok(None)
+                }
+            },
+            Node::Array(items) => {
+                let i = if last == "-" { items.len() } else { index(last).ok_or_else(|| invalid_path(op, name, ptr))? };
+                if i > items.len() {
+                    return Err(invalid_path(op, name, ptr));
+                }
+                items.insert(i, value);
+                Ok(None)
             }
-            if p.starts_with(&format!("{from}/")) {
+            _ => Err(invalid_path(op, name, ptr)),
+        }
+    }
+
+    fn remove(&mut self, path: &[String], op: usize, name: &str, ptr: &str) -> Result<Node> {
+        let Some((last, parent_path)) = path.split_last() else {
+            return Ok(std::mem::replace(&mut self.root, Node::New(Value::Null)));
+        };
+        let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
+        open(parent);
+        match parent {
+            Node::Object(pairs) => pairs.remove(last.as_bytes()).ok_or_else(|| invalid_path(op, name, ptr)),
+            Node::Array(items) => index(last)
+                .and_then(|i| items.remove(i))
+                .ok_or_else(|| invalid_path(op, name, ptr)),
+            _ => Err(invalid_path(op, name, ptr)),
+        }
+    }
+
+    /// Applies operation number `i`. `value` is the operation's value (add, replace, test).
+    fn apply_op(&mut self, i: usize, kind: Kind, path: &str, from: &str, value: Option<Node>) -> Result<()> {
+        let name = kind.name();
+        let value = || value.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()));
+        match kind {
+            Kind::Add => {
+                let value = value()?;
+                let n = size(&value)?;
+                self.grow(n, 0, i, name)?;
+                if let Some(old) = self.add(&tokens(path, i, name)?, value, i, name, path)? {
+                    self.size = self.size.saturating_sub(size(&old)?);
+                }
+            }
+            Kind::Remove => {
+                let old = self.remove(&tokens(path, i, name)?, i, name, path)?;
+                self.size = self.size.saturating_sub(size(&old)?);
+            }
+            Kind::Replace => {
+                let value = value()?;
+                let n = size(&value)?;
+                let target = locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
+                let old = std::mem::replace(target, value);
+                let shrink = size(&old)?;
+                self.grow(n, shrink, i, name)?;
+            }
+            Kind::Move => {
+                if from == path {
+                    return locate(&mut self.root, &tokens(from, i, name)?).map(drop).ok_or_else(|| invalid_path(i, name, from));
+                }
+                if path.starts_with(from) && path.as_bytes().get(from.len()) == Some(&b'/') {
+                    return Err(MemmieError::InvalidParameter(format!(
+                        "JSON Patch operation {i} (move) failed: cannot move the value inside itself at path \"{path}\""
+                    )));
+                }
+                let moved = self.remove(&tokens(from, i, name)?, i, name, from)?;
+                if let Some(old) = self.add(&tokens(path, i, name)?, moved, i, name, path)? {
+                    self.size = self.size.saturating_sub(size(&old)?);
+                }
+            }
+            Kind::Copy => {
+                let source = locate(&mut self.root, &tokens(from, i, name)?).ok_or_else(|| invalid_path(i, name, from))?;
+                let n = size(source)?;
+                // refuse before making the copy
+                if self.size.saturating_add(n) > self.limit {
+                    return self.grow(n, 0, i, name);
+                }
+                let copy = duplicate(source)?;
+                self.grow(n, 0, i, name)?;
+                if let Some(old) = self.add(&tokens(path, i, name)?, copy, i, name, path)? {
+                    self.size = self.size.saturating_sub(size(&old)?);
+                }
+            }
+            Kind::Test => {
+                let expected = value()?;
+                let target = locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
+                if to_value(target)? != to_value(&expected)? {
+                    return Err(MemmieError::PatchTestFailed(format!(
+                        "JSON Patch operation {i} (test) failed: value did not match at path \"{path}\""
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the operations of `patch` in order (consuming their values).
+    pub fn apply(&mut self, patch: Patch) -> Result<()> {
+        for (i, op) in patch.0.into_iter().enumerate() {
+            check_interrupts();
+            self.apply_op(i, op.kind, &op.path, &op.from, op.value.map(Node::New))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the JSON Patch stored in the jsonb `patch` (an array of operations): its values
+    /// are used in place, as binary jsonb, so that it replays at any nesting depth PostgreSQL
+    /// accepted when it was stored.
+    pub fn apply_jsonb(&mut self, patch: *mut pg_sys::JsonbContainer) -> Result<()> {
+        let mut top = expand(patch);
+        let ops = match &mut top {
+            Node::Array(ops) => std::mem::take(ops),
+            other => {
                 return Err(MemmieError::InvalidParameter(format!(
-                    "JSON Patch operation {i} (move) failed: cannot move the value inside itself at path \"{p}\""
-                )));
+                    "invalid JSON Patch: expected an array of operations, got {}",
+                    node_type(&other)
+                )))
             }
-            let value = remove(root, &tokens(&from, i, "move")?, i, "move", &from)?;
-            add(root, &tokens(&p, i, "move")?, value, i, "move", &p)
+        };
+        for (i, mut op) in ops.into_iter().enumerate() {
+            check_interrupts();
+            open(&mut op);
+            let Node::Object(fields) = &mut op else {
+                return Err(MemmieError::InvalidParameter(format!("invalid JSON Patch: operation {i} is not an object")));
+            };
+            let mut text = |k: &str| -> Result<Option<String>> {
+                match fields.remove(k.as_bytes()) {
+                    None => Ok(None),
+                    Some(Node::Scalar(v)) if v.type_ == jbvType::jbvString => match unsafe { jsonb::scalar(&v, "JSON Patch")? } {
+                        Value::String(s) => Ok(Some(s)),
+                        _ => Ok(None),
+                    },
+                    Some(_) => Err(MemmieError::InvalidParameter(format!("invalid JSON Patch: \"{k}\" must be a string"))),
+                }
+            };
+            let op_name = text("op")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `op`".into()))?;
+            let kind = Kind::from_name(&op_name).ok_or_else(|| crate::patch::unknown_op(&op_name))?;
+            let path = text("path")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `path`".into()))?;
+            crate::patch::check_pointer(&path)?;
+            let from = match kind {
+                Kind::Move | Kind::Copy => {
+                    let f = text("from")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `from`".into()))?;
+                    crate::patch::check_pointer(&f)?;
+                    f
+                }
+                _ => String::new(),
+            };
+            let value = match kind {
+                Kind::Add | Kind::Replace | Kind::Test => Some(
+                    fields
+                        .remove("value".as_bytes())
+                        .ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()))?,
+                ),
+                _ => None,
+            };
+            self.apply_op(i, kind, &path, &from, value)?;
         }
-        PatchOperation::Copy(o) => {
-            let (from, p) = (o.from.to_string(), o.path.to_string());
-            let value = locate(root, &tokens(&from, i, "copy")?).ok_or_else(|| invalid_path(i, "copy", &from))?.clone();
-            add(root, &tokens(&p, i, "copy")?, value, i, "copy", &p)
-        }
-        PatchOperation::Test(o) => {
-            let p = o.path.to_string();
-            let target = locate(root, &tokens(&p, i, "test")?).ok_or_else(|| invalid_path(i, "test", &p))?;
-            if to_value(target)? != o.value {
-                return Err(MemmieError::PatchTestFailed(format!(
-                    "JSON Patch operation {i} (test) failed: value did not match at path \"{p}\""
-                )));
-            }
-            Ok(())
-        }
+        Ok(())
+    }
+
+    /// The document as jsonb.
+    pub fn build(&self) -> Result<JsonbOut> {
+        build(&self.root)
+    }
+}
+
+fn node_type(n: &Node) -> &'static str {
+    match n {
+        Node::Array(_) => "array",
+        Node::Object(_) => "object",
+        Node::New(v) => crate::patch::type_name(v),
+        Node::Scalar(v) => match v.type_ {
+            jbvType::jbvString => "string",
+            jbvType::jbvNumeric => "number",
+            jbvType::jbvBool => "boolean",
+            _ => "null",
+        },
+        Node::Binary(..) => "container",
     }
 }
 
 unsafe fn push_node(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, node: &Node) -> Result<*mut pg_sys::JsonbValue> {
+    check_stack()?;
     unsafe {
         Ok(match node {
             Node::Scalar(v) => {
                 let mut v = *v;
                 pg_sys::pushJsonbValue(state, tok, &mut v)
             }
-            Node::Binary(c) => {
+            Node::Binary(c, n) => {
                 let mut v = pg_sys::JsonbValue { type_: jbvType::jbvBinary, val: std::mem::zeroed() };
                 v.val.binary.data = *c;
+                v.val.binary.len = *n as i32;
                 pg_sys::pushJsonbValue(state, tok, &mut v)
             }
             Node::Array(items) => {
@@ -312,7 +633,7 @@ fn build(root: &Node) -> Result<JsonbOut> {
     match root {
         Node::New(v) => jsonb::build(v),
         // a nested container moved or copied to the root: rebuild from its first level
-        Node::Binary(c) => build(&expand(*c)),
+        Node::Binary(c, _) => build(&expand(*c)),
         Node::Array(_) | Node::Object(_) => unsafe {
             let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
             let res = push_node(&mut state, Tok::WJB_DONE, root)?;
@@ -322,19 +643,21 @@ fn build(root: &Node) -> Result<JsonbOut> {
     }
 }
 
+/// The largest document `jsonb_patch` builds: jsonb's own limit on a container's size
+/// (`JENTRY_OFFLENMASK`, 268435455 bytes); a constant so that the function stays immutable.
+pub const JSONB_PATCH_MAX_SIZE: u64 = 0x0FFF_FFFF;
+
 /// Applies `patch` to `doc`.
-pub fn apply(doc: &JsonbArg, patch: &Patch) -> Result<JsonbOut> {
+pub fn apply(doc: &JsonbArg, patch: Patch) -> Result<JsonbOut> {
     if patch.0.is_empty() {
         return Ok(doc.unchanged());
     }
-    let original = doc.root();
-    let mut root = Node::Binary(original);
-    for (i, op) in patch.0.iter().enumerate() {
-        apply_op(&mut root, op, i)?;
-    }
-    match root {
+    let (original, size) = doc.root_and_size();
+    let mut d = Doc::from_jsonb(original, size, JSONB_PATCH_MAX_SIZE);
+    d.apply(patch)?;
+    if d.is_binary(original) {
         // only tests (or nothing that changed the document)
-        Node::Binary(c) if c == original => Ok(doc.unchanged()),
-        _ => build(&root),
+        return Ok(doc.unchanged());
     }
+    d.build()
 }

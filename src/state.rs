@@ -1,6 +1,6 @@
 //! The blob state document (see the SQL API): its shape and the rules a change must keep.
 
-use crate::error::{or_raise, MemmieError, Result};
+use crate::error::{guarded, or_raise, MemmieError, Result};
 use crate::patch;
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
@@ -67,15 +67,17 @@ pub fn validate(state: &Value) -> Result<()> {
 pub fn next_state(old: &str, patch_doc: &str) -> Result<Value> {
     let old = patch::parse("blob state", old)?;
     let p = patch::parse_patch(patch::parse("JSON Patch", patch_doc)?)?;
-    let mut new = old.clone();
-    patch::apply(&mut new, &p)?;
+    // what the checks below compare, kept before the old state is consumed by the patch
+    let derived: Vec<Option<Value>> = DERIVED.iter().map(|k| old.get(*k).cloned()).collect();
+    let was_json = old.get("content").is_some();
+    // The state may not grow beyond memmie.max_content_size while the patch runs (54000).
+    let new = patch::apply(old, p, crate::guc::max_content_size())?;
     validate(&new)?;
-    for key in ["content_hash", "content_size", "deleted"] {
-        if old.get(key) != new.get(key) {
+    for (key, was) in DERIVED.iter().zip(&derived) {
+        if was.as_ref() != new.get(*key) {
             return Err(invalid(format!("/{key} cannot be changed by a patch; it follows from the blob's content and lifecycle")));
         }
     }
-    let was_json = old.get("content").is_some();
     let ct = new.get("content_type").and_then(Value::as_str).unwrap_or("");
     if was_json && is_json_type(ct) && new.get("content").is_none() {
         return Err(invalid("a JSON blob's state must keep /content".into()));
@@ -83,14 +85,17 @@ pub fn next_state(old: &str, patch_doc: &str) -> Result<Value> {
     Ok(new)
 }
 
+/// The keys of the state that only memmie's own operations change.
+const DERIVED: [&str; 3] = ["content_hash", "content_size", "deleted"];
+
 #[pg_extern(name = "_next_state", immutable, strict, parallel_safe)]
 fn next_state_text(old: &str, patch_doc: &str) -> String {
-    or_raise(next_state(old, patch_doc).map(|v| patch::to_text(&v)))
+    or_raise(guarded(|| next_state(old, patch_doc).map(|v| patch::to_text(&v))))
 }
 
 #[pg_extern(name = "_check_mime", immutable, strict, parallel_safe)]
 fn check_mime(mime: &str) -> bool {
-    or_raise(validate_mime(mime));
+    or_raise(guarded(|| validate_mime(mime)));
     true
 }
 
@@ -102,7 +107,7 @@ fn is_json_type_sql(mime: &str) -> bool {
 /// Parses a JSON blob's bytes (UTF-8 JSON) into a JSON text for the state document.
 #[pg_extern(name = "_json_from_bytes", immutable, strict, parallel_safe)]
 fn json_from_bytes(data: &[u8]) -> String {
-    or_raise(parse_content(data))
+    or_raise(guarded(|| parse_content(data)))
 }
 
 fn parse_content(data: &[u8]) -> Result<String> {
