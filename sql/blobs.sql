@@ -398,6 +398,7 @@ BEGIN
     s := jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags));
     s := CASE WHEN p_external IS NULL THEN memmie._with_content(s, p_user, p_content, p_type)
               ELSE memmie._with_external(s, p_user, p_external, p_type) END;
+    PERFORM memmie._check_depth(s, 'blob state (metadata or JSON content)');
     INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
                               parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
     VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
@@ -557,6 +558,7 @@ BEGIN
     new_s := CASE WHEN p_external IS NULL
                   THEN memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type))
                   ELSE memmie._with_external(new_s, b.user_id, p_external, coalesce(p_type, b.content_type)) END;
+    PERFORM memmie._check_depth(new_s, 'blob state (metadata or JSON content)');
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);

@@ -31,7 +31,6 @@ ALTER FUNCTION memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,bo
 ALTER FUNCTION memmie._head_delta(memmie.blobs) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._head_state(memmie.blobs) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._index_partition(text,text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION memmie._insert_blob(uuid,bytea,text,jsonb,text[],memmie.blobs,text,text,text,uuid,jsonb,jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._leased_processing(uuid,text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._live_parent(uuid,uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._lock_blob(uuid) SET search_path = pg_catalog, pg_temp;
@@ -43,7 +42,6 @@ ALTER FUNCTION memmie._operation(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._provider_from_definition(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._queue_processing(uuid[],text[],jsonb[]) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._record_version(memmie.blobs,text,jsonb,text,uuid,jsonb,text,uuid) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION memmie._replace_content(memmie.blobs,bytea,text,text,uuid,jsonb,jsonb,text[],jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._require(anyelement,text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._require_provider(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._sequence_events(integer) SET search_path = pg_catalog, pg_temp;
@@ -222,6 +220,95 @@ BEGIN
     report := report || jsonb_build_object('provider_metrics_rows',
         memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
     RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Blob states nest at most 128 levels (the patch engine's limit): create_blob and
+-- update_content check the metadata and JSON content they take through SQL.
+CREATE FUNCTION memmie."_check_depth"(
+	"doc" jsonb,
+	"what" TEXT
+) RETURNS bool
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_depth_wrapper';
+REVOKE ALL ON FUNCTION memmie._check_depth(jsonb, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION memmie._insert_blob(p_user uuid, p_content bytea, p_type text, p_meta jsonb,
+                                    p_tags text[], parent memmie.blobs, p_by text,
+                                    p_operation text, p_transform text,
+                                    p_caused_by uuid DEFAULT NULL, p_caused_event jsonb DEFAULT NULL,
+                                    p_external jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s jsonb;
+    b memmie.blobs;
+BEGIN
+    IF p_external IS NULL THEN
+        PERFORM memmie._require(p_content, 'content');
+    END IF;
+    PERFORM memmie._check_mime(p_type);
+    PERFORM memmie._require(p_meta, 'metadata');
+    PERFORM memmie._require(p_tags, 'tags');
+    IF jsonb_typeof(p_meta) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, got %', jsonb_typeof(p_meta) USING ERRCODE = '22023';
+    END IF;
+    IF array_position(p_tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    s := jsonb_build_object('metadata', p_meta, 'tags', to_jsonb(p_tags));
+    s := CASE WHEN p_external IS NULL THEN memmie._with_content(s, p_user, p_content, p_type)
+              ELSE memmie._with_external(s, p_user, p_external, p_type) END;
+    PERFORM memmie._check_depth(s, 'blob state (metadata or JSON content)');
+    INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type, version,
+                              parent_blob_id, root_blob_id, depth, created_by, metadata, tags)
+    VALUES (p_user, s ->> 'content_hash', (s ->> 'content_size')::bigint, p_type, 1,
+            parent.id, coalesce(parent.root_blob_id, parent.id), coalesce(parent.depth + 1, 0),
+            p_by, p_meta, p_tags)
+    RETURNING * INTO b;
+    IF parent.id IS NOT NULL THEN
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                       version_map)
+        VALUES (parent.id, b.id, p_by, p_transform,
+                jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                     'child_version', 1)));
+    END IF;
+    PERFORM memmie._record_version(b, p_operation,
+        jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
+        p_by, p_caused_by, p_caused_event, 'blob.created');
+    PERFORM memmie._check_quotas(p_user);
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
+                                        p_caused_by uuid DEFAULT NULL,
+                                        p_caused_event jsonb DEFAULT NULL,
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL,
+                                        p_external jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(b);
+    new_s jsonb := old_s;
+BEGIN
+    IF p_meta IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('metadata', p_meta);
+    END IF;
+    IF p_tags IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
+    END IF;
+    new_s := CASE WHEN p_external IS NULL
+                  THEN memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type))
+                  ELSE memmie._with_external(new_s, b.user_id, p_external, coalesce(p_type, b.content_type)) END;
+    PERFORM memmie._check_depth(new_s, 'blob state (metadata or JSON content)');
+    PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
+                                memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    RETURN b;
 END
 $$;
 

@@ -195,6 +195,40 @@ pub fn read_container(container: *mut pg_sys::JsonbContainer, what: &str) -> Res
     }
 }
 
+/// 22023 unless the jsonb `doc` nests at most MAX_DEPTH levels of containers: what a blob state
+/// may hold (`create_blob`'s and `update_content`'s metadata and content come in through SQL,
+/// not through the patch engine, and must be patchable and replayable afterwards). Walks the
+/// binary jsonb without building anything.
+#[pgrx::pg_extern(name = "_check_depth", immutable, strict, parallel_safe)]
+fn check_depth(doc: JsonbArg, what: &str) -> bool {
+    crate::error::or_raise(container_depth_at_most(doc.root(), MAX_DEPTH).and_then(|ok| {
+        if ok { Ok(true) } else { Err(too_deep(what)) }
+    }))
+}
+
+/// Whether `container` nests at most `limit` levels of containers.
+fn container_depth_at_most(container: *mut pg_sys::JsonbContainer, limit: usize) -> Result<bool> {
+    unsafe {
+        let mut it = pg_sys::JsonbIteratorInit(container);
+        let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
+        let mut depth = 0usize;
+        loop {
+            crate::error::check_interrupts();
+            match pg_sys::JsonbIteratorNext(&mut it, &mut v, false) {
+                Tok::WJB_DONE => return Ok(true),
+                Tok::WJB_BEGIN_ARRAY | Tok::WJB_BEGIN_OBJECT => {
+                    depth += 1;
+                    if depth > limit {
+                        return Ok(false);
+                    }
+                }
+                Tok::WJB_END_ARRAY | Tok::WJB_END_OBJECT => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// How many levels of containers `v` nests (0 for a scalar), checking the stack on the way.
 pub fn depth(v: &Value) -> Result<usize> {
     crate::error::check_stack()?;

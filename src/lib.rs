@@ -73,6 +73,7 @@ extension_sql_file!(
         state::is_json_type_sql,
         state::json_from_bytes,
         dag_statistics::dag_statistics,
+        jsonb::check_depth,
     ]
 );
 extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["blobs", dag::descendants, dag::ancestors, dag::would_cycle]);

@@ -67,13 +67,21 @@ SELECT memmie.blob_state(:'big') -> 'content' AS content;
 SELECT (memmie.apply_delta(:'big', '[{"op": "add", "path": "/metadata/n", "value": 123456789012345678901234567890}]')).to_version;
 SELECT memmie.blob_state(:'big') -> 'metadata' AS metadata, memmie.blob_state(:'big', 1) -> 'metadata' AS metadata_v1;
 SELECT memmie.blob_state(:'big') = memmie._head_state(b) AS replays_exactly FROM memmie.blobs b WHERE b.id = :'big';
+-- metadata (or JSON content) that would nest the state deeper than 128 levels is refused at
+-- write (22023): create_blob and update_content take it through SQL, not the patch engine
 SELECT (repeat('{"d": ', 200) || '1' || repeat('}', 200))::jsonb AS deep \gset
+SELECT memmie.create_blob('00000000-0000-0000-0000-00000000f001', convert_to('x', 'UTF8'),
+        'text/plain', :'deep');
+SELECT memmie.create_blob('00000000-0000-0000-0000-00000000f001',
+        convert_to(repeat('[', 128) || repeat(']', 128), 'UTF8'), 'application/json');
+-- up to the limit it is kept, replays exactly and can be patched
+SELECT (repeat('{"d": ', 126) || '1' || repeat('}', 126))::jsonb AS deep \gset
 SELECT (memmie.create_blob('00000000-0000-0000-0000-00000000f001', convert_to('x', 'UTF8'),
         'text/plain', :'deep')).id AS d \gset
 SELECT memmie.blob_state(:'d') -> 'metadata' = :'deep'::jsonb AS deep_replays,
        memmie.blob_state(:'d') = memmie._head_state(b) AS replays_exactly FROM memmie.blobs b WHERE b.id = :'d';
--- a patch of that state is refused at write (22023), nothing is stored that cannot be replayed
-SELECT memmie.apply_delta(:'d', '[{"op": "add", "path": "/tags/-", "value": "x"}]');
+SELECT (memmie.apply_delta(:'d', '[{"op": "add", "path": "/tags/-", "value": "x"}]')).to_version;
+SELECT memmie.update_content(:'d', convert_to(repeat('[', 128) || repeat(']', 128), 'UTF8'), 'application/json');
 -- a patch may not nest the state beyond memmie's limit (128 levels) either
 SELECT memmie.apply_delta(:'big', (
     SELECT jsonb_agg(x.op ORDER BY i, x.j) FROM generate_series(1, 200) i,
