@@ -340,6 +340,14 @@ fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>
     or_raise((|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
         let older_than = older_than.ok_or_else(|| MemmieError::InvalidParameter("older_than must not be NULL".into()))?;
+        // (compared as PostgreSQL compares intervals: a month is 30 days)
+        let micros = (i128::from(older_than.months()) * 30 + i128::from(older_than.days())) * 86_400_000_000
+            + i128::from(older_than.micros());
+        if micros < 0 {
+            return Err(MemmieError::InvalidParameter(
+                "older_than must not be negative: it would drop the partitions of days still to come".into(),
+            ));
+        }
         let t = managed(parent)?;
         if t.period != Period::Day {
             return Err(MemmieError::InvalidParameter(

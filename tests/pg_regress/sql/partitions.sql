@@ -72,4 +72,5 @@ SELECT relname FROM pg_class WHERE relname LIKE 'events_2020_03_%' AND relkind =
 SELECT memmie.drop_old_partitions('memmie.events', '30 days') AS dropped_again;
 SELECT t.err($$SELECT memmie.drop_old_partitions('memmie.deltas', '30 days')$$) AS never_deltas;
 SELECT t.err($$SELECT memmie.drop_old_partitions('memmie.events', NULL)$$) AS null_interval;
+SELECT t.err($$SELECT memmie.drop_old_partitions('memmie.events', '-1 day')$$) AS negative_interval;
 ROLLBACK;
