@@ -44,19 +44,29 @@ SELECT set_config('bench.runs', :'bench_runs', false);
 CREATE TABLE bench.sp_pinned AS
 SELECT p.oid::regprocedure AS f FROM pg_proc p
 WHERE p.pronamespace = 'memmie'::regnamespace AND p.proconfig @> '{"search_path=pg_catalog, pg_temp"}';
+-- Two rounds, alternating, so that neither variant always runs on the larger tables; each
+-- variant's figure is the mean of its two medians.
 DO $$
 DECLARE
     f regprocedure;
 BEGIN
-    PERFORM bench.sp_writes('memmie (every function pinned)');
-    FOR f IN SELECT * FROM bench.sp_pinned LOOP
-        EXECUTE format('ALTER FUNCTION %s RESET search_path', f);
-    END LOOP;
-    PERFORM bench.sp_writes('unpinned (as 0.2.0)');
-    FOR f IN SELECT * FROM bench.sp_pinned LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    FOR round IN 1..2 LOOP
+        PERFORM bench.sp_writes('memmie (every function pinned)');
+        FOR f IN SELECT * FROM bench.sp_pinned LOOP
+            EXECUTE format('ALTER FUNCTION %s RESET search_path', f);
+        END LOOP;
+        PERFORM bench.sp_writes('unpinned (as 0.2.0)');
+        FOR f IN SELECT * FROM bench.sp_pinned LOOP
+            EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+        END LOOP;
     END LOOP;
 END $$;
+WITH m AS (SELECT benchmark, variant, min(ord) AS first, round(avg(ms_median), 3) AS ms FROM bench.results
+           WHERE benchmark IN ('search_path: create_blob', 'search_path: apply_delta') GROUP BY 1, 2)
+UPDATE bench.results r SET ms_median = m.ms FROM m WHERE r.ord = m.first;
+DELETE FROM bench.results r
+WHERE r.benchmark IN ('search_path: create_blob', 'search_path: apply_delta')
+  AND r.ord > (SELECT min(ord) FROM bench.results x WHERE x.benchmark = r.benchmark AND x.variant = r.variant);
 SELECT benchmark, variant, size, ms_median, round(ms_median * 1000 / split_part(size, ' ', 1)::int, 2) AS us_per_call
 FROM bench.results WHERE benchmark LIKE 'search_path:%' ORDER BY ord;
 DROP TABLE bench.sp_blobs, bench.sp_pinned;
