@@ -45,22 +45,16 @@ CREATE TABLE bench.sp_pinned AS
 SELECT p.oid::regprocedure AS f FROM pg_proc p
 WHERE p.pronamespace = 'memmie'::regnamespace AND p.proconfig @> '{"search_path=pg_catalog, pg_temp"}';
 -- Two rounds, alternating, so that neither variant always runs on the larger tables; each
--- variant's figure is the mean of its two medians.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR round IN 1..2 LOOP
-        PERFORM bench.sp_writes('memmie (every function pinned)');
-        FOR f IN SELECT * FROM bench.sp_pinned LOOP
-            EXECUTE format('ALTER FUNCTION %s RESET search_path', f);
-        END LOOP;
-        PERFORM bench.sp_writes('unpinned (as 0.2.0)');
-        FOR f IN SELECT * FROM bench.sp_pinned LOOP
-            EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
-        END LOOP;
-    END LOOP;
-END $$;
+-- sp_writes is one transaction (the same shape for both variants), each ALTER its own statement.
+SELECT bench.sp_writes('memmie (every function pinned)');
+SELECT format('ALTER FUNCTION %s RESET search_path', f) FROM bench.sp_pinned \o /dev/null \gexec \o
+SELECT bench.sp_writes('unpinned (as 0.2.0)');
+SELECT format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f) FROM bench.sp_pinned \o /dev/null \gexec \o
+SELECT bench.sp_writes('memmie (every function pinned)');
+SELECT format('ALTER FUNCTION %s RESET search_path', f) FROM bench.sp_pinned \o /dev/null \gexec \o
+SELECT bench.sp_writes('unpinned (as 0.2.0)');
+SELECT format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f) FROM bench.sp_pinned \o /dev/null \gexec \o
+-- each variant's figure: the mean of its two medians
 WITH m AS (SELECT benchmark, variant, min(ord) AS first, round(avg(ms_median), 3) AS ms FROM bench.results
            WHERE benchmark IN ('search_path: create_blob', 'search_path: apply_delta') GROUP BY 1, 2)
 UPDATE bench.results r SET ms_median = m.ms FROM m WHERE r.ord = m.first;
