@@ -1,5 +1,5 @@
 -- reference_count and storage_used stay exact under multi-row statements of every kind
--- (reference_count as this transaction sees it: t.content_now, see 00_setup).
+-- (reference_count as this transaction sees it: t.content_now, see setup).
 BEGIN;
 CREATE TEMP VIEW drift AS
 SELECT (SELECT count(*) FROM t.content_now c

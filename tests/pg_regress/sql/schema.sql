@@ -1,6 +1,6 @@
 -- The installed schema: partitions, pg_dump registration, privileges.
 -- deltas by month and events by day (UTC): the install makes the DEFAULT partitions,
--- ensure_partitions() (run by 00_setup) this period and the next ones.
+-- ensure_partitions() (run by setup) this period and the next ones.
 WITH parts AS (
     SELECT i.inhparent::regclass::text AS parent, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
