@@ -44,14 +44,15 @@ pub(crate) fn memmie_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
 }
 
 // Load order (each file names what it needs; `requires` puts it after them): the tables, the
-// content, the shared helpers, the counting triggers, the blob lifecycle, the
+// SQLSTATE list, content, the shared helpers, the counting triggers, the blob lifecycle, the
 // views, then the rest of the API; privileges last.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/errors.sql", name = "errors", requires = ["schema"]);
 extension_sql_file!(
     "../sql/content.sql",
     name = "content",
     requires = [
-        "schema",
+        "errors",
         content::sha256,
         content::encode_content,
         content::check_content_size,
