@@ -26,7 +26,6 @@ mod state;
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     refcount::pending::register_callbacks();
-    maintenance_worker::register_settings();
     maintenance_worker::register_worker();
 }
 
