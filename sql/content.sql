@@ -61,8 +61,8 @@ BEGIN
 END
 $$;
 
--- Re-hashes one stored content, or all of them. (SQL, not PL/pgSQL: the argument and the first
--- result column share the name content_hash, which PL/pgSQL cannot compile.)
+-- What verify_content checks: p_hash (a well-formed hash of stored content: 22023 / P0002
+-- otherwise), or NULL for every content.
 CREATE FUNCTION memmie._verify_target(p_hash text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -77,6 +77,8 @@ BEGIN
 END
 $$;
 
+-- Re-hashes one stored content, or all of them. (SQL, not PL/pgSQL: the argument and the first
+-- result column share the name content_hash, which PL/pgSQL cannot compile.)
 CREATE FUNCTION memmie.verify_content(content_hash text DEFAULT NULL)
 RETURNS TABLE (content_hash text, ok boolean, detail text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp

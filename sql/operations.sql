@@ -1,29 +1,5 @@
--- Operations: view refreshes, garbage collection of content, the routine upkeep and its schedule.
-
--- Refreshes both materialized views without blocking their readers; returns what it refreshed.
--- The refreshes sort and hash every blob and edge: they get maintenance_work_mem (the DBA's
--- budget for maintenance work) as work_mem when that is larger, for their duration only.
-CREATE FUNCTION memmie.refresh_views() RETURNS jsonb
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t0       timestamptz := clock_timestamp();
-    t1       timestamptz;
-    work_mem text := current_setting('work_mem');
-BEGIN
-    IF pg_size_bytes(current_setting('maintenance_work_mem')) > pg_size_bytes(work_mem) THEN
-        PERFORM set_config('work_mem', current_setting('maintenance_work_mem'), true);
-    END IF;
-    REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.user_blob_summary;
-    t1 := clock_timestamp();
-    REFRESH MATERIALIZED VIEW CONCURRENTLY memmie.dag_statistics;
-    PERFORM set_config('work_mem', work_mem, true);
-    RETURN jsonb_build_object(
-        'user_blob_summary', jsonb_build_object('rows', (SELECT count(*) FROM memmie.user_blob_summary),
-                                                'ms', round(extract(epoch FROM t1 - t0) * 1000, 1)),
-        'dag_statistics', jsonb_build_object('rows', (SELECT count(*) FROM memmie.dag_statistics),
-                                             'ms', round(extract(epoch FROM clock_timestamp() - t1) * 1000, 1)));
-END
-$$;
+-- Operations: garbage collection of content, the routine upkeep (maintenance()) and its schedule.
+-- (The view refreshes maintenance() runs are in views.sql.)
 
 -- Deletes content no blob version references (reference_count = 0) that nobody touched for
 -- longer than grace, and returns it (storage_path: external bytes for the caller to delete).

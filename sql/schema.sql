@@ -120,41 +120,6 @@ CREATE TABLE memmie.user_content_refs (
 );
 
 -- ---------------------------------------------------------------------------------------------
--- deltas and events are partitioned by created_at. Their keys and indexes are made on each
--- partition (by this function, for every partition memmie makes), not on the partitioned
--- parents: a partition made after install is then dumped and restored by pg_dump like any
--- table (with indexes on the parents, the restore's ATTACH PARTITION would already have made
--- the indexes pg_dump creates next, and fail). The primary key (id, created_at) per partition is
--- as unique as one on the parent: created_at decides the partition.
-CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t text := format('memmie.%I', p_part);
-BEGIN
-    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
-    IF p_parent = 'deltas' THEN
-        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
-        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
-        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
-        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
-        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
-        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
-        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
-    ELSIF p_parent = 'events' THEN
-        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
-        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
-        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
-        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
-        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
-    ELSE
-        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
-    END IF;
-END
-$$;
-
--- ---------------------------------------------------------------------------------------------
 -- Deltas: the event-sourced history, range-partitioned by month on created_at.
 CREATE TABLE memmie.deltas (
     id                 uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -184,8 +149,8 @@ CREATE TABLE memmie.deltas (
     CONSTRAINT fk_user FOREIGN KEY (user_id)
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
+-- (its keys, indexes and storage parameters: sql/partitions.sql)
 CREATE TABLE memmie.deltas_default PARTITION OF memmie.deltas DEFAULT;
-SELECT memmie._index_partition('deltas', 'deltas_default');
 
 -- ---------------------------------------------------------------------------------------------
 -- The DAG of derived blobs.
@@ -316,8 +281,8 @@ CREATE TABLE memmie.events (
         REFERENCES memmie.user_contexts (user_id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
 CREATE SEQUENCE memmie.event_position_seq AS bigint;
+-- (its keys, indexes and storage parameters: sql/partitions.sql)
 CREATE TABLE memmie.events_default PARTITION OF memmie.events DEFAULT;
-SELECT memmie._index_partition('events', 'events_default');
 
 -- ---------------------------------------------------------------------------------------------
 -- Jobs, claimed and completed from SQL.
@@ -433,10 +398,8 @@ CREATE INDEX idx_provider_metrics_date ON memmie.provider_metrics (provider_id, 
 
 -- ---------------------------------------------------------------------------------------------
 -- Autovacuum for the busy tables (design document). Partitioned parents take no storage
--- parameters; their partitions get them where they are created.
+-- parameters: deltas and events partitions get theirs in sql/partitions.sql.
 ALTER TABLE memmie.blobs SET (autovacuum_vacuum_scale_factor = 0.1);
-ALTER TABLE memmie.deltas_default SET (autovacuum_vacuum_scale_factor = 0.1);
-ALTER TABLE memmie.events_default SET (autovacuum_vacuum_scale_factor = 0.05);
 -- jobs is a queue: every job is written twice (claimed, finished) and every claim steps over
 -- the index entries of the jobs claimed since the table was last vacuumed (one session, claim
 -- + complete: 167 us just after a VACUUM, 333 / 509 / 700-1200 us after 20,000 / 40,000 /

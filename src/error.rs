@@ -1,5 +1,11 @@
 //! One error type for everything memmie raises, mapped to the SQLSTATEs of the SQL API.
 //!
+//! The list of every SQLSTATE memmie raises, from SQL or from Rust, is `sql/errors.sql`; each
+//! variant of [`MemmieError`] documents its code in that list, and `tests/sqlstates.sh` checks
+//! that the variants, the list, every raise in `sql/*.sql` and `src/*.rs` and the "Errors" table
+//! of `docs/sql-api.md` agree. Nothing in `src/` raises past this type (no `pgrx::error!`, which
+//! would give `XX000` with Rust's file and line as the location).
+//!
 //! pgrx can only raise the SQLSTATEs it knows (`PgSqlErrorCode`); memmie's own codes (`MM001`…)
 //! would come out as `XX000`. So errors leave Rust through [`raise`], which calls Postgres'
 //! `ereport` machinery directly with the exact code, after every Rust value has been dropped.

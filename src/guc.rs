@@ -1,4 +1,8 @@
-//! memmie's settings (GUCs).
+//! memmie's settings (GUCs), every one of them: defined here, read through the functions here.
+//! `register` runs from `_PG_init`; `register_preload` only while shared_preload_libraries are
+//! loaded (src/maintenance_worker.rs: the worker's database is a postmaster-level setting).
+
+use std::ffi::CString;
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -36,7 +40,47 @@ pub fn traversal_work_mem_bytes() -> usize {
     TRAVERSAL_WORK_MEM.get().max(0) as usize * 1024
 }
 
+/// Seconds between two runs of maintenance() by the background worker; 0: the worker only waits.
+static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(15 * 60);
+
+pub fn maintenance_interval_seconds() -> i32 {
+    MAINTENANCE_INTERVAL.get()
+}
+
+/// The database the background worker connects to (memmie must be installed there).
+static MAINTENANCE_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+pub fn maintenance_database() -> String {
+    MAINTENANCE_DATABASE
+        .get()
+        .and_then(|d| d.into_string().ok())
+        .unwrap_or_else(|| "postgres".to_string())
+}
+
+/// The settings defined once shared_preload_libraries are loaded (postmaster-level ones can be
+/// defined only then).
+pub fn register_preload() {
+    GucRegistry::define_string_guc(
+        c"memmie.maintenance_database",
+        c"The database in which memmie's background worker runs memmie.maintenance().",
+        c"Needs memmie in shared_preload_libraries; memmie must be installed in that database.",
+        &MAINTENANCE_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"memmie.maintenance_interval",
+        c"How often memmie's background worker runs memmie.maintenance().",
+        c"Needs memmie in shared_preload_libraries. 0 turns the runs off.",
+        &MAINTENANCE_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_int_guc(
         c"memmie.traversal_work_mem",
         c"Memory a DAG traversal may use to read memmie.blob_edges whole.",

@@ -26,7 +26,6 @@ mod state;
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     refcount::pending::register_callbacks();
-    maintenance_worker::register_settings();
     maintenance_worker::register_worker();
 }
 
@@ -43,12 +42,16 @@ pub(crate) fn memmie_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
     }
 }
 
+// Load order (each file names what it needs; `requires` puts it after them): the tables, the
+// SQLSTATE list, content, the shared helpers, the counting triggers, the blob lifecycle, the
+// views, then the rest of the API; privileges last.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/errors.sql", name = "errors", requires = ["schema"]);
 extension_sql_file!(
     "../sql/content.sql",
     name = "content",
     requires = [
-        "schema",
+        "errors",
         content::sha256,
         content::encode_content,
         content::check_content_size,
@@ -59,24 +62,28 @@ extension_sql_file!(
         state::check_mime,
     ]
 );
+extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["content"]);
+extension_sql_file!(
+    "../sql/counters.sql",
+    name = "counters",
+    requires = ["helpers", refcount::content_refcount, refcount::user_storage_accounting]
+);
 extension_sql_file!(
     "../sql/blobs.sql",
     name = "blobs",
     requires = [
-        "content",
+        "helpers",
+        "counters",
         content::get_content,
         patch::replay_text,
-        refcount::content_refcount,
-        refcount::user_storage_accounting,
-        refcount::pending_references,
         state::next_state_text,
         state::is_json_type_sql,
         state::json_from_bytes,
-        dag_statistics::dag_statistics,
         jsonb::check_depth,
     ]
 );
-extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["blobs", dag::descendants, dag::ancestors, dag::would_cycle]);
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["blobs", dag_statistics::dag_statistics]);
+extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["views", dag::descendants, dag::ancestors, dag::would_cycle]);
 extension_sql_file!(
     "../sql/providers.sql",
     name = "providers",
@@ -95,11 +102,15 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/external.sql", name = "external", requires = ["blobs"]);
 extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = ["pipeline"]);
-extension_sql_file!("../sql/check.sql", name = "check", requires = ["pipeline", "partitions"]);
+extension_sql_file!(
+    "../sql/check.sql",
+    name = "check",
+    requires = ["pipeline", "partitions", refcount::pending_references]
+);
 extension_sql_file!(
     "../sql/operations.sql",
     name = "operations",
-    requires = ["blobs", "partitions", "metrics", guc::event_retention_seconds]
+    requires = ["views", "partitions", "metrics", refcount::pending_references, guc::event_retention_seconds]
 );
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

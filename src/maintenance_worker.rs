@@ -6,48 +6,23 @@
 //! An error in `maintenance()` ends the worker process (the error is in the server log), and so
 //! does `pg_terminate_backend`; the postmaster starts it again after a minute.
 
-use std::ffi::CString;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
-/// Seconds between two runs of maintenance(); 0: the worker only waits.
-static INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(15 * 60);
-/// The database the worker connects to (memmie must be installed there).
-static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+use crate::guc;
 
 /// When no interval is set, the worker still wakes this often to notice a reload.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
-pub fn register_settings() {
-    GucRegistry::define_int_guc(
-        c"memmie.maintenance_interval",
-        c"How often memmie's background worker runs memmie.maintenance().",
-        c"Needs memmie in shared_preload_libraries. 0 turns the runs off.",
-        &INTERVAL,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-}
-
-/// Registers the worker and its database setting; only while shared_preload_libraries are
-/// loaded (a postmaster-level setting cannot be defined later).
+/// Registers the worker and its database setting (src/guc.rs); only while
+/// shared_preload_libraries are loaded (a postmaster-level setting cannot be defined later).
 pub fn register_worker() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
-    GucRegistry::define_string_guc(
-        c"memmie.maintenance_database",
-        c"The database in which memmie's background worker runs memmie.maintenance().",
-        c"Needs memmie in shared_preload_libraries; memmie must be installed in that database.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    guc::register_preload();
     BackgroundWorkerBuilder::new("memmie maintenance")
         .set_type("memmie maintenance")
         .set_library("memmie")
@@ -59,17 +34,14 @@ pub fn register_worker() {
 }
 
 fn interval() -> Option<Duration> {
-    u64::try_from(INTERVAL.get()).ok().filter(|s| *s > 0).map(Duration::from_secs)
+    u64::try_from(guc::maintenance_interval_seconds()).ok().filter(|s| *s > 0).map(Duration::from_secs)
 }
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn memmie_maintenance_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = DATABASE
-        .get()
-        .and_then(|d| d.into_string().ok())
-        .unwrap_or_else(|| "postgres".to_string());
+    let database = guc::maintenance_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("memmie maintenance worker started in database \"{database}\"");
     let mut said_missing = false;

@@ -5,6 +5,10 @@
 //! the next periods of both tables; `drop_old_partitions` removes whole `events` partitions whose
 //! every event is processed. Partition maintenance runs one session at a time (a transaction
 //! advisory lock). Names are `deltas_YYYY_MM` / `events_YYYY_MM_DD`, at most 63 bytes.
+//!
+//! What a partition gets is defined once, in `sql/partitions.sql`: its keys and indexes by
+//! `memmie._index_partition`, its storage parameters (autovacuum) copied from its table's DEFAULT
+//! partition. The catalog queries this file runs are `sql/queries/*.sql`.
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::datum::{Date, Interval};
@@ -21,11 +25,15 @@ enum Period {
 struct Managed {
     table: &'static str,
     period: Period,
-    autovacuum_scale_factor: &'static str,
 }
 
-const DELTAS: Managed = Managed { table: "deltas", period: Period::Month, autovacuum_scale_factor: "0.1" };
-const EVENTS: Managed = Managed { table: "events", period: Period::Day, autovacuum_scale_factor: "0.05" };
+const DELTAS: Managed = Managed { table: "deltas", period: Period::Month };
+const EVENTS: Managed = Managed { table: "events", period: Period::Day };
+
+/// The partitions of a table (oid `$1`), DEFAULT excepted: `name`, `lower_bound`, `upper_bound`.
+const PARTITION_BOUNDS: &str = include_str!("../sql/queries/partition_bounds.sql");
+/// The storage parameters of a table's (name `$1`) DEFAULT partition, as a WITH list.
+const PARTITION_OPTIONS: &str = include_str!("../sql/queries/partition_options.sql");
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -144,7 +152,7 @@ fn lock_maintenance() -> Result<()> {
 /// memmie nor a partition of `t` with the same lower bound exists. Names are checked first (one
 /// catalog lookup: all that a no-op costs); the bounds of the existing partitions are read once,
 /// only when a name is missing.
-fn missing(t: &Managed, planned: Vec<Planned>) -> Result<Vec<Planned>> {
+fn missing(parent: pg_sys::Oid, planned: Vec<Planned>) -> Result<Vec<Planned>> {
     let names: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
     let taken: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
         "SELECT coalesce(array_agg(c.relname::text), '{}') FROM pg_catalog.pg_class c \
@@ -159,11 +167,8 @@ fn missing(t: &Managed, planned: Vec<Planned>) -> Result<Vec<Planned>> {
     }
     // lower bounds of the existing partitions (other names for the same period), as epochs
     let bounds: Vec<i64> = Spi::get_one_with_args::<Vec<i64>>(
-        "SELECT coalesce(array_agg(extract(epoch FROM (regexp_match(b.bound, 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz)::bigint), '{}') \
-         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
-         CROSS JOIN LATERAL pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b(bound) \
-         WHERE i.inhparent = ('memmie.' || $1)::regclass AND b.bound <> 'DEFAULT'",
-        &[t.table.into()],
+        &format!("SELECT coalesce(array_agg(extract(epoch FROM p.lower_bound)::bigint), '{{}}') FROM ({PARTITION_BOUNDS}) p"),
+        &[parent.into()],
     )
     .map_err(spi_error)?
     .unwrap_or_default();
@@ -209,12 +214,12 @@ const DETACH_DEFAULT_AT: usize = 8;
 
 /// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition (`waiting`)
 /// move into it. `detached`: the DEFAULT partition is detached at the moment.
-fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result<()> {
+/// `options`: the WITH clause of the new partition (see [`partition_options`]).
+fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: &str) -> Result<()> {
     let table = quote_ident(t.table);
     let name = quote_ident(&p.name);
     let default = default_of(t);
-    let options = format!("WITH (autovacuum_vacuum_scale_factor = {})", t.autovacuum_scale_factor);
-    // keys and indexes live on each partition (see memmie._index_partition in sql/schema.sql)
+    // keys and indexes live on each partition (see memmie._index_partition in sql/partitions.sql)
     let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
     let (from, to) = (&p.from, &p.to);
     let moved = format!(
@@ -234,6 +239,15 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool) -> Result
         if waiting { format!("{create}; {moved}") } else { create }
     };
     Spi::run(&sql).map_err(spi_error)
+}
+
+/// The WITH clause that gives a new partition of `t` the storage parameters of its DEFAULT
+/// partition (set in sql/partitions.sql); empty when that has none.
+fn partition_options(t: &Managed) -> Result<String> {
+    let list = Spi::get_one_with_args::<String>(PARTITION_OPTIONS, &[t.table.into()])
+        .map_err(spi_error)?
+        .unwrap_or_default();
+    Ok(if list.is_empty() { String::new() } else { format!("WITH ({list})") })
 }
 
 /// The DEFAULT partition of `t`, quoted.
@@ -267,7 +281,7 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     }
     let t = managed(parent)?;
     lock_maintenance()?;
-    let todo = missing(t, plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)))?;
+    let todo = missing(parent, plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)))?;
     if todo.is_empty() {
         return Ok(0);
     }
@@ -275,13 +289,14 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     // found waiting in the DEFAULT partition are all there will be until this transaction ends.
     Spi::run(&format!("LOCK TABLE ONLY memmie.{} IN ACCESS EXCLUSIVE MODE", quote_ident(t.table))).map_err(spi_error)?;
     let waiting = waiting_in_default(t, &todo)?;
+    let options = partition_options(t)?;
     let detach = todo.len() >= DETACH_DEFAULT_AT && (waiting.contains(&true) || default_has_rows(t)?);
     if detach {
         default_partition(t, false)?;
     }
     for (p, w) in todo.iter().zip(waiting) {
         pgrx::check_for_interrupts!();
-        create_one(t, p, w, detach)?;
+        create_one(t, p, w, detach, &options)?;
     }
     if detach {
         default_partition(t, true)?;
@@ -357,7 +372,14 @@ fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>
         lock_maintenance()?;
         let old: Vec<String> = Spi::connect(|client| {
             client
-                .select(OLD_EVENT_PARTITIONS, None, &[older_than.into()])?
+                .select(
+                    &format!(
+                        "SELECT p.name FROM ({PARTITION_BOUNDS}) p \
+                         WHERE p.upper_bound <= pg_catalog.now() - $2 ORDER BY p.upper_bound"
+                    ),
+                    None,
+                    &[parent.into(), older_than.into()],
+                )?
                 .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
                 .collect::<pgrx::spi::Result<Vec<_>>>()
         })
@@ -381,9 +403,6 @@ fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>
         Ok(dropped)
     })())
 }
-
-/// The partitions of events (not the DEFAULT one) that end before now() - $1, oldest first.
-const OLD_EVENT_PARTITIONS: &str = include_str!("../sql/queries/old_event_partitions.sql");
 
 #[cfg(test)]
 mod unit {

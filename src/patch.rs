@@ -1,8 +1,9 @@
 //! RFC 6902 JSON Patch and diff over jsonb, and replay of a blob's deltas.
 //!
-//! Values cross the SQL boundary as text (the SQL wrappers in `sql/patch.sql` cast to and from
-//! jsonb), so that every malformed input becomes a 22023 error here instead of a panic inside a
-//! conversion.
+//! Diff and replay take and give text (their SQL callers cast to and from jsonb: `jsonb_diff` in
+//! `sql/content.sql`, `blob_state` in `sql/blobs.sql`), so that every malformed input becomes a
+//! 22023 error here instead of a panic inside a conversion; `jsonb_patch` reads binary jsonb
+//! (`src/patch_jsonb.rs`).
 
 use crate::error::{check_interrupts, check_stack, guarded, or_raise, MemmieError, Result};
 use crate::patch_jsonb::{Doc, Kind};

@@ -25,6 +25,16 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 
+use crate::error::{raise, MemmieError};
+
+// Errors here leave as XX000 through crate::error::raise (no Rust location or backtrace), from
+// the top of each trigger and transaction callback, once every Rust value is dropped.
+type Fallible<T> = std::result::Result<T, MemmieError>;
+
+fn internal(message: impl Into<String>) -> MemmieError {
+    MemmieError::Internal(message.into())
+}
+
 // Every statement here runs under the pinned search_path (crate::plans::SEARCH_PATH) and names
 // its operators, functions and types with their schema as well: they run inside other roles'
 // statements, and at commit as content_storage's owner.
@@ -81,38 +91,42 @@ thread_local! {
 /// Runs each statement, in order, with the trigger's transition tables visible, through plans
 /// prepared once per backend, under the pinned search_path (the triggering statement's may be
 /// anything).
-fn run_steps(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
+fn run_steps(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallible<()> {
     crate::plans::with_pinned_search_path(|| run_steps_pinned(trigger, steps))
 }
 
-fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) {
+// (On an error SPI stays connected: the transaction's abort disconnects it.)
+fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallible<()> {
     let tg = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
     let relid = unsafe { (*(*tg).tg_relation).rd_id };
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            pgrx::error!("memmie reference counting: SPI_connect failed");
+            return Err(internal("memmie reference counting: SPI_connect failed"));
         }
         if pg_sys::SPI_register_trigger_data(tg) != pg_sys::SPI_OK_TD_REGISTER as i32 {
-            pgrx::error!("memmie reference counting: could not register transition tables");
+            return Err(internal("memmie reference counting: could not register transition tables"));
         }
         for sql in steps {
             let key = (sql.as_ptr() as usize, relid);
-            let plan = PLANS.with(|plans| {
-                *plans.borrow_mut().entry(key).or_insert_with(|| {
+            let plan = match PLANS.with(|plans| plans.borrow().get(&key).copied()) {
+                Some(plan) => plan,
+                None => {
                     let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
                     if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-                        pgrx::error!("memmie reference counting: could not prepare {sql:?}");
+                        return Err(internal(format!("memmie reference counting: could not prepare {sql:?}")));
                     }
+                    PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
                     plan
-                })
-            });
+                }
+            };
             let rc = pg_sys::SPI_execute_plan(plan, std::ptr::null_mut(), std::ptr::null(), false, 0);
             if rc < 0 {
-                pgrx::error!("memmie reference counting: SPI_execute_plan returned {rc}");
+                return Err(internal(format!("memmie reference counting: SPI_execute_plan returned {rc}")));
             }
         }
         pg_sys::SPI_finish();
     }
+    Ok(())
 }
 
 /// The steps for one firing: additions before removals, so that an UPDATE that keeps a row's
@@ -126,29 +140,41 @@ fn steps_for(trigger: &PgTrigger<'_>, add: &'static CStr, sub: &'static CStr) ->
     }
 }
 
-type TriggerResult<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::trigger_support::PgTriggerError>;
+type TriggerResult<'a> = std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::trigger_support::PgTriggerError>;
 
 /// AFTER INSERT OR DELETE OR UPDATE ON memmie.blob_versions FOR EACH ROW: notes the change of
-/// the row's content reference, written at commit. (Fired FOR EACH STATEMENT with transition
-/// tables memmie_new / memmie_old, as 0.1.0 installed it, it applies them at once: a 0.1.0
-/// schema keeps working with this library until `ALTER EXTENSION memmie UPDATE`.)
+/// the row's content reference, written at commit.
+///
+/// 0.1.0 compatibility: 0.1.0 installed this trigger FOR EACH STATEMENT with transition tables
+/// memmie_new / memmie_old; fired so, it applies them at once. `ALTER EXTENSION memmie UPDATE`
+/// from 0.1.0 runs with this library already loaded (the new .so replaces the old one at
+/// install), and the schema keeps the statement-level trigger until the upgrade script swaps it,
+/// so every write between the two, and the upgrade script's own, goes through this path. It can
+/// go when no supported upgrade starts from a schema whose trigger is statement-level: when
+/// upgrading from 0.1.0 to the current version is no longer supported (tests/upgrade/versions).
 #[pg_trigger]
 fn content_refcount<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    if matches!(trigger.level(), PgTriggerLevel::Statement) {
-        run_steps(trigger, &steps_for(trigger, CONTENT_ADD, CONTENT_SUB));
-        return Ok(None);
+    if let Err(e) = note_content_refs(trigger) {
+        raise(e)
     }
-    let hash_of = |tuple: Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Option<String> {
-        match tuple?.get_by_name::<String>("content_hash") {
-            Ok(h) => h,
-            Err(e) => pgrx::error!("memmie.content_refcount: cannot read content_hash of the row: {e}"),
-        }
+    Ok(None)
+}
+
+fn note_content_refs(trigger: &PgTrigger<'_>) -> Fallible<()> {
+    if matches!(trigger.level(), PgTriggerLevel::Statement) {
+        return run_steps(trigger, &steps_for(trigger, CONTENT_ADD, CONTENT_SUB));
+    }
+    let hash_of = |tuple: Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Fallible<Option<String>> {
+        let Some(tuple) = tuple else { return Ok(None) };
+        tuple.get_by_name::<String>("content_hash").map_err(|e| {
+            internal(format!("memmie.content_refcount: cannot read content_hash of the row: {e}"))
+        })
     };
     match trigger.op() {
-        Ok(PgTriggerOperation::Insert) => pending::note(hash_of(trigger.new()), 1),
-        Ok(PgTriggerOperation::Delete) => pending::note(hash_of(trigger.old()), -1),
+        Ok(PgTriggerOperation::Insert) => pending::note(hash_of(trigger.new())?, 1),
+        Ok(PgTriggerOperation::Delete) => pending::note(hash_of(trigger.old())?, -1),
         Ok(PgTriggerOperation::Update) => {
-            let (new, old) = (hash_of(trigger.new()), hash_of(trigger.old()));
+            let (new, old) = (hash_of(trigger.new())?, hash_of(trigger.old())?);
             if new != old {
                 pending::note(new, 1);
                 pending::note(old, -1);
@@ -156,7 +182,7 @@ fn content_refcount<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         }
         _ => {}
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Reference-count changes noted by `content_refcount` and not yet written, per open
@@ -247,18 +273,18 @@ pub mod pending {
     /// Writes every pending change (in hash order, bytewise, so that two committing
     /// transactions take the content rows' locks in the same order and cannot deadlock on them)
     /// and forgets them.
-    fn write_all() {
+    fn write_all() -> Fallible<()> {
         // Writing can itself cause notes (a user's trigger on content_storage writing versions):
         // those are written too, before the transaction goes on to commit.
         for _ in 0..16 {
             let all = net();
             LEVELS.with(|levels| levels.borrow_mut().clear());
             if all.is_empty() {
-                return;
+                return Ok(());
             }
-            write(&all);
+            write(&all)?;
         }
-        pgrx::error!("memmie reference counting: the counts kept changing while they were written at commit");
+        Err(internal("memmie reference counting: the counts kept changing while they were written at commit"))
     }
 
     /// The owner of memmie.content_storage; None when it is gone (the extension dropped in
@@ -282,8 +308,8 @@ pub mod pending {
     /// operation (no SET ROLE, no temporary objects, no deferred work left behind) under the
     /// pinned search_path, so nothing the committing session created (a `pg_temp` type, an
     /// operator in `public`) is found while running with the owner's rights.
-    fn write(all: &[(String, i64)]) {
-        let Some(owner) = content_storage_owner() else { return };
+    fn write(all: &[(String, i64)]) -> Fallible<()> {
+        let Some(owner) = content_storage_owner() else { return Ok(()) };
         let (mut user, mut context) = (pg_sys::InvalidOid, 0);
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -294,12 +320,14 @@ pub mod pending {
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
-        // (an error aborts the transaction, which restores the user and the search_path)
-        crate::plans::with_pinned_search_path(|| write_as_owner(all));
+        // (an ERROR raised inside aborts the transaction, which restores the user and the
+        // search_path; an error returned is raised once both are restored)
+        let written = crate::plans::with_pinned_search_path(|| write_as_owner(all));
         unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+        written
     }
 
-    fn write_as_owner(all: &[(String, i64)]) {
+    fn write_as_owner(all: &[(String, i64)]) -> Fallible<()> {
         // At commit no portal is left to lend SPI a snapshot: planning the UPDATE needs one
         // (it then takes a fresh one per statement itself, as any write does).
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
@@ -326,16 +354,18 @@ pub mod pending {
             })
         };
         unsafe { pg_sys::PopActiveSnapshot() };
-        if let Err(e) = written {
-            pgrx::error!("memmie reference counting: could not write the counts at commit: {e}");
-        }
+        written.map_err(|e| internal(format!("memmie reference counting: could not write the counts at commit: {e}")))
     }
 
     #[pg_guard]
     unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
         use pg_sys::XactEvent::*;
         match event {
-            XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => write_all(),
+            XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => {
+                if let Err(e) = write_all() {
+                    raise(e)
+                }
+            }
             XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_COMMIT
             | XACT_EVENT_PARALLEL_ABORT => LEVELS.with(|levels| levels.borrow_mut().clear()),
             _ => {}
@@ -391,6 +421,8 @@ fn pending_references() -> TableIterator<'static, (name!(content_hash, String), 
 /// tables memmie_new / memmie_old.
 #[pg_trigger]
 fn user_storage_accounting<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    run_steps(trigger, &steps_for(trigger, USER_ADD, USER_SUB));
+    if let Err(e) = run_steps(trigger, &steps_for(trigger, USER_ADD, USER_SUB)) {
+        raise(e)
+    }
     Ok(None)
 }

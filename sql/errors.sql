@@ -1,0 +1,36 @@
+-- The SQLSTATEs memmie raises: the one list. Every ERROR a memmie function raises carries one of
+-- these codes and a message naming the offending value.
+--
+--   code  | raised by  | condition
+--   ------+------------+-------------------------------------------------------------------------
+--   P0002 | SQL, Rust  | the blob / version / delta / content / provider / job does not exist
+--   22023 | SQL, Rust  | malformed argument (NULL where a value is needed, bad patch or pointer,
+--         |            | bad MIME type, nesting past 128 levels, a value out of range, ...)
+--   MM001 | SQL        | expected_version given and not the blob's current version
+--   MM002 | SQL        | the user's quota would be exceeded
+--   MM003 | SQL        | the edge would make a cycle in the DAG
+--   MM004 | Rust       | a provider's config or output fails its JSON Schema
+--   MM005 | SQL        | the worker does not hold the job's lease
+--   MM006 | SQL, Rust  | stored content no longer matches its hash (or its recorded size)
+--   MM007 | Rust       | a JSON Patch test operation failed
+--   0A000 | Rust       | content kept outside PostgreSQL (s3, filesystem) asked for its bytes
+--   54000 | Rust       | content larger than memmie.max_content_size (or a patch result growing
+--         |            | past it, or past jsonb's limit)
+--   54001 | Rust       | JSON nested deeper than the server's stack allows
+--   55000 | SQL        | schedule_maintenance() without pg_cron installed in the database
+--   57014 | PostgreSQL | cancel or statement_timeout, honoured by every loop over input, passed
+--         |            | through as PostgreSQL raised it
+--   XX000 | Rust       | internal error: a bug, never reachable by input (no backtrace is shown)
+--
+-- Where each code is raised: in SQL as RAISE EXCEPTION ... USING ERRCODE = 'code' (sql/*.sql);
+-- in Rust as a variant of MemmieError (src/error.rs, which documents the code of each variant)
+-- raised through error::raise / or_raise. The user's documentation is the "Errors" table of
+-- docs/sql-api.md. tests/sqlstates.sh checks that this list, the codes raised in sql/*.sql
+-- and src/*.rs, the MemmieError variants and that table all agree, "raised by" column included.
+--
+-- Why a list and not a raise helper: the raise sites keep their literal codes (each is one line
+-- next to its message, and the regression tests compare both); routing them through a helper
+-- would change the body of some eighty functions, each then needing its own step in every
+-- upgrade script, for no change in behaviour. The test keeps the sites and the list in step.
+--
+-- (This file creates nothing; it is loaded right after the schema so that it is read first.)

@@ -1,0 +1,147 @@
+-- Helpers every part of the SQL API calls: argument checks (22023 / P0002 naming the value),
+-- the row locks of a change, and the quotas. Loaded right after content.sql; dag.sql,
+-- external.sql, jobs.sql, pipeline.sql, providers.sql and blobs.sql use them.
+--
+-- Every change takes, in this order, the user's user_contexts row lock (_lock_user), then the
+-- blob's row lock (_lock_blob); so concurrent changes of one user serialize (quotas hold),
+-- concurrent changes of one blob serialize (versions stay dense), and the fixed order cannot
+-- deadlock.
+
+-- ---------------------------------------------------------------------------------------------
+-- Arguments
+
+CREATE FUNCTION memmie._require(val anyelement, what text) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF val IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = '22023';
+    END IF;
+    RETURN val;
+END
+$$;
+
+
+-- A name-like text argument: 1 to max_len characters, not blank (22023 naming it otherwise).
+CREATE FUNCTION memmie._check_text(v text, what text, max_len int) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF v IS NULL OR btrim(v) = '' OR length(v) > max_len THEN
+        RAISE EXCEPTION 'invalid % "%": expected 1 to % characters', what, v, max_len
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+
+CREATE FUNCTION memmie._check_provider(p_provider text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._check_text(p_provider, 'provider id', 255)
+$$;
+
+-- P0002 unless delta p_delta (when given) exists.
+CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._check_expected(b memmie.blobs, expected int) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF expected IS NOT NULL AND expected <> b.version THEN
+        RAISE EXCEPTION 'blob % is at version %, not the expected version %', b.id, b.version, expected
+            USING ERRCODE = 'MM001';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
+            HINT = 'revert_blob() to an earlier version brings it back';
+    END IF;
+END
+$$;
+-- ---------------------------------------------------------------------------------------------
+-- Locks
+
+-- The user's row, created on first use, locked for the rest of the transaction. FOR NO KEY
+-- UPDATE: writers of one user still queue behind each other, but the FOR KEY SHARE locks that
+-- foreign-key checks take (dispatch_events inserting a user's processing rows) pass, so a
+-- writer of two users cannot deadlock with them.
+CREATE FUNCTION memmie._lock_user(p_user uuid) RETURNS memmie.user_contexts
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    u memmie.user_contexts;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO memmie.user_contexts (user_id) VALUES (p_user) ON CONFLICT (user_id) DO NOTHING;
+        SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user FOR NO KEY UPDATE;
+    END IF;
+    RETURN u;
+END
+$$;
+
+-- The blob, locked, after its user's row: P0002 when it does not exist.
+CREATE FUNCTION memmie._lock_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    IF FOUND THEN
+        PERFORM memmie._lock_user(b.user_id);
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Quotas
+
+-- A content's size against the user's max_content_size quota.
+CREATE FUNCTION memmie._check_content_quota(p_user uuid, p_size bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lim numeric;
+BEGIN
+    SELECT (quota_limits ->> 'max_content_size')::numeric INTO lim
+    FROM memmie.user_contexts WHERE user_id = p_user;
+    IF p_size > lim THEN
+        RAISE EXCEPTION 'content of % bytes exceeds the max_content_size quota (%) of user %', p_size, lim, p_user
+            USING ERRCODE = 'MM002';
+    END IF;
+END
+$$;
+
+-- After a change: the user's storage and blob quotas.
+CREATE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    u memmie.user_contexts;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
+    IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
+        RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
+            p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
+    END IF;
+    IF u.blob_count > (u.quota_limits ->> 'max_blobs')::numeric THEN
+        RAISE EXCEPTION 'user % would have % blobs, over the max_blobs quota (%)',
+            p_user, u.blob_count, u.quota_limits ->> 'max_blobs' USING ERRCODE = 'MM002';
+    END IF;
+END
+$$;
