@@ -59,7 +59,7 @@ CREATE FUNCTION bench.insert_versions(n int) RETURNS void LANGUAGE sql AS $$
 $$;
 
 CALL bench.record_committed('refcount trigger', 'no trigger (baseline)', '20000 rows', 'SELECT bench.insert_versions(20000)', 'insert 20000 rows');
--- memmie's trigger as memmie installs it (sql/blobs.sql)
+-- memmie's trigger as memmie installs it (sql/counters.sql)
 CREATE TRIGGER t AFTER INSERT OR DELETE ON bench.versions FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
 CALL bench.record_committed('refcount trigger', 'memmie native (content_refcount)', '20000 rows', 'SELECT bench.insert_versions(20000)', 'insert 20000 rows');
 DROP TRIGGER t ON bench.versions;
