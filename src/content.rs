@@ -80,8 +80,12 @@ fn corrupted(hash: &str, why: impl std::fmt::Display) -> MemmieError {
 /// The buffer size for a content of `original_size` bytes, refusing sizes no content can have.
 fn checked_capacity(hash: &str, original_size: i64) -> Result<usize> {
     let capacity = usize::try_from(original_size).map_err(|_| corrupted(hash, "negative original_size"))?;
-    check_size(capacity)
-        .map_err(|_| corrupted(hash, format!("original_size {original_size} is beyond memmie.max_content_size")))?;
+    check_size(capacity).map_err(|_| {
+        corrupted(
+            hash,
+            format!("original_size {original_size} is beyond memmie.max_content_size"),
+        )
+    })?;
     Ok(capacity)
 }
 
@@ -245,10 +249,12 @@ fn fetch_content(hash: &str) -> Result<PallocBytea> {
         let path: Option<&str> = row.get(3)?;
         let stored: Option<&[u8]> = row.get(4)?;
         let size: Option<i64> = row.get(5)?;
-        Ok(stored_bytes(hash, compression, backend, path, stored).and_then(|(compression, stored)| {
-            let len = checked_capacity(hash, size.unwrap_or(-1))?;
-            PallocBytea::build_from_spi(len, |out| decode_into(hash, compression, stored, out))
-        }))
+        Ok(
+            stored_bytes(hash, compression, backend, path, stored).and_then(|(compression, stored)| {
+                let len = checked_capacity(hash, size.unwrap_or(-1))?;
+                PallocBytea::build_from_spi(len, |out| decode_into(hash, compression, stored, out))
+            }),
+        )
     });
     fetched.map_err(|e| MemmieError::ContentCorrupted(format!("content {hash} could not be read: {e}")))?
 }
@@ -269,10 +275,11 @@ fn verify_content_row(
         return None;
     }
     let size = original_size.unwrap_or(-1);
-    let checked = stored_bytes(hash, compression, storage_backend, storage_path, stored).and_then(|(c, bytes)| match c {
-        "none" => verify(hash, bytes, size),
-        _ => decode(hash, c, bytes, size).map(drop),
-    });
+    let checked =
+        stored_bytes(hash, compression, storage_backend, storage_path, stored).and_then(|(c, bytes)| match c {
+            "none" => verify(hash, bytes, size),
+            _ => decode(hash, c, bytes, size).map(drop),
+        });
     match checked {
         Ok(()) => None,
         Err(MemmieError::ContentCorrupted(m) | MemmieError::InvalidParameter(m) | MemmieError::NotFound(m)) => Some(m),
@@ -287,8 +294,14 @@ mod tests {
 
     #[pg_test]
     fn hash_of_empty_input_is_the_known_digest() {
-        assert_eq!(hash_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(hash_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hash_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[pg_test]

@@ -61,7 +61,11 @@ fn require_blob(id: Uuid) -> Result<()> {
         client.select(stmt, Some(1), &[id.into()]).map(|t| !t.is_empty())
     })
     .map_err(spi_failed)?;
-    if found { Ok(()) } else { Err(MemmieError::NotFound(format!("blob {id} does not exist"))) }
+    if found {
+        Ok(())
+    } else {
+        Err(MemmieError::NotFound(format!("blob {id} does not exist")))
+    }
 }
 
 /// What a traversal found.
@@ -167,7 +171,13 @@ impl Visitor {
 /// Walks from `start` in `dir`, at most `max_depth` levels (all when None); stops early when
 /// `stop_at` is reached.
 pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option<Uuid>) -> Result<Walk> {
-    let mut v = Visitor { seen: HashSet::with_hasher(IdHash::new()), nodes: Vec::new(), next: Vec::new(), stop_at: stop_at.as_ref().map(key), rows: 0 };
+    let mut v = Visitor {
+        seen: HashSet::with_hasher(IdHash::new()),
+        nodes: Vec::new(),
+        next: Vec::new(),
+        stop_at: stop_at.as_ref().map(key),
+        rows: 0,
+    };
     v.seen.insert(key(&start));
     let mut frontier = vec![key(&start)];
     let mut depth = 0i32;
@@ -191,7 +201,10 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
                 }
                 for to in edges.from(from) {
                     if v.visit(to, depth) {
-                        return Ok(Walk { nodes: v.nodes, reached: true });
+                        return Ok(Walk {
+                            nodes: v.nodes,
+                            reached: true,
+                        });
                     }
                 }
             }
@@ -205,7 +218,9 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
                 let reached = crate::plans::with_plan(sql, &[UUID_ARRAY], |client, stmt| {
                     // one row: the next nodes of the whole batch as one uuid[] (no per-row SPI cost)
                     let table = client.select(stmt, Some(1), &[ids.into()])?;
-                    let Some(found) = table.first().get::<pgrx::Array<Uuid>>(1)? else { return Ok(false) };
+                    let Some(found) = table.first().get::<pgrx::Array<Uuid>>(1)? else {
+                        return Ok(false);
+                    };
                     for id in found.iter().flatten() {
                         if v.visit(key(&id), depth) {
                             return Ok(true);
@@ -215,13 +230,19 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
                 })
                 .map_err(spi_failed)?;
                 if reached {
-                    return Ok(Walk { nodes: v.nodes, reached: true });
+                    return Ok(Walk {
+                        nodes: v.nodes,
+                        reached: true,
+                    });
                 }
             }
         }
         frontier = std::mem::take(&mut v.next);
     }
-    Ok(Walk { nodes: v.nodes, reached: false })
+    Ok(Walk {
+        nodes: v.nodes,
+        reached: false,
+    })
 }
 
 /// Reading `blob_edges` whole, for traversals that reach a large part of it.
@@ -326,7 +347,12 @@ mod edge_scan {
                     starts[base + g + 1] += starts[base + g];
                 }
             }
-            Adjacency { buckets, starts, bits, mix }
+            Adjacency {
+                buckets,
+                starts,
+                bits,
+                mix,
+            }
         }
 
         /// The nodes `from` has edges to.
@@ -335,7 +361,10 @@ mod edge_scan {
             let per_bucket = 1usize << (self.bits - 8);
             let b = (key >> 120) as usize;
             let at = b * (per_bucket + 1) + ((key >> (128 - self.bits)) as usize & (per_bucket - 1));
-            self.buckets[b][self.starts[at]..self.starts[at + 1]].iter().filter(move |e| e.0 == key).map(|e| e.1)
+            self.buckets[b][self.starts[at]..self.starts[at + 1]]
+                .iter()
+                .filter(move |e| e.0 == key)
+                .map(|e| e.1)
         }
     }
 
@@ -359,11 +388,14 @@ mod edge_scan {
         if max_edges == 0 {
             return Read::Never;
         }
-        let Some(relid) = crate::memmie_relid(c"blob_edges") else { return Read::Never };
+        let Some(relid) = crate::memmie_relid(c"blob_edges") else {
+            return Read::Never;
+        };
         unsafe {
             if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
-                    != pg_sys::AclResult::ACLCHECK_OK
-                || pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
+                != pg_sys::AclResult::ACLCHECK_OK
+                || pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
+                    != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
             {
                 return Read::Never;
             }
@@ -408,7 +440,13 @@ mod edge_scan {
     }
 
     /// The (from, to) pairs of every visible edge; None beyond `max_edges`.
-    unsafe fn scan(rel: pg_sys::Relation, dir: Direction, max_edges: usize, estimate: usize, mix: Mix) -> Option<Vec<Vec<(u128, u128)>>> {
+    unsafe fn scan(
+        rel: pg_sys::Relation,
+        dir: Direction,
+        max_edges: usize,
+        estimate: usize,
+        mix: Mix,
+    ) -> Option<Vec<Vec<(u128, u128)>>> {
         let (from, to) = match dir {
             Direction::Descendants => ("parent_blob_id", "child_blob_id"),
             Direction::Ancestors => ("child_blob_id", "parent_blob_id"),
@@ -416,7 +454,9 @@ mod edge_scan {
         let (from, to) = (attnum(rel, from)?, attnum(rel, to)?);
         let desc = (*rel).rd_att;
         let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
-        let mut buckets: Vec<Vec<(u128, u128)>> = (0..256).map(|_| Vec::with_capacity(estimate.min(max_edges) / 240)).collect();
+        let mut buckets: Vec<Vec<(u128, u128)>> = (0..256)
+            .map(|_| Vec::with_capacity(estimate.min(max_edges) / 240))
+            .collect();
         let mut count = 0usize;
         let mut fits = true;
         loop {
@@ -450,7 +490,9 @@ mod edge_scan {
 
 fn checked_depth(max_depth: Option<i32>) -> Result<Option<i32>> {
     match max_depth {
-        Some(d) if d < 0 => Err(MemmieError::InvalidParameter(format!("max_depth must not be negative, got {d}"))),
+        Some(d) if d < 0 => Err(MemmieError::InvalidParameter(format!(
+            "max_depth must not be negative, got {d}"
+        ))),
         d => Ok(d),
     }
 }
@@ -466,7 +508,10 @@ fn traverse(blob_id: Option<Uuid>, dir: Direction, max_depth: Option<i32>) -> Re
 /// depth (1 = a child), at most `max_depth` levels down.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn descendants(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
+fn descendants(
+    blob_id: Option<Uuid>,
+    max_depth: default!(Option<i32>, "NULL"),
+) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
     TableIterator::new(or_raise(traverse(blob_id, Direction::Descendants, max_depth)))
 }
 
@@ -474,7 +519,10 @@ fn descendants(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) 
 /// depth (1 = a parent), at most `max_depth` levels up.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn ancestors(blob_id: Option<Uuid>, max_depth: default!(Option<i32>, "NULL")) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
+fn ancestors(
+    blob_id: Option<Uuid>,
+    max_depth: default!(Option<i32>, "NULL"),
+) -> TableIterator<'static, (name!(blob_id, Uuid), name!(depth, i32))> {
     TableIterator::new(or_raise(traverse(blob_id, Direction::Ancestors, max_depth)))
 }
 
@@ -504,10 +552,7 @@ mod tests {
             .unwrap()
             .unwrap();
             if let Some(prev) = ids.last() {
-                Spi::run(&format!(
-                    "SELECT memmie.add_edge('{prev}', '{id}', 'test', 'next')"
-                ))
-                .unwrap();
+                Spi::run(&format!("SELECT memmie.add_edge('{prev}', '{id}', 'test', 'next')")).unwrap();
             }
             ids.push(id);
         }
@@ -518,7 +563,11 @@ mod tests {
     fn walk_reports_shortest_depths_and_stops_at_target() {
         let ids = make_chain(5);
         // a shortcut 0 -> 3: node 3 is at depth 1, node 4 at depth 2
-        Spi::run(&format!("SELECT memmie.add_edge('{}', '{}', 'test', 'skip')", ids[0], ids[3])).unwrap();
+        Spi::run(&format!(
+            "SELECT memmie.add_edge('{}', '{}', 'test', 'skip')",
+            ids[0], ids[3]
+        ))
+        .unwrap();
         let w = super::walk(ids[0], super::Direction::Descendants, None, None).unwrap();
         let depth_of = |id: Uuid| w.nodes.iter().find(|(n, _)| *n == id).map(|(_, d)| *d);
         assert_eq!(w.nodes.len(), 4);
@@ -527,7 +576,15 @@ mod tests {
         assert_eq!(depth_of(ids[4]), Some(2));
         let up = super::walk(ids[4], super::Direction::Ancestors, Some(1), None).unwrap();
         assert_eq!(up.nodes, vec![(ids[3], 1)]);
-        assert!(super::walk(ids[1], super::Direction::Descendants, None, Some(ids[4])).unwrap().reached);
-        assert!(!super::walk(ids[4], super::Direction::Descendants, None, Some(ids[0])).unwrap().reached);
+        assert!(
+            super::walk(ids[1], super::Direction::Descendants, None, Some(ids[4]))
+                .unwrap()
+                .reached
+        );
+        assert!(
+            !super::walk(ids[4], super::Direction::Descendants, None, Some(ids[0]))
+                .unwrap()
+                .reached
+        );
     }
 }

@@ -40,7 +40,10 @@ struct Graph {
 
 impl Graph {
     fn children(&self, node: u32) -> &[u32] {
-        let (a, b) = (self.offsets[node as usize] as usize, self.offsets[node as usize + 1] as usize);
+        let (a, b) = (
+            self.offsets[node as usize] as usize,
+            self.offsets[node as usize + 1] as usize,
+        );
         &self.targets[a..b]
     }
 
@@ -62,7 +65,12 @@ impl Graph {
             targets[fill[p as usize] as usize] = c;
             fill[p as usize] += 1;
         }
-        Graph { ids, offsets, targets, has_parent }
+        Graph {
+            ids,
+            offsets,
+            targets,
+            has_parent,
+        }
     }
 }
 
@@ -193,7 +201,12 @@ fn read_graph() -> Result<Graph> {
 #[search_path(pg_catalog, pg_temp)]
 fn dag_statistics() -> TableIterator<
     'static,
-    (name!(root_id, Uuid), name!(total_nodes, i64), name!(max_depth, i32), name!(unique_levels, i32)),
+    (
+        name!(root_id, Uuid),
+        name!(total_nodes, i64),
+        name!(max_depth, i32),
+        name!(unique_levels, i32),
+    ),
 > {
     TableIterator::new(or_raise(read_graph().map(|g| statistics(&g))))
 }
@@ -222,7 +235,10 @@ mod tests {
     fn forest_shared_child_and_isolated() {
         // roots 0 and 1 share child 2; 3 alone
         let g = graph(4, &[(0, 2), (1, 2)]);
-        assert_eq!(statistics(&g), vec![(id(0), 2, 1, 2), (id(1), 2, 1, 2), (id(3), 1, 0, 1)]);
+        assert_eq!(
+            statistics(&g),
+            vec![(id(0), 2, 1, 2), (id(1), 2, 1, 2), (id(3), 1, 0, 1)]
+        );
     }
 
     #[pg_test]

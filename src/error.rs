@@ -117,7 +117,9 @@ unsafe extern "C-unwind" {
 
 /// The SQLSTATE text of an `errcode` value (inverse of [`make_sqlstate`]).
 fn unpack_sqlstate(code: c_int) -> String {
-    (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+    (0..5)
+        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
 }
 
 unsafe extern "C" {
@@ -216,7 +218,10 @@ mod tests {
             make_sqlstate("22023"),
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
         );
-        assert_eq!(make_sqlstate("P0002"), pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND as i32);
+        assert_eq!(
+            make_sqlstate("P0002"),
+            pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND as i32
+        );
         for code in ["22023", "54001", "57014", "MM006", "XX000"] {
             assert_eq!(super::unpack_sqlstate(make_sqlstate(code)), code);
         }

@@ -14,8 +14,19 @@ use crate::jsonb::{read, JsonbArg};
 use serde_json::{Map, Value};
 
 const ANNOTATIONS: &[&str] = &[
-    "$schema", "$id", "$comment", "title", "description", "default", "examples", "format",
-    "readOnly", "writeOnly", "deprecated", "$defs", "definitions",
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "$defs",
+    "definitions",
 ];
 
 const TYPES: &[&str] = &["null", "boolean", "object", "array", "number", "string", "integer"];
@@ -25,7 +36,11 @@ fn bad_schema(path: &str, why: impl std::fmt::Display) -> MemmieError {
 }
 
 fn pointer(path: &str) -> &str {
-    if path.is_empty() { "/" } else { path }
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
 }
 
 fn non_negative_int(v: &Value) -> bool {
@@ -39,7 +54,15 @@ pub fn check(schema: &Value, path: &str) -> Result<()> {
     let obj = match schema {
         Value::Bool(_) => return Ok(()),
         Value::Object(o) => o,
-        other => return Err(bad_schema(path, format!("a schema is an object or a boolean, not {}", crate::patch::type_name(other)))),
+        other => {
+            return Err(bad_schema(
+                path,
+                format!(
+                    "a schema is an object or a boolean, not {}",
+                    crate::patch::type_name(other)
+                ),
+            ))
+        }
     };
     for (k, v) in obj {
         let here = format!("{path}/{k}");
@@ -51,7 +74,10 @@ pub fn check(schema: &Value, path: &str) -> Result<()> {
                     t => ok_name(t),
                 };
                 if !ok {
-                    return Err(bad_schema(&here, format!("type must be one of {TYPES:?} or a list of them")));
+                    return Err(bad_schema(
+                        &here,
+                        format!("type must be one of {TYPES:?} or a list of them"),
+                    ));
                 }
             }
             "enum" => {
@@ -61,7 +87,9 @@ pub fn check(schema: &Value, path: &str) -> Result<()> {
             }
             "const" => {}
             "properties" => {
-                let props = v.as_object().ok_or_else(|| bad_schema(&here, "properties must be an object"))?;
+                let props = v
+                    .as_object()
+                    .ok_or_else(|| bad_schema(&here, "properties must be an object"))?;
                 for (name, sub) in props {
                     check(sub, &format!("{here}/{name}"))?;
                 }
@@ -73,7 +101,9 @@ pub fn check(schema: &Value, path: &str) -> Result<()> {
             }
             "additionalProperties" | "items" | "not" => check(v, &here)?,
             "allOf" | "anyOf" | "oneOf" => {
-                let subs = v.as_array().filter(|a| !a.is_empty())
+                let subs = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
                     .ok_or_else(|| bad_schema(&here, format!("{k} must be a non-empty array of schemas")))?;
                 for (i, sub) in subs.iter().enumerate() {
                     check(sub, &format!("{here}/{i}"))?;
@@ -100,7 +130,12 @@ pub fn check(schema: &Value, path: &str) -> Result<()> {
                 }
             }
             a if ANNOTATIONS.contains(&a) => {}
-            other => return Err(bad_schema(&here, format!("keyword \"{other}\" is not supported by memmie"))),
+            other => {
+                return Err(bad_schema(
+                    &here,
+                    format!("keyword \"{other}\" is not supported by memmie"),
+                ))
+            }
         }
     }
     Ok(())
@@ -166,10 +201,19 @@ pub fn validate(schema: &Value, doc: &Value, path: &str) -> Result<()> {
         Value::String(s) => {
             let n = s.chars().count() as u64;
             if obj.get("minLength").and_then(Value::as_u64).is_some_and(|m| n < m) {
-                return fail(path, format!("string of {n} characters is shorter than minLength {}", obj["minLength"]));
+                return fail(
+                    path,
+                    format!(
+                        "string of {n} characters is shorter than minLength {}",
+                        obj["minLength"]
+                    ),
+                );
             }
             if obj.get("maxLength").and_then(Value::as_u64).is_some_and(|m| n > m) {
-                return fail(path, format!("string of {n} characters is longer than maxLength {}", obj["maxLength"]));
+                return fail(
+                    path,
+                    format!("string of {n} characters is longer than maxLength {}", obj["maxLength"]),
+                );
             }
         }
         Value::Number(_) => validate_number(obj, doc, path)?,
@@ -209,10 +253,16 @@ fn validate_number(obj: &Map<String, Value>, doc: &Value, path: &str) -> Result<
         return fail(path, format!("{doc} is above maximum {}", obj["maximum"]));
     }
     if bound("exclusiveMinimum").is_some_and(|m| x <= m) {
-        return fail(path, format!("{doc} is not above exclusiveMinimum {}", obj["exclusiveMinimum"]));
+        return fail(
+            path,
+            format!("{doc} is not above exclusiveMinimum {}", obj["exclusiveMinimum"]),
+        );
     }
     if bound("exclusiveMaximum").is_some_and(|m| x >= m) {
-        return fail(path, format!("{doc} is not below exclusiveMaximum {}", obj["exclusiveMaximum"]));
+        return fail(
+            path,
+            format!("{doc} is not below exclusiveMaximum {}", obj["exclusiveMaximum"]),
+        );
     }
     if let Some(m) = bound("multipleOf") {
         let q = x / m;
@@ -233,10 +283,16 @@ fn validate_object(obj: &Map<String, Value>, fields: &Map<String, Value>, path: 
     }
     let n = fields.len() as u64;
     if obj.get("minProperties").and_then(Value::as_u64).is_some_and(|m| n < m) {
-        return fail(path, format!("{n} properties, fewer than minProperties {}", obj["minProperties"]));
+        return fail(
+            path,
+            format!("{n} properties, fewer than minProperties {}", obj["minProperties"]),
+        );
     }
     if obj.get("maxProperties").and_then(Value::as_u64).is_some_and(|m| n > m) {
-        return fail(path, format!("{n} properties, more than maxProperties {}", obj["maxProperties"]));
+        return fail(
+            path,
+            format!("{n} properties, more than maxProperties {}", obj["maxProperties"]),
+        );
     }
     let props = obj.get("properties").and_then(Value::as_object);
     for (name, v) in fields {
@@ -341,22 +397,30 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 /// 22023 unless `schema` is a JSON Schema memmie can enforce completely.
 #[pgrx::pg_extern(name = "_check_json_schema", immutable, strict, parallel_safe)]
 fn check_json_schema(schema: JsonbArg, what: &str) -> bool {
-    or_raise(guarded(|| read(&schema, what).and_then(|s| {
-        check(&s, "").map_err(|e| MemmieError::InvalidParameter(format!("{what}: {}", e.to_string().trim_start_matches("22023: "))))
-    })));
+    or_raise(guarded(|| {
+        read(&schema, what).and_then(|s| {
+            check(&s, "").map_err(|e| {
+                MemmieError::InvalidParameter(format!("{what}: {}", e.to_string().trim_start_matches("22023: ")))
+            })
+        })
+    }));
     true
 }
 
 /// MM004 unless `doc` satisfies `schema`; the message says which `what` and where.
 #[pgrx::pg_extern(name = "_validate_json", immutable, strict, parallel_safe)]
 fn validate_json(schema: JsonbArg, doc: JsonbArg, what: &str) -> bool {
-    or_raise(guarded(|| read(&schema, "schema").and_then(|s| {
-        let d = read(&doc, what)?;
-        validate(&s, &d, "").map_err(|e| match e {
-            MemmieError::SchemaViolation(m) => MemmieError::SchemaViolation(format!("{what} does not match its schema at {m}")),
-            other => other,
+    or_raise(guarded(|| {
+        read(&schema, "schema").and_then(|s| {
+            let d = read(&doc, what)?;
+            validate(&s, &d, "").map_err(|e| match e {
+                MemmieError::SchemaViolation(m) => {
+                    MemmieError::SchemaViolation(format!("{what} does not match its schema at {m}"))
+                }
+                other => other,
+            })
         })
-    })));
+    }));
     true
 }
 
@@ -398,7 +462,12 @@ mod tests {
     fn unique_items_compares_by_value_in_linear_time() {
         let s = json!({"uniqueItems": true});
         assert!(validate(&s, &json!([1, "1", [1], {"a": 1}, {"a": "1"}, 1.5, null, true]), "").is_ok());
-        for dup in [json!([1, 1.0]), json!([{"a": [1, {"b": 2}]}, {"a": [1.0, {"b": 2.0}]}]), json!([0, -0]), json!(["x", "x"])] {
+        for dup in [
+            json!([1, 1.0]),
+            json!([{"a": [1, {"b": 2}]}, {"a": [1.0, {"b": 2.0}]}]),
+            json!([0, -0]),
+            json!(["x", "x"]),
+        ] {
             assert!(validate(&s, &dup, "").unwrap_err().to_string().contains("/1"), "{dup}");
         }
         let big: Vec<Value> = (0..50_000).map(|n| json!({"n": n, "s": n.to_string()})).collect();

@@ -29,7 +29,11 @@ pub struct JsonbArg(pg_sys::Datum);
 
 impl FromDatum for JsonbArg {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
-        if is_null { None } else { Some(JsonbArg(datum)) }
+        if is_null {
+            None
+        } else {
+            Some(JsonbArg(datum))
+        }
     }
 }
 
@@ -44,7 +48,8 @@ unsafe impl SqlTranslatable for JsonbArg {
     const TYPE_IDENT: &'static str = concat!(module_path!(), "::JsonbArg");
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
 /// A jsonb built in Postgres memory, returned as is.
@@ -62,7 +67,8 @@ unsafe impl SqlTranslatable for JsonbOut {
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> =
         Err(ArgumentError::NotValidAsArgument("JsonbOut"));
-    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
 fn too_deep(what: &str) -> MemmieError {
@@ -91,7 +97,11 @@ pub unsafe fn scalar(v: &pg_sys::JsonbValue, what: &str) -> Result<Value> {
                     .ok_or_else(|| MemmieError::InvalidParameter(format!("invalid {what}: number {text:?}")))?;
                 Value::Number(n)
             }
-            _ => return Err(MemmieError::InvalidParameter(format!("invalid {what}: unexpected jsonb value"))),
+            _ => {
+                return Err(MemmieError::InvalidParameter(format!(
+                    "invalid {what}: unexpected jsonb value"
+                )))
+            }
         })
     }
 }
@@ -116,7 +126,9 @@ impl JsonbArg {
 
     /// The argument, detoasted, to hand back unchanged.
     pub fn unchanged(&self) -> JsonbOut {
-        JsonbOut(pg_sys::Datum::from(unsafe { pg_sys::pg_detoast_datum(self.0.cast_mut_ptr()) }))
+        JsonbOut(pg_sys::Datum::from(unsafe {
+            pg_sys::pg_detoast_datum(self.0.cast_mut_ptr())
+        }))
     }
 }
 
@@ -133,7 +145,10 @@ pub fn read_container(container: *mut pg_sys::JsonbContainer, what: &str) -> Res
     }
     unsafe {
         let mut it = pg_sys::JsonbIteratorInit(container);
-        let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
+        let mut v = pg_sys::JsonbValue {
+            type_: jbvType::jbvNull,
+            val: std::mem::zeroed(),
+        };
         let mut stack: Vec<Frame> = Vec::new();
         let mut raw_scalar = false;
         let mut result: Option<Value> = None;
@@ -202,7 +217,11 @@ pub fn read_container(container: *mut pg_sys::JsonbContainer, what: &str) -> Res
 #[pgrx::pg_extern(name = "_check_depth", immutable, strict, parallel_safe)]
 fn check_depth(doc: JsonbArg, what: &str) -> bool {
     crate::error::or_raise(container_depth_at_most(doc.root(), MAX_DEPTH).and_then(|ok| {
-        if ok { Ok(true) } else { Err(too_deep(what)) }
+        if ok {
+            Ok(true)
+        } else {
+            Err(too_deep(what))
+        }
     }))
 }
 
@@ -210,7 +229,10 @@ fn check_depth(doc: JsonbArg, what: &str) -> bool {
 fn container_depth_at_most(container: *mut pg_sys::JsonbContainer, limit: usize) -> Result<bool> {
     unsafe {
         let mut it = pg_sys::JsonbIteratorInit(container);
-        let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
+        let mut v = pg_sys::JsonbValue {
+            type_: jbvType::jbvNull,
+            val: std::mem::zeroed(),
+        };
         let mut depth = 0usize;
         loop {
             crate::error::check_interrupts();
@@ -244,7 +266,13 @@ pub fn text_size(v: &Value) -> Result<u64> {
     crate::error::check_stack()?;
     Ok(match v {
         Value::Null => 4,
-        Value::Bool(b) => if *b { 4 } else { 5 },
+        Value::Bool(b) => {
+            if *b {
+                4
+            } else {
+                5
+            }
+        }
         Value::Number(n) => n.as_str().len() as u64,
         Value::String(s) => s.len() as u64 + 2,
         Value::Array(items) => {
@@ -274,7 +302,10 @@ unsafe fn palloc_bytes(s: &str) -> *mut std::ffi::c_char {
 
 unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
     unsafe {
-        let mut jv = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
+        let mut jv = pg_sys::JsonbValue {
+            type_: jbvType::jbvNull,
+            val: std::mem::zeroed(),
+        };
         match v {
             Value::Null => {}
             Value::Bool(b) => {
@@ -292,7 +323,11 @@ unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
                     .map_err(|_| MemmieError::InvalidParameter(format!("invalid number {n}")))?;
                 let d = pgrx::direct_function_call_as_datum(
                     pg_sys::numeric_in,
-                    &[Some(pg_sys::Datum::from(text.as_ptr())), Some(pg_sys::Datum::from(pg_sys::InvalidOid)), Some(pg_sys::Datum::from(-1i32))],
+                    &[
+                        Some(pg_sys::Datum::from(text.as_ptr())),
+                        Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                        Some(pg_sys::Datum::from(-1i32)),
+                    ],
                 )
                 .ok_or_else(|| MemmieError::InvalidParameter(format!("invalid number {n}")))?;
                 jv.type_ = jbvType::jbvNumeric;
@@ -306,8 +341,11 @@ unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
     }
 }
 
-
-pub unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, v: &Value) -> Result<*mut pg_sys::JsonbValue> {
+pub unsafe fn push(
+    state: &mut *mut pg_sys::JsonbParseState,
+    tok: Tok::Type,
+    v: &Value,
+) -> Result<*mut pg_sys::JsonbValue> {
     crate::error::check_stack()?;
     unsafe {
         Ok(match v {
@@ -356,7 +394,10 @@ pub fn build(v: &Value) -> Result<JsonbOut> {
             Value::Array(_) | Value::Object(_) => push(&mut state, Tok::WJB_DONE, v)?,
             scalar => {
                 // a top-level scalar is stored as a one-element "raw scalar" array
-                let mut wrapper = pg_sys::JsonbValue { type_: jbvType::jbvArray, val: std::mem::zeroed() };
+                let mut wrapper = pg_sys::JsonbValue {
+                    type_: jbvType::jbvArray,
+                    val: std::mem::zeroed(),
+                };
                 wrapper.val.array.rawScalar = true;
                 pg_sys::pushJsonbValue(&mut state, Tok::WJB_BEGIN_ARRAY, &mut wrapper);
                 push(&mut state, Tok::WJB_ELEM, scalar)?;

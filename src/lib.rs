@@ -82,8 +82,16 @@ extension_sql_file!(
         jsonb::check_depth,
     ]
 );
-extension_sql_file!("../sql/views.sql", name = "views", requires = ["blobs", dag_statistics::dag_statistics]);
-extension_sql_file!("../sql/dag.sql", name = "dag", requires = ["views", dag::descendants, dag::ancestors, dag::would_cycle]);
+extension_sql_file!(
+    "../sql/views.sql",
+    name = "views",
+    requires = ["blobs", dag_statistics::dag_statistics]
+);
+extension_sql_file!(
+    "../sql/dag.sql",
+    name = "dag",
+    requires = ["views", dag::descendants, dag::ancestors, dag::would_cycle]
+);
 extension_sql_file!(
     "../sql/providers.sql",
     name = "providers",
@@ -110,7 +118,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/operations.sql",
     name = "operations",
-    requires = ["views", "partitions", "metrics", refcount::pending_references, guc::event_retention_seconds]
+    requires = [
+        "views",
+        "partitions",
+        "metrics",
+        refcount::pending_references,
+        guc::event_retention_seconds
+    ]
 );
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

@@ -34,7 +34,10 @@ pub fn register_worker() {
 }
 
 fn interval() -> Option<Duration> {
-    u64::try_from(guc::maintenance_interval_seconds()).ok().filter(|s| *s > 0).map(Duration::from_secs)
+    u64::try_from(guc::maintenance_interval_seconds())
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }
 
 #[pg_guard]
@@ -66,7 +69,9 @@ pub extern "C-unwind" fn memmie_maintenance_worker_main(_arg: pg_sys::Datum) {
                 if !installed {
                     return None;
                 }
-                Spi::get_one::<String>("SELECT memmie.maintenance()::pg_catalog.text").ok().flatten()
+                Spi::get_one::<String>("SELECT memmie.maintenance()::pg_catalog.text")
+                    .ok()
+                    .flatten()
             })
         });
         match report {

@@ -27,8 +27,14 @@ struct Managed {
     period: Period,
 }
 
-const DELTAS: Managed = Managed { table: "deltas", period: Period::Month };
-const EVENTS: Managed = Managed { table: "events", period: Period::Day };
+const DELTAS: Managed = Managed {
+    table: "deltas",
+    period: Period::Month,
+};
+const EVENTS: Managed = Managed {
+    table: "events",
+    period: Period::Day,
+};
 
 /// The partitions of a table (oid `$1`), DEFAULT excepted: `name`, `lower_bound`, `upper_bound`.
 const PARTITION_BOUNDS: &str = include_str!("../sql/queries/partition_bounds.sql");
@@ -167,7 +173,9 @@ fn missing(parent: pg_sys::Oid, planned: Vec<Planned>) -> Result<Vec<Planned>> {
     }
     // lower bounds of the existing partitions (other names for the same period), as epochs
     let bounds: Vec<i64> = Spi::get_one_with_args::<Vec<i64>>(
-        &format!("SELECT coalesce(array_agg(extract(epoch FROM p.lower_bound)::bigint), '{{}}') FROM ({PARTITION_BOUNDS}) p"),
+        &format!(
+            "SELECT coalesce(array_agg(extract(epoch FROM p.lower_bound)::bigint), '{{}}') FROM ({PARTITION_BOUNDS}) p"
+        ),
         &[parent.into()],
     )
     .map_err(spi_error)?
@@ -220,7 +228,11 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: 
     let name = quote_ident(&p.name);
     let default = default_of(t);
     // keys and indexes live on each partition (see memmie._index_partition in sql/partitions.sql)
-    let index = format!("SELECT memmie._index_partition('{}', '{}')", t.table, p.name.replace('\'', "''"));
+    let index = format!(
+        "SELECT memmie._index_partition('{}', '{}')",
+        t.table,
+        p.name.replace('\'', "''")
+    );
     let (from, to) = (&p.from, &p.to);
     let moved = format!(
         "WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
@@ -236,7 +248,11 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: 
         )
     } else {
         let create = format!("CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{from}') TO ('{to}') {options}; {index}");
-        if waiting { format!("{create}; {moved}") } else { create }
+        if waiting {
+            format!("{create}; {moved}")
+        } else {
+            create
+        }
     };
     Spi::run(&sql).map_err(spi_error)
 }
@@ -247,7 +263,11 @@ fn partition_options(t: &Managed) -> Result<String> {
     let list = Spi::get_one_with_args::<String>(PARTITION_OPTIONS, &[t.table.into()])
         .map_err(spi_error)?
         .unwrap_or_default();
-    Ok(if list.is_empty() { String::new() } else { format!("WITH ({list})") })
+    Ok(if list.is_empty() {
+        String::new()
+    } else {
+        format!("WITH ({list})")
+    })
 }
 
 /// The DEFAULT partition of `t`, quoted.
@@ -274,20 +294,37 @@ fn default_partition(t: &Managed, attach: bool) -> Result<()> {
 
 fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Result<i32> {
     if !(1..=10000).contains(&count) {
-        return Err(MemmieError::InvalidParameter(format!("count must be between 1 and 10000, got {count}")));
+        return Err(MemmieError::InvalidParameter(format!(
+            "count must be between 1 and 10000, got {count}"
+        )));
     }
     if start.is_infinity() || start.is_neg_infinity() {
         return Err(MemmieError::InvalidParameter("start_date must be a finite date".into()));
     }
     let t = managed(parent)?;
     lock_maintenance()?;
-    let todo = missing(parent, plan(t, (i64::from(start.year()), i64::from(start.month()), i64::from(start.day())), i64::from(count)))?;
+    let todo = missing(
+        parent,
+        plan(
+            t,
+            (
+                i64::from(start.year()),
+                i64::from(start.month()),
+                i64::from(start.day()),
+            ),
+            i64::from(count),
+        ),
+    )?;
     if todo.is_empty() {
         return Ok(0);
     }
     // Writers wait from here on (making a partition takes this lock anyway), so that the rows
     // found waiting in the DEFAULT partition are all there will be until this transaction ends.
-    Spi::run(&format!("LOCK TABLE ONLY memmie.{} IN ACCESS EXCLUSIVE MODE", quote_ident(t.table))).map_err(spi_error)?;
+    Spi::run(&format!(
+        "LOCK TABLE ONLY memmie.{} IN ACCESS EXCLUSIVE MODE",
+        quote_ident(t.table)
+    ))
+    .map_err(spi_error)?;
     let waiting = waiting_in_default(t, &todo)?;
     let options = partition_options(t)?;
     let detach = todo.len() >= DETACH_DEFAULT_AT && (waiting.contains(&true) || default_has_rows(t)?);
@@ -333,7 +370,9 @@ fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
     or_raise((|| {
         let premake = premake.ok_or_else(|| MemmieError::InvalidParameter("premake must not be NULL".into()))?;
         if !(0..=3650).contains(&premake) {
-            return Err(MemmieError::InvalidParameter(format!("premake must be between 0 and 3650, got {premake}")));
+            return Err(MemmieError::InvalidParameter(format!(
+                "premake must be between 0 and 3650, got {premake}"
+            )));
         }
         let today = today_utc()?;
         let deltas = Spi::get_one::<pg_sys::Oid>("SELECT 'memmie.deltas'::regclass::oid").map_err(spi_error)?;
@@ -354,7 +393,8 @@ fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
 fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>) -> i32 {
     or_raise((|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
-        let older_than = older_than.ok_or_else(|| MemmieError::InvalidParameter("older_than must not be NULL".into()))?;
+        let older_than =
+            older_than.ok_or_else(|| MemmieError::InvalidParameter("older_than must not be NULL".into()))?;
         // (compared as PostgreSQL compares intervals: a month is 30 days)
         let micros = (i128::from(older_than.months()) * 30 + i128::from(older_than.days())) * 86_400_000_000
             + i128::from(older_than.micros());
@@ -433,7 +473,10 @@ mod unit {
         assert_eq!(m[2].name, "deltas_2027_01");
         assert_eq!(m[2].to, "2027-02-01 00:00:00+00");
         let d = plan(&EVENTS, (2024, 2, 28), 3);
-        assert_eq!(d.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["events_2024_02_28", "events_2024_02_29", "events_2024_03_01"]);
+        assert_eq!(
+            d.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["events_2024_02_28", "events_2024_02_29", "events_2024_03_01"]
+        );
         assert_eq!(d[2].to, "2024-03-02 00:00:00+00");
     }
 

@@ -40,7 +40,8 @@ pub(crate) fn unknown_op(name: &str) -> MemmieError {
 pub(crate) fn check_pointer(p: &str) -> Result<()> {
     if !p.is_empty() && !p.starts_with('/') {
         return Err(MemmieError::InvalidParameter(
-            "invalid JSON Patch: json pointer failed to parse; does not start with a slash ('/') and is not empty".into(),
+            "invalid JSON Patch: json pointer failed to parse; does not start with a slash ('/') and is not empty"
+                .into(),
         ));
     }
     let bytes = p.as_bytes();
@@ -116,7 +117,12 @@ pub fn parse_patch(patch: Value) -> Result<Patch> {
             Kind::Add | Kind::Replace | Kind::Test => Some(fields.remove("value").ok_or_else(|| missing("value"))?),
             _ => None,
         };
-        ops.push(Op { kind, path, from, value });
+        ops.push(Op {
+            kind,
+            path,
+            from,
+            value,
+        });
     }
     Ok(Patch(ops))
 }
@@ -234,7 +240,10 @@ pub fn replay<'a>(patches: impl IntoIterator<Item = Option<&'a str>>) -> Result<
     for (i, p) in patches.into_iter().enumerate() {
         check_interrupts();
         let Some(p) = p else {
-            return Err(MemmieError::InvalidParameter(format!("delta {} of the replay has no patch", i + 1)));
+            return Err(MemmieError::InvalidParameter(format!(
+                "delta {} of the replay has no patch",
+                i + 1
+            )));
         };
         let text = std::ffi::CString::new(p)
             .map_err(|_| MemmieError::InvalidParameter(format!("delta {} of the replay is not JSON", i + 1)))?;
@@ -298,22 +307,56 @@ mod tests {
 
     #[pg_test]
     fn failed_test_op_is_mm007() {
-        let p = parse_patch(json!([{"op": "add", "path": "/b", "value": 2}, {"op": "test", "path": "/a", "value": 5}])).unwrap();
+        let p = parse_patch(json!([{"op": "add", "path": "/b", "value": 2}, {"op": "test", "path": "/a", "value": 5}]))
+            .unwrap();
         let err = apply(json!({"a": 1}), p, u64::MAX).unwrap_err();
         assert_eq!(err.sqlstate(), "MM007");
     }
 
     #[pg_test]
     fn bad_pointer_and_bad_op_are_22023() {
-        assert_eq!(patched(json!({}), json!([{"op": "remove", "path": "/nope"}])).unwrap_err().sqlstate(), "22023");
-        assert_eq!(patched(json!({}), json!([{"op": "frobnicate", "path": ""}])).unwrap_err().sqlstate(), "22023");
-        assert_eq!(patched(json!({}), json!({"op": "add"})).unwrap_err().sqlstate(), "22023");
-        assert_eq!(patched(json!({}), json!([{"op": "add", "path": "x", "value": 1}])).unwrap_err().sqlstate(), "22023");
-        assert_eq!(patched(json!({}), json!([{"op": "add", "path": "/~2", "value": 1}])).unwrap_err().sqlstate(), "22023");
-        assert_eq!(patched(json!({}), json!([{"op": "add", "path": "/a"}])).unwrap_err().to_string(), "22023: invalid JSON Patch: missing field `value`");
+        assert_eq!(
+            patched(json!({}), json!([{"op": "remove", "path": "/nope"}]))
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
+        assert_eq!(
+            patched(json!({}), json!([{"op": "frobnicate", "path": ""}]))
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
+        assert_eq!(
+            patched(json!({}), json!({"op": "add"})).unwrap_err().sqlstate(),
+            "22023"
+        );
+        assert_eq!(
+            patched(json!({}), json!([{"op": "add", "path": "x", "value": 1}]))
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
+        assert_eq!(
+            patched(json!({}), json!([{"op": "add", "path": "/~2", "value": 1}]))
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
+        assert_eq!(
+            patched(json!({}), json!([{"op": "add", "path": "/a"}]))
+                .unwrap_err()
+                .to_string(),
+            "22023: invalid JSON Patch: missing field `value`"
+        );
         assert_eq!(patched(json!({}), json!([1])).unwrap_err().sqlstate(), "22023");
         // move from "-" (no element) of an empty array
-        assert_eq!(patched(json!({"a": []}), json!([{"op": "move", "from": "/a/-", "path": "/b"}])).unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            patched(json!({"a": []}), json!([{"op": "move", "from": "/a/-", "path": "/b"}]))
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
     }
 
     #[pg_test]
@@ -352,7 +395,11 @@ mod tests {
     #[pg_test]
     fn integers_beyond_64_bits_patch_and_replay_exactly() {
         // u128 / i128 range: serde's tagged-enum buffering refused these ("integer as u128")
-        for n in ["100000000000000000000", "-100000000000000000000", "340282366920938463463374607431768211456"] {
+        for n in [
+            "100000000000000000000",
+            "-100000000000000000000",
+            "340282366920938463463374607431768211456",
+        ] {
             let v: Value = parse("n", n).unwrap();
             let p = parse("patch", &format!(r#"[{{"op": "add", "path": "/n", "value": {n}}}]"#)).unwrap();
             let state = patched(json!({}), p.clone()).unwrap();
@@ -376,7 +423,10 @@ mod tests {
         let patch = format!(r#"[{{"op": "replace", "path": "", "value": {{"metadata": {text}}}}}]"#);
         let jb = replay([Some(patch.as_str())]).unwrap();
         let out = crate::jsonb::out_text(&jb);
-        assert!(out.starts_with(r#"{"metadata": [[[["#) && out.contains(r#"{"d": 1}"#), "{out}");
+        assert!(
+            out.starts_with(r#"{"metadata": [[[["#) && out.contains(r#"{"d": 1}"#),
+            "{out}"
+        );
     }
 
     #[pg_test]
@@ -414,7 +464,9 @@ mod tests {
 
     #[pg_test]
     fn copy_doubling_is_54000() {
-        let ops: Vec<Value> = (0..30).map(|n| json!({"op": "copy", "from": "", "path": format!("/c{n}")})).collect();
+        let ops: Vec<Value> = (0..30)
+            .map(|n| json!({"op": "copy", "from": "", "path": format!("/c{n}")}))
+            .collect();
         let doc = json!({"s": "x".repeat(1000)});
         let err = apply(doc, parse_patch(Value::Array(ops)).unwrap(), 1 << 20).unwrap_err();
         assert_eq!(err.sqlstate(), "54000", "{err}");
@@ -422,7 +474,9 @@ mod tests {
 
     #[pg_test]
     fn many_adds_are_linear() {
-        let ops: Vec<Value> = (0..100_000).map(|n| json!({"op": "add", "path": format!("/k{n}"), "value": n})).collect();
+        let ops: Vec<Value> = (0..100_000)
+            .map(|n| json!({"op": "add", "path": format!("/k{n}"), "value": n}))
+            .collect();
         let t = std::time::Instant::now();
         let v = patched(json!({}), Value::Array(ops)).unwrap();
         assert_eq!(v.as_object().map(|m| m.len()), Some(100_000));

@@ -111,9 +111,12 @@ fn duplicate(node: &Node) -> Result<Node> {
         Node::Scalar(v) => Node::Scalar(*v),
         Node::Binary(c, n) => Node::Binary(*c, *n),
         Node::Array(items) => Node::Array(items.iter().map(duplicate).collect::<Result<_>>()?),
-        Node::Object(pairs) => {
-            Node::Object(pairs.iter().map(|(k, v)| Ok((k.clone(), duplicate(v)?))).collect::<Result<_>>()?)
-        }
+        Node::Object(pairs) => Node::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), duplicate(v)?)))
+                .collect::<Result<_>>()?,
+        ),
         Node::New(v) => Node::New(v.clone()),
     })
 }
@@ -134,7 +137,10 @@ unsafe fn key_of(v: &pg_sys::JsonbValue) -> Key {
 fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
     unsafe {
         let mut it = pg_sys::JsonbIteratorInit(c);
-        let mut v = pg_sys::JsonbValue { type_: jbvType::jbvNull, val: std::mem::zeroed() };
+        let mut v = pg_sys::JsonbValue {
+            type_: jbvType::jbvNull,
+            val: std::mem::zeroed(),
+        };
         let mut items = VecDeque::new();
         let mut pairs = Vec::new();
         let mut key = Key::Owned(String::new());
@@ -167,9 +173,16 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
 fn open(node: &mut Node) {
     match node {
         Node::Binary(c, _) => *node = expand(*c),
-        Node::New(Value::Array(items)) => *node = Node::Array(std::mem::take(items).into_iter().map(Node::New).collect()),
+        Node::New(Value::Array(items)) => {
+            *node = Node::Array(std::mem::take(items).into_iter().map(Node::New).collect())
+        }
         Node::New(Value::Object(map)) => {
-            *node = Node::Object(std::mem::take(map).into_iter().map(|(k, v)| (Key::Owned(k), Node::New(v))).collect())
+            *node = Node::Object(
+                std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (Key::Owned(k), Node::New(v)))
+                    .collect(),
+            )
         }
         _ => {}
     }
@@ -203,13 +216,21 @@ fn into_value(mut node: Node, depth: usize) -> Result<Value> {
     Ok(match &mut node {
         Node::Scalar(v) => unsafe { jsonb::scalar(v, "JSON document")? },
         Node::Binary(c, _) => jsonb::read_container(*c, "JSON document")?,
-        Node::Array(items) => {
-            Value::Array(std::mem::take(items).into_iter().map(|n| into_value(n, depth + 1)).collect::<Result<_>>()?)
-        }
+        Node::Array(items) => Value::Array(
+            std::mem::take(items)
+                .into_iter()
+                .map(|n| into_value(n, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
         Node::Object(pairs) => Value::Object(
             std::mem::take(pairs)
                 .into_iter()
-                .map(|(k, v)| Ok((String::from_utf8_lossy(k.bytes()).into_owned(), into_value(v, depth + 1)?)))
+                .map(|(k, v)| {
+                    Ok((
+                        String::from_utf8_lossy(k.bytes()).into_owned(),
+                        into_value(v, depth + 1)?,
+                    ))
+                })
                 .collect::<Result<_>>()?,
         ),
         Node::New(v) => {
@@ -257,7 +278,9 @@ fn size(node: &Node) -> Result<u64> {
 }
 
 fn invalid_path(op: usize, name: &str, path: &str) -> MemmieError {
-    MemmieError::InvalidParameter(format!("JSON Patch operation {op} ({name}) failed: path is invalid at path \"{path}\""))
+    MemmieError::InvalidParameter(format!(
+        "JSON Patch operation {op} ({name}) failed: path is invalid at path \"{path}\""
+    ))
 }
 
 /// RFC 6901 pointer tokens.
@@ -366,12 +389,20 @@ pub struct Doc {
 impl Doc {
     /// The jsonb document `root` of `size` bytes.
     pub fn from_jsonb(root: *mut pg_sys::JsonbContainer, size: u64, limit: u64) -> Doc {
-        Doc { root: Node::Binary(root, size), size, limit }
+        Doc {
+            root: Node::Binary(root, size),
+            size,
+            limit,
+        }
     }
 
     pub fn from_value(v: Value, limit: u64) -> Result<Doc> {
         let size = jsonb::text_size(&v)?;
-        Ok(Doc { root: Node::New(v), size, limit })
+        Ok(Doc {
+            root: Node::New(v),
+            size,
+            limit,
+        })
     }
 
     /// The document as a Value (at most [`MAX_DEPTH`] levels deep).
@@ -412,7 +443,11 @@ impl Doc {
                 }
             },
             Node::Array(items) => {
-                let i = if last == "-" { items.len() } else { index(last).ok_or_else(|| invalid_path(op, name, ptr))? };
+                let i = if last == "-" {
+                    items.len()
+                } else {
+                    index(last).ok_or_else(|| invalid_path(op, name, ptr))?
+                };
                 if i > items.len() {
                     return Err(invalid_path(op, name, ptr));
                 }
@@ -441,7 +476,8 @@ impl Doc {
     /// Applies operation number `i`. `value` is the operation's value (add, replace, test).
     fn apply_op(&mut self, i: usize, kind: Kind, path: &str, from: &str, value: Option<Node>) -> Result<()> {
         let name = kind.name();
-        let value = || value.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()));
+        let value =
+            || value.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()));
         match kind {
             Kind::Add => {
                 let value = value()?;
@@ -458,14 +494,17 @@ impl Doc {
             Kind::Replace => {
                 let value = value()?;
                 let n = size(&value)?;
-                let target = locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
+                let target =
+                    locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
                 let old = std::mem::replace(target, value);
                 let shrink = size(&old)?;
                 self.grow(n, shrink, i, name)?;
             }
             Kind::Move => {
                 if from == path {
-                    return locate(&mut self.root, &tokens(from, i, name)?).map(drop).ok_or_else(|| invalid_path(i, name, from));
+                    return locate(&mut self.root, &tokens(from, i, name)?)
+                        .map(drop)
+                        .ok_or_else(|| invalid_path(i, name, from));
                 }
                 if path.starts_with(from) && path.as_bytes().get(from.len()) == Some(&b'/') {
                     return Err(MemmieError::InvalidParameter(format!(
@@ -478,7 +517,8 @@ impl Doc {
                 }
             }
             Kind::Copy => {
-                let source = locate(&mut self.root, &tokens(from, i, name)?).ok_or_else(|| invalid_path(i, name, from))?;
+                let source =
+                    locate(&mut self.root, &tokens(from, i, name)?).ok_or_else(|| invalid_path(i, name, from))?;
                 let n = size(source)?;
                 // refuse before making the copy
                 if self.size.saturating_add(n) > self.limit {
@@ -492,7 +532,8 @@ impl Doc {
             }
             Kind::Test => {
                 let expected = value()?;
-                let target = locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
+                let target =
+                    locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
                 if to_value(target)? != to_value(&expected)? {
                     return Err(MemmieError::PatchTestFailed(format!(
                         "JSON Patch operation {i} (test) failed: value did not match at path \"{path}\""
@@ -530,36 +571,44 @@ impl Doc {
             check_interrupts();
             open(&mut op);
             let Node::Object(fields) = &mut op else {
-                return Err(MemmieError::InvalidParameter(format!("invalid JSON Patch: operation {i} is not an object")));
+                return Err(MemmieError::InvalidParameter(format!(
+                    "invalid JSON Patch: operation {i} is not an object"
+                )));
             };
             let mut text = |k: &str| -> Result<Option<String>> {
                 match fields.remove(k.as_bytes()) {
                     None => Ok(None),
-                    Some(Node::Scalar(v)) if v.type_ == jbvType::jbvString => match unsafe { jsonb::scalar(&v, "JSON Patch")? } {
-                        Value::String(s) => Ok(Some(s)),
-                        _ => Ok(None),
-                    },
-                    Some(_) => Err(MemmieError::InvalidParameter(format!("invalid JSON Patch: \"{k}\" must be a string"))),
+                    Some(Node::Scalar(v)) if v.type_ == jbvType::jbvString => {
+                        match unsafe { jsonb::scalar(&v, "JSON Patch")? } {
+                            Value::String(s) => Ok(Some(s)),
+                            _ => Ok(None),
+                        }
+                    }
+                    Some(_) => Err(MemmieError::InvalidParameter(format!(
+                        "invalid JSON Patch: \"{k}\" must be a string"
+                    ))),
                 }
             };
-            let op_name = text("op")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `op`".into()))?;
+            let op_name = text("op")?
+                .ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `op`".into()))?;
             let kind = Kind::from_name(&op_name).ok_or_else(|| crate::patch::unknown_op(&op_name))?;
-            let path = text("path")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `path`".into()))?;
+            let path = text("path")?
+                .ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `path`".into()))?;
             crate::patch::check_pointer(&path)?;
             let from = match kind {
                 Kind::Move | Kind::Copy => {
-                    let f = text("from")?.ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `from`".into()))?;
+                    let f = text("from")?.ok_or_else(|| {
+                        MemmieError::InvalidParameter("invalid JSON Patch: missing field `from`".into())
+                    })?;
                     crate::patch::check_pointer(&f)?;
                     f
                 }
                 _ => String::new(),
             };
             let value = match kind {
-                Kind::Add | Kind::Replace | Kind::Test => Some(
-                    fields
-                        .remove("value".as_bytes())
-                        .ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()))?,
-                ),
+                Kind::Add | Kind::Replace | Kind::Test => Some(fields.remove("value".as_bytes()).ok_or_else(|| {
+                    MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into())
+                })?),
                 _ => None,
             };
             self.apply_op(i, kind, &path, &from, value)?;
@@ -588,7 +637,11 @@ fn node_type(n: &Node) -> &'static str {
     }
 }
 
-unsafe fn push_node(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, node: &Node) -> Result<*mut pg_sys::JsonbValue> {
+unsafe fn push_node(
+    state: &mut *mut pg_sys::JsonbParseState,
+    tok: Tok::Type,
+    node: &Node,
+) -> Result<*mut pg_sys::JsonbValue> {
     check_stack()?;
     unsafe {
         Ok(match node {
@@ -597,7 +650,10 @@ unsafe fn push_node(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, no
                 pg_sys::pushJsonbValue(state, tok, &mut v)
             }
             Node::Binary(c, n) => {
-                let mut v = pg_sys::JsonbValue { type_: jbvType::jbvBinary, val: std::mem::zeroed() };
+                let mut v = pg_sys::JsonbValue {
+                    type_: jbvType::jbvBinary,
+                    val: std::mem::zeroed(),
+                };
                 v.val.binary.data = *c;
                 v.val.binary.len = *n as i32;
                 pg_sys::pushJsonbValue(state, tok, &mut v)
@@ -613,7 +669,10 @@ unsafe fn push_node(state: &mut *mut pg_sys::JsonbParseState, tok: Tok::Type, no
                 pg_sys::pushJsonbValue(state, Tok::WJB_BEGIN_OBJECT, std::ptr::null_mut());
                 for (k, item) in pairs {
                     let bytes = k.bytes();
-                    let mut key = pg_sys::JsonbValue { type_: jbvType::jbvString, val: std::mem::zeroed() };
+                    let mut key = pg_sys::JsonbValue {
+                        type_: jbvType::jbvString,
+                        val: std::mem::zeroed(),
+                    };
                     key.val.string.len = i32::try_from(bytes.len())
                         .map_err(|_| MemmieError::InvalidParameter("key too long for jsonb".into()))?;
                     // Points into the document or into this tree, both alive until

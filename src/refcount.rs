@@ -104,7 +104,9 @@ fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallibl
             return Err(internal("memmie reference counting: SPI_connect failed"));
         }
         if pg_sys::SPI_register_trigger_data(tg) != pg_sys::SPI_OK_TD_REGISTER as i32 {
-            return Err(internal("memmie reference counting: could not register transition tables"));
+            return Err(internal(
+                "memmie reference counting: could not register transition tables",
+            ));
         }
         for sql in steps {
             let key = (sql.as_ptr() as usize, relid);
@@ -113,7 +115,9 @@ fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallibl
                 None => {
                     let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
                     if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-                        return Err(internal(format!("memmie reference counting: could not prepare {sql:?}")));
+                        return Err(internal(format!(
+                            "memmie reference counting: could not prepare {sql:?}"
+                        )));
                     }
                     PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
                     plan
@@ -121,7 +125,9 @@ fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallibl
             };
             let rc = pg_sys::SPI_execute_plan(plan, std::ptr::null_mut(), std::ptr::null(), false, 0);
             if rc < 0 {
-                return Err(internal(format!("memmie reference counting: SPI_execute_plan returned {rc}")));
+                return Err(internal(format!(
+                    "memmie reference counting: SPI_execute_plan returned {rc}"
+                )));
             }
         }
         pg_sys::SPI_finish();
@@ -140,7 +146,8 @@ fn steps_for(trigger: &PgTrigger<'_>, add: &'static CStr, sub: &'static CStr) ->
     }
 }
 
-type TriggerResult<'a> = std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::trigger_support::PgTriggerError>;
+type TriggerResult<'a> =
+    std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::trigger_support::PgTriggerError>;
 
 /// AFTER INSERT OR DELETE OR UPDATE ON memmie.blob_versions FOR EACH ROW: notes the change of
 /// the row's content reference, written at commit.
@@ -167,7 +174,9 @@ fn note_content_refs(trigger: &PgTrigger<'_>) -> Fallible<()> {
     let hash_of = |tuple: Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Fallible<Option<String>> {
         let Some(tuple) = tuple else { return Ok(None) };
         tuple.get_by_name::<String>("content_hash").map_err(|e| {
-            internal(format!("memmie.content_refcount: cannot read content_hash of the row: {e}"))
+            internal(format!(
+                "memmie.content_refcount: cannot read content_hash of the row: {e}"
+            ))
         })
     };
     match trigger.op() {
@@ -215,7 +224,10 @@ pub mod pending {
         LEVELS.with(|levels| {
             let mut levels = levels.borrow_mut();
             if levels.last().is_none_or(|l| l.subid != subid) {
-                levels.push(Level { subid, counts: HashMap::new() });
+                levels.push(Level {
+                    subid,
+                    counts: HashMap::new(),
+                });
             }
             if let Some(level) = levels.last_mut() {
                 add_into(&mut level.counts, [(hash, n)]);
@@ -284,7 +296,9 @@ pub mod pending {
             }
             write(&all)?;
         }
-        Err(internal("memmie reference counting: the counts kept changing while they were written at commit"))
+        Err(internal(
+            "memmie reference counting: the counts kept changing while they were written at commit",
+        ))
     }
 
     /// The owner of memmie.content_storage; None when it is gone (the extension dropped in
@@ -309,15 +323,15 @@ pub mod pending {
     /// pinned search_path, so nothing the committing session created (a `pg_temp` type, an
     /// operator in `public`) is found while running with the owner's rights.
     fn write(all: &[(String, i64)]) -> Fallible<()> {
-        let Some(owner) = content_storage_owner() else { return Ok(()) };
+        let Some(owner) = content_storage_owner() else {
+            return Ok(());
+        };
         let (mut user, mut context) = (pg_sys::InvalidOid, 0);
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
             pg_sys::SetUserIdAndSecContext(
                 owner,
-                context
-                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
         // (an ERROR raised inside aborts the transaction, which restores the user and the
@@ -336,7 +350,9 @@ pub mod pending {
         let written = if all.len() <= FEW {
             all.iter().try_for_each(|(hash, n)| {
                 crate::plans::with_plan(ADD_ONE, &[text, int8], |client, stmt| {
-                    client.update(stmt, None, &[hash.as_str().into(), (*n).into()]).map(|_| ())
+                    client
+                        .update(stmt, None, &[hash.as_str().into(), (*n).into()])
+                        .map(|_| ())
                 })
             })
         } else {
@@ -354,7 +370,11 @@ pub mod pending {
             })
         };
         unsafe { pg_sys::PopActiveSnapshot() };
-        written.map_err(|e| internal(format!("memmie reference counting: could not write the counts at commit: {e}")))
+        written.map_err(|e| {
+            internal(format!(
+                "memmie reference counting: could not write the counts at commit: {e}"
+            ))
+        })
     }
 
     #[pg_guard]
@@ -366,7 +386,10 @@ pub mod pending {
                     raise(e)
                 }
             }
-            XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_COMMIT
+            XACT_EVENT_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PREPARE
+            | XACT_EVENT_PARALLEL_COMMIT
             | XACT_EVENT_PARALLEL_ABORT => LEVELS.with(|levels| levels.borrow_mut().clear()),
             _ => {}
         }
@@ -391,7 +414,10 @@ pub mod pending {
                     return;
                 }
                 if levels.last().is_none_or(|l| l.subid != parent) {
-                    levels.push(Level { subid: parent, counts: HashMap::new() });
+                    levels.push(Level {
+                        subid: parent,
+                        counts: HashMap::new(),
+                    });
                 }
                 if let Some(level) = levels.last_mut() {
                     add_into(&mut level.counts, merged);

@@ -5,11 +5,24 @@ use crate::patch;
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
 
-const KEYS: [&str; 7] = ["content_hash", "content_size", "content_type", "metadata", "tags", "deleted", "content"];
+const KEYS: [&str; 7] = [
+    "content_hash",
+    "content_size",
+    "content_type",
+    "metadata",
+    "tags",
+    "deleted",
+    "content",
+];
 
 /// Is `mime` a syntactically valid MIME type (`type/subtype` with optional parameters)?
 pub fn validate_mime(mime: &str) -> Result<()> {
-    let bad = || MemmieError::InvalidParameter(format!("invalid content type \"{}\": expected type/subtype", mime.chars().take(300).collect::<String>()));
+    let bad = || {
+        MemmieError::InvalidParameter(format!(
+            "invalid content type \"{}\": expected type/subtype",
+            mime.chars().take(300).collect::<String>()
+        ))
+    };
     if mime.len() > 255 {
         return Err(bad());
     }
@@ -20,7 +33,8 @@ pub fn validate_mime(mime: &str) -> Result<()> {
         !s.is_empty()
             && s.len() <= 127
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'*')
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b))
     };
     if !token(ty) || !token(sub) || mime.bytes().any(|b| b.is_ascii_control()) {
         return Err(bad());
@@ -39,7 +53,8 @@ fn invalid(msg: String) -> MemmieError {
 }
 
 fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| invalid(format!("{what} must be a JSON object, got {}", patch::type_name(v))))
+    v.as_object()
+        .ok_or_else(|| invalid(format!("{what} must be a JSON object, got {}", patch::type_name(v))))
 }
 
 /// Checks the parts of a state that a caller may set.
@@ -48,7 +63,10 @@ pub fn validate(state: &Value) -> Result<()> {
     if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(invalid(format!("unknown key \"{k}\" in the blob state")));
     }
-    let ct = obj.get("content_type").and_then(Value::as_str).ok_or_else(|| invalid("the blob state needs a string content_type".into()))?;
+    let ct = obj
+        .get("content_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("the blob state needs a string content_type".into()))?;
     validate_mime(ct)?;
     as_object(obj.get("metadata").unwrap_or(&Value::Null), "metadata")?;
     match obj.get("tags") {
@@ -56,7 +74,9 @@ pub fn validate(state: &Value) -> Result<()> {
         _ => return Err(invalid("tags must be a JSON array of strings".into())),
     }
     if obj.contains_key("content") && !is_json_type(ct) {
-        return Err(invalid(format!("only JSON blobs have /content; content type is \"{ct}\"")));
+        return Err(invalid(format!(
+            "only JSON blobs have /content; content type is \"{ct}\""
+        )));
     }
     Ok(())
 }
@@ -75,7 +95,9 @@ pub fn next_state(old: &str, patch_doc: &str) -> Result<Value> {
     validate(&new)?;
     for (key, was) in DERIVED.iter().zip(&derived) {
         if was.as_ref() != new.get(*key) {
-            return Err(invalid(format!("/{key} cannot be changed by a patch; it follows from the blob's content and lifecycle")));
+            return Err(invalid(format!(
+                "/{key} cannot be changed by a patch; it follows from the blob's content and lifecycle"
+            )));
         }
     }
     let ct = new.get("content_type").and_then(Value::as_str).unwrap_or("");
@@ -123,15 +145,31 @@ mod tests {
     use serde_json::json;
 
     fn state() -> String {
-        patch::to_text(&json!({"content_hash": "h", "content_size": 3, "content_type": "text/plain", "metadata": {}, "tags": []}))
+        patch::to_text(
+            &json!({"content_hash": "h", "content_size": 3, "content_type": "text/plain", "metadata": {}, "tags": []}),
+        )
     }
 
     #[pg_test]
     fn mime_types() {
-        for ok in ["text/plain", "application/json", "application/vnd.api+json", "text/markdown; charset=utf-8", "image/svg+xml"] {
+        for ok in [
+            "text/plain",
+            "application/json",
+            "application/vnd.api+json",
+            "text/markdown; charset=utf-8",
+            "image/svg+xml",
+        ] {
             assert!(validate_mime(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "text", "/plain", "text/", "te xt/plain", "text/pl\nain", "text/plain/extra"] {
+        for bad in [
+            "",
+            "text",
+            "/plain",
+            "text/",
+            "te xt/plain",
+            "text/pl\nain",
+            "text/plain/extra",
+        ] {
             assert!(validate_mime(bad).is_err(), "{bad}");
         }
         assert!(is_json_type("application/json; charset=utf-8"));
@@ -165,9 +203,16 @@ mod tests {
 
     #[pg_test]
     fn json_content_must_stay() {
-        let s = patch::to_text(&json!({"content_hash": "h", "content_size": 2, "content_type": "application/json", "metadata": {}, "tags": [], "content": {}}));
+        let s = patch::to_text(
+            &json!({"content_hash": "h", "content_size": 2, "content_type": "application/json", "metadata": {}, "tags": [], "content": {}}),
+        );
         assert!(next_state(&s, r#"[{"op":"add","path":"/content/a","value":1}]"#).is_ok());
-        assert_eq!(next_state(&s, r#"[{"op":"remove","path":"/content"}]"#).unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            next_state(&s, r#"[{"op":"remove","path":"/content"}]"#)
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
     }
 
     #[pg_test]
