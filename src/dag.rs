@@ -153,7 +153,7 @@ impl Visitor {
     /// Records `id` at `depth` unless seen before; true when it is the node the walk stops at.
     fn visit(&mut self, id: u128, depth: i32) -> bool {
         self.rows += 1;
-        if self.rows % INTERRUPT_EVERY == 0 {
+        if self.rows.is_multiple_of(INTERRUPT_EVERY) {
             pgrx::check_for_interrupts!();
         }
         if !self.seen.insert(id) {
@@ -464,7 +464,7 @@ mod edge_scan {
             if tuple.is_null() {
                 break;
             }
-            if count % super::INTERRUPT_EVERY == 0 {
+            if count.is_multiple_of(super::INTERRUPT_EVERY) {
                 pgrx::check_for_interrupts!();
             }
             if count >= max_edges {

@@ -76,7 +76,7 @@ impl Graph {
 
 fn tick(steps: &mut usize) {
     *steps += 1;
-    if *steps % INTERRUPT_EVERY == 0 {
+    if steps.is_multiple_of(INTERRUPT_EVERY) {
         pgrx::check_for_interrupts!();
     }
 }
@@ -160,7 +160,7 @@ fn for_each_row(sql: &str, mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>) -
         let mut cursor = client.try_open_cursor(sql, &[]).map_err(spi_failed)?;
         loop {
             let rows = cursor.fetch(FETCH).map_err(spi_failed)?;
-            if rows.len() == 0 {
+            if rows.is_empty() {
                 return Ok(());
             }
             for row in rows {

@@ -563,7 +563,7 @@ impl Doc {
             other => {
                 return Err(MemmieError::InvalidParameter(format!(
                     "invalid JSON Patch: expected an array of operations, got {}",
-                    node_type(&other)
+                    node_type(other)
                 )))
             }
         };
