@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Package test: the tarball of `bash .ci/dev package` installs memmie into a PostgreSQL that has
 # none (memmie's files are removed from it first), without Rust: unpacked over /, then a new
-# cluster runs CREATE EXTENSION memmie, the tour (docs/tour.sql) and check().
+# cluster runs CREATE EXTENSION memmie, the tour (docs/tour.sql) and check(), and the README's
+# tour exactly as a reader would paste it into psql (its first ```sql block, from CREATE
+# EXTENSION on, into a new database).
 #   tests/package.sh PACKAGE PG_CONFIG WORKDIR CLUSTER_OWNER
 # (as root, or with sudo for the PostgreSQL directories). Prints "ok - ..." / "not ok - ..." per
 # check and "N passed, M failed"; exits non-zero on failure.
@@ -42,6 +44,10 @@ got=$("${psql[@]}" -At -d tour -c "SELECT extversion FROM pg_extension WHERE ext
 want=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -1)
 result "$([ "$got" = "$want" ]; echo $?)" "the installed version is $want (got $got)"
 result "$([ "$("${psql[@]}" -At -d tour -c "SELECT bool_and(ok) FROM memmie.check()")" = t ]; echo $?)" "check() is all ok"
+awk '/^## A five-minute tour/ {t = 1} t && /^```sql/ {b = 1; next} b && /^```/ {exit} b' "$here/README.md" >"$work/readme.sql"
+"${psql[@]}" -d postgres -c "CREATE DATABASE readme" \
+    && "${psql[@]}" -d readme -f "$work/readme.sql" >"$work/readme.log" 2>&1
+result $? "the README's tour pastes into psql ($(grep -c . "$work/readme.sql") lines)$( [ -s "$work/readme.log" ] && grep -m1 'ERROR\|error:' "$work/readme.log")"
 as_owner "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
