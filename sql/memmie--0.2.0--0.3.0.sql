@@ -313,6 +313,156 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- check() replays each blob's history once (linear in the deltas, not quadratic), and reports a
+-- delta that cannot be applied as a row instead of failing.
+CREATE FUNCTION memmie._replay_mismatches()
+RETURNS TABLE (blob_id uuid, version int, problem text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r      record;
+    cur    uuid;
+    s      jsonb;
+    broken boolean;
+BEGIN
+    FOR r IN
+        SELECT coalesce(v.blob_id, d.blob_id) AS blob_id, coalesce(v.version, d.to_version) AS version,
+               d.patch, v.blob_id IS NOT NULL AS has_version,
+               memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                  v.deleted) AS stored
+        FROM memmie.blob_versions v
+        FULL JOIN (SELECT x.blob_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
+               ON d.blob_id = v.blob_id AND d.to_version = v.version
+        ORDER BY 1, 2
+    LOOP
+        IF r.blob_id IS DISTINCT FROM cur THEN
+            cur := r.blob_id;
+            s := 'null';
+            broken := false;
+        END IF;
+        CONTINUE WHEN broken;
+        IF r.patch IS NOT NULL THEN
+            BEGIN
+                s := memmie.jsonb_patch(s, r.patch);
+            EXCEPTION WHEN OTHERS THEN
+                blob_id := r.blob_id;
+                version := r.version;
+                problem := format('its delta does not apply (%s: %s)', SQLSTATE, SQLERRM);
+                broken := true;
+                RETURN NEXT;
+                CONTINUE;
+            END;
+        END IF;
+        IF r.has_version AND s IS DISTINCT FROM r.stored THEN
+            blob_id := r.blob_id;
+            version := r.version;
+            problem := NULL;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.check()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad    bigint;
+    sample text;
+    total  bigint;
+BEGIN
+    -- reference counts = version rows naming each content (the stored count, plus what this
+    -- transaction has changed and will write when it commits)
+    SELECT count(*), string_agg(format('%s has %s, %s versions name it', x.content_hash, x.reference_count, x.refs), '; ')
+           FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT c.content_hash, c.reference_count + coalesce(p.n, 0) AS reference_count, coalesce(v.refs, 0) AS refs,
+                 row_number() OVER (ORDER BY c.content_hash) AS rn
+          FROM memmie.content_storage c
+          LEFT JOIN (SELECT content_hash, count(*) AS refs FROM memmie.blob_versions GROUP BY 1) v
+                 ON v.content_hash = c.content_hash
+          LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash
+          WHERE c.reference_count + coalesce(p.n, 0) <> coalesce(v.refs, 0)) x;
+    SELECT count(*) INTO total FROM memmie.content_storage;
+    RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
+                                                 format('%s contents', total));
+
+    -- replaying each blob's deltas gives every version's stored state; the head is the last one
+    SELECT count(*), string_agg(format('blob %s version %s', x.blob_id, x.version) || coalesce(': ' || x.problem, ''), '; ')
+                     FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT m.blob_id, m.version, m.problem, row_number() OVER (ORDER BY m.blob_id, m.version) AS rn
+          FROM memmie._replay_mismatches() m) x;
+    SELECT count(*) INTO total FROM memmie.blob_versions;
+    RETURN QUERY SELECT * FROM memmie._check_row('replay', bad, sample, format('%s versions replayed', total));
+
+    SELECT count(*), string_agg(format('blob %s', x.id), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT b.id, row_number() OVER (ORDER BY b.id) AS rn
+          FROM memmie.blobs b
+          LEFT JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+          WHERE v.blob_id IS NULL
+             OR (b.content_hash, b.content_size, b.content_type, b.metadata, b.tags, b.deleted_at IS NOT NULL)
+                IS DISTINCT FROM (v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
+             OR (SELECT count(*) FROM memmie.blob_versions w WHERE w.blob_id = b.id) <> b.version) x;
+    SELECT count(*) INTO total FROM memmie.blobs;
+    RETURN QUERY SELECT * FROM memmie._check_row('heads', bad, sample,
+                                                 format('%s blobs: head = latest version, versions dense', total));
+
+    -- stored bytes still hash to their names
+    SELECT count(*), string_agg(format('%s: %s', x.content_hash, x.detail), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT r.content_hash, r.detail, row_number() OVER (ORDER BY r.content_hash) AS rn
+          FROM memmie.verify_content() r WHERE NOT r.ok) x;
+    SELECT count(*) INTO total FROM memmie.content_storage WHERE storage_backend = 'postgres';
+    RETURN QUERY SELECT * FROM memmie._check_row('content_hashes', bad, sample, format('%s contents re-hashed', total));
+
+    -- storage_used and blob_count against a recomputation
+    SELECT count(*), string_agg(format('user %s: storage %s (recomputed %s), blobs %s (recomputed %s)',
+                                       x.user_id, x.storage_used, x.storage, x.blob_count, x.blobs), '; ')
+           FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT u.user_id, u.storage_used, u.blob_count, coalesce(s.storage, 0) AS storage,
+                 coalesce(n.blobs, 0) AS blobs, row_number() OVER (ORDER BY u.user_id) AS rn
+          FROM memmie.user_contexts u
+          LEFT JOIN (SELECT d.user_id, sum(d.content_size) AS storage
+                     FROM (SELECT DISTINCT v.user_id, v.content_hash, v.content_size FROM memmie.blob_versions v) d
+                     GROUP BY 1) s ON s.user_id = u.user_id
+          LEFT JOIN (SELECT b.user_id, count(*) AS blobs FROM memmie.blobs b WHERE b.deleted_at IS NULL GROUP BY 1) n
+                 ON n.user_id = u.user_id
+          WHERE u.storage_used <> coalesce(s.storage, 0) OR u.blob_count <> coalesce(n.blobs, 0)) x;
+    SELECT count(*) INTO total FROM memmie.user_contexts;
+    RETURN QUERY SELECT * FROM memmie._check_row('user_accounting', bad, sample, format('%s users', total));
+
+    -- edges join blobs of one user; every parent_blob_id has its edge
+    SELECT count(*), string_agg(x.what, '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT y.what, row_number() OVER (ORDER BY y.what) AS rn FROM (
+              SELECT format('edge %s -> %s crosses users', e.parent_blob_id, e.child_blob_id) AS what
+              FROM memmie.blob_edges e JOIN memmie.blobs p ON p.id = e.parent_blob_id
+              JOIN memmie.blobs c ON c.id = e.child_blob_id
+              WHERE p.user_id <> c.user_id
+              UNION ALL
+              SELECT format('blob %s has parent %s without an edge', b.id, b.parent_blob_id)
+              FROM memmie.blobs b
+              WHERE b.parent_blob_id IS NOT NULL
+                AND NOT EXISTS (SELECT FROM memmie.blob_edges e
+                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id)) y) x;
+    SELECT count(*) INTO total FROM memmie.blob_edges;
+    RETURN QUERY SELECT * FROM memmie._check_row('edges', bad, sample, format('%s edges', total));
+
+    -- every delta and event lies in a partition of its own period, not in the DEFAULT one
+    SELECT (SELECT count(*) FROM memmie.deltas_default) + (SELECT count(*) FROM memmie.events_default),
+           format('%s deltas and %s events in the DEFAULT partitions (run memmie.create_partitions)',
+                  (SELECT count(*) FROM memmie.deltas_default), (SELECT count(*) FROM memmie.events_default))
+    INTO bad, sample;
+    RETURN QUERY SELECT * FROM memmie._check_row('partitions', bad, sample,
+                                                 'no delta or event in a DEFAULT partition');
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie._replay_mismatches() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
 -- dag_statistics computed natively, linear in the edges (src/dag_statistics.rs). The view is
 -- made again; whatever was granted on it is granted again.
 CREATE FUNCTION memmie."_dag_statistics"() RETURNS TABLE (

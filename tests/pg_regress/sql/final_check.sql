@@ -18,6 +18,15 @@ ROLLBACK TO s;
 UPDATE memmie.deltas SET patch = '[{"op": "add", "path": "/metadata/x", "value": 1}]' WHERE blob_id = :'j' AND to_version = 2;
 SELECT check_name FROM memmie.check() WHERE NOT ok;
 ROLLBACK TO s;
+-- a delta that cannot be applied any more is a row of check(), not an error of check()
+UPDATE memmie.deltas SET patch = '[{"op": "remove", "path": "/nowhere"}]' WHERE blob_id = :'j' AND to_version = 1;
+SELECT check_name, regexp_replace(detail, '[0-9a-f-]{36}', '<uuid>') AS detail FROM memmie.check() WHERE NOT ok;
+ROLLBACK TO s;
+-- a missing delta: that version and the ones after it no longer replay to their states
+DELETE FROM memmie.deltas WHERE blob_id = :'j' AND to_version = 1;
+SELECT check_name, regexp_replace(detail, '[0-9a-f-]{36}', '<uuid>', 'g') AS detail FROM memmie.check()
+WHERE NOT ok AND check_name = 'replay';
+ROLLBACK TO s;
 UPDATE memmie.blobs SET tags = '{x}' WHERE id = :'t';
 SELECT check_name FROM memmie.check() WHERE NOT ok;
 ROLLBACK TO s;
