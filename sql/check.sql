@@ -36,13 +36,18 @@ BEGIN
     LOOP
         IF r.blob_id IS DISTINCT FROM cur THEN
             cur := r.blob_id;
-            s := 'null';
+            s := NULL;
             broken := false;
         END IF;
         CONTINUE WHEN broken;
         IF r.patch IS NOT NULL THEN
             BEGIN
-                s := memmie.jsonb_patch(s, r.patch);
+                -- replay's own engine and limits, as blob_state uses them (a state may nest 128
+                -- levels, its patch two more: more than jsonb_patch reads), from the state so far
+                s := memmie._replay(CASE WHEN s IS NULL THEN ARRAY[r.patch::pg_catalog.text]
+                                         ELSE ARRAY['[{"op": "add", "path": "", "value": ' OPERATOR(pg_catalog.||)
+                                                    s::pg_catalog.text OPERATOR(pg_catalog.||) '}]',
+                                                    r.patch::pg_catalog.text] END)::pg_catalog.jsonb;
             EXCEPTION WHEN OTHERS THEN
                 blob_id := r.blob_id;
                 version := r.version;
