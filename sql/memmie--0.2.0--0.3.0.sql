@@ -347,6 +347,48 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- reprocess() of a processing done before names the provider's current version in its job's
+-- input too (the job carried the version it first ran with).
+CREATE OR REPLACE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p   memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b   memmie.blobs;
+    pr  memmie.provider_processing;
+    ids uuid[];
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
+    IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    ids := memmie._queue_processing(ARRAY[b.id], ARRAY[p.id::text], ARRAY['{"reprocess": true}'::jsonb]);
+    IF cardinality(ids) > 0 THEN
+        RETURN ids[1];
+    END IF;
+    -- processed at this version before: run it again (its job is queued anew), by the
+    -- provider's current version, which the processing records and the job's input names
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id);
+    UPDATE memmie.jobs j
+    SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0,
+        input = j.input || jsonb_build_object('provider_version', p.version)
+    WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
+    IF FOUND THEN
+        UPDATE memmie.provider_processing x
+        SET status = 'pending', provider_version = p.version, error_message = NULL,
+            completed_at = NULL, queued_at = clock_timestamp(),
+            metadata = x.metadata || '{"reprocess": true}'
+        WHERE x.id = pr.id;
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN pr.id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
 -- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
 -- function; a role holding privileges on memmie.blobs gets the same on every memmie table.
