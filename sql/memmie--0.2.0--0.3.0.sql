@@ -389,6 +389,109 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- claim_jobs() holds the processings of a provider that is not active (inactive, deprecated).
+CREATE OR REPLACE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
+                                  lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    t_now timestamptz;
+BEGIN
+    IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
+        PERFORM memmie._check_text(claim_jobs.worker_id, 'worker_id', 255);
+    END IF;
+    IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
+    END IF;
+    IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
+    END IF;
+    -- Take back jobs whose lease expired (at most 100 per call): queued again (one more attempt
+    -- used), or failed when none is left. (t_now is a variable, not clock_timestamp() in the
+    -- query, so that both conditions are index conditions.)
+    t_now := clock_timestamp();
+    -- (looked for first: a query costs a fraction of an UPDATE that finds nothing)
+    IF EXISTS (SELECT FROM memmie.jobs j WHERE j.status = 'running' AND j.lease_expires_at < memmie._clock()) THEN
+        WITH expired AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'running' AND j.lease_expires_at < t_now
+            ORDER BY j.lease_expires_at
+            LIMIT 100
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(j.retry_count + 1, j.max_retries),
+            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE t_now END,
+            run_after = t_now, worker_id = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id;
+    END IF;
+
+    -- The claim is written twice on purpose. A LIMIT given as a parameter makes PostgreSQL plan
+    -- the statement anew on every call (about half of a one-job claim's time) or, once it
+    -- settles on a generic plan, sort every queued job. The usual worker's call, one job of one
+    -- type, has its own statement with LIMIT 1, planned once: the type is a range of one value
+    -- and leads the ORDER BY, so that only idx_jobs_queued_type gives the order (with an
+    -- equality, the plan made without knowing the type guesses how much of the queue is of it
+    -- and may walk idx_jobs_queued past every queued job of the other types). Every other call
+    -- is planned with its arguments, where the conditions on job_types fold to the one that
+    -- applies (one type: idx_jobs_queued_type; none: idx_jobs_queued).
+    -- A provider's processings (job_type 'memmie.process', input.provider_id) are held while
+    -- the provider is inactive or deprecated (set_provider_status): skipped, still queued, and
+    -- handed out again once it is active. One primary-key lookup of memmie.providers per
+    -- candidate, inside the cached plan.
+    IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+        claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));   -- the plain form
+    END IF;
+    IF claim_jobs.max_jobs = 1 AND cardinality(claim_jobs.job_types) = 1 THEN
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND j.job_type >= claim_jobs.job_types[1] AND j.job_type <= claim_jobs.job_types[1]
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.job_type, j.run_after, j.created_at, j.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    ELSE
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (claim_jobs.job_types IS NULL
+                   OR (cardinality(claim_jobs.job_types) = 1 AND j.job_type = claim_jobs.job_types[1])
+                   OR (cardinality(claim_jobs.job_types) > 1 AND j.job_type = ANY (claim_jobs.job_types)))
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.run_after, j.created_at, j.id
+            LIMIT claim_jobs.max_jobs
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
 -- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
 -- function; a role holding privileges on memmie.blobs gets the same on every memmie table.
