@@ -492,6 +492,133 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- undelete_blob(); delete_blob() and revert_blob() take expected_version (MM001), last and
+-- defaulted so that existing calls keep working. A new signature is a new function: the old one
+-- is dropped and whatever was granted on it is granted on the new one.
+CREATE TEMP TABLE _memmie_old_acl ON COMMIT DROP AS
+SELECT p.proname::pg_catalog.text AS name, p.proacl AS acl FROM pg_catalog.pg_proc p
+WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.delete_blob(uuid,boolean)'::pg_catalog.regprocedure,
+                                            'memmie.revert_blob(uuid,integer,text)'::pg_catalog.regprocedure]);
+DROP FUNCTION memmie.delete_blob(uuid, boolean);
+DROP FUNCTION memmie.revert_blob(uuid, integer, text);
+
+CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
+                                   expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(revert_blob.provider_id);
+    b     memmie.blobs;
+    v     memmie.blob_versions;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(revert_blob.to_version, 'to_version');
+    b := memmie._lock_blob(revert_blob.blob_id);
+    PERFORM memmie._check_expected(b, revert_blob.expected_version);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
+    END IF;
+    old_s := memmie._head_state(b);
+    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                v.deleted);
+    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.revert_blob(uuid,integer,text,integer) FROM PUBLIC;
+
+CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
+                                   expected_version int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id);
+    PERFORM memmie._check_expected(b, delete_blob.expected_version);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.delete_blob(uuid,boolean,integer) FROM PUBLIC;
+
+CREATE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id);
+    old_s jsonb;
+BEGIN
+    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
+    IF b.deleted_at IS NULL THEN
+        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
+    END IF;
+    old_s := memmie._head_state(b);
+    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
+                                '[{"op": "remove", "path": "/deleted"}]', 'user');
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.undelete_blob(uuid,integer) FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT o.name, a.grantee, a.privilege_type, a.is_grantable
+             FROM pg_temp._memmie_old_acl o, pg_catalog.aclexplode(o.acl) a
+             WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', g.privilege_type,
+            CASE g.name WHEN 'delete_blob' THEN 'memmie.delete_blob(uuid,boolean,integer)'
+                        ELSE 'memmie.revert_blob(uuid,integer,text,integer)' END,
+            CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::pg_catalog.text END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+DROP TABLE pg_temp._memmie_old_acl;
+
+-- a deleted blob's hint names undelete_blob()
+CREATE OR REPLACE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
+            HINT = 'undelete_blob() brings it back';
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
 -- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
 -- function; a role holding privileges on memmie.blobs gets the same on every memmie table.
