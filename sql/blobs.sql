@@ -354,7 +354,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user')
+CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
+                                   expected_version int DEFAULT NULL)
 RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -367,6 +368,7 @@ DECLARE
 BEGIN
     PERFORM memmie._require(revert_blob.to_version, 'to_version');
     b := memmie._lock_blob(revert_blob.blob_id);
+    PERFORM memmie._check_expected(b, revert_blob.expected_version);
     SELECT * INTO v FROM memmie.blob_versions x
     WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
     IF NOT FOUND THEN
@@ -382,7 +384,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false)
+CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
+                                   expected_version int DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -392,6 +395,7 @@ DECLARE
 BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
     b := memmie._lock_blob(delete_blob.blob_id);
+    PERFORM memmie._check_expected(b, delete_blob.expected_version);
     IF delete_blob.hard THEN
         INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
         VALUES ('blob.deleted', b.id, 'blob', b.user_id,
@@ -408,6 +412,30 @@ BEGIN
                                     '[{"op": "add", "path": "/deleted", "value": true}]',
                                     'user');
     END IF;
+END
+$$;
+
+-- Brings a soft-deleted blob back: a new version whose state is the deleted one's without
+-- "deleted" (the state before the soft delete), recorded as a revert (event blob.updated, as a
+-- revert_blob to a live version); counted and quota-checked as every writer is.
+CREATE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id);
+    old_s jsonb;
+BEGIN
+    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
+    IF b.deleted_at IS NULL THEN
+        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
+    END IF;
+    old_s := memmie._head_state(b);
+    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
+                                '[{"op": "remove", "path": "/deleted"}]', 'user');
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
+    RETURN b;
 END
 $$;
 

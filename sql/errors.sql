@@ -5,7 +5,9 @@
 --   ------+------------+-------------------------------------------------------------------------
 --   P0002 | SQL, Rust  | the blob / version / delta / content / provider / job does not exist
 --   22023 | SQL, Rust  | malformed argument (NULL where a value is needed, bad patch or pointer,
---         |            | bad MIME type, nesting past 128 levels, a value out of range, ...)
+--         |            | bad MIME type, nesting past 128 levels, a value out of range, ...),
+--         |            | or an object in the wrong state for the call (undelete_blob of a blob
+--         |            | not deleted, backfill of a provider not active)
 --   MM001 | SQL        | expected_version given and not the blob's current version
 --   MM002 | SQL        | the user's quota would be exceeded
 --   MM003 | SQL        | the edge would make a cycle in the DAG

@@ -66,7 +66,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF b.deleted_at IS NOT NULL THEN
         RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
-            HINT = 'revert_blob() to an earlier version brings it back';
+            HINT = 'undelete_blob() brings it back';
     END IF;
 END
 $$;

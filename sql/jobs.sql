@@ -121,6 +121,10 @@ BEGIN
     -- and may walk idx_jobs_queued past every queued job of the other types). Every other call
     -- is planned with its arguments, where the conditions on job_types fold to the one that
     -- applies (one type: idx_jobs_queued_type; none: idx_jobs_queued).
+    -- A provider's processings (job_type 'memmie.process', input.provider_id) are held while
+    -- the provider is inactive or deprecated (set_provider_status): skipped, still queued, and
+    -- handed out again once it is active. One primary-key lookup of memmie.providers per
+    -- candidate, inside the cached plan.
     IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
         claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));   -- the plain form
     END IF;
@@ -131,6 +135,9 @@ BEGIN
             WHERE j.status = 'queued' AND j.run_after <= t_now
               AND j.job_type >= claim_jobs.job_types[1] AND j.job_type <= claim_jobs.job_types[1]
               AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
             ORDER BY j.job_type, j.run_after, j.created_at, j.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED
@@ -150,6 +157,9 @@ BEGIN
               AND (claim_jobs.job_types IS NULL
                    OR (cardinality(claim_jobs.job_types) = 1 AND j.job_type = claim_jobs.job_types[1])
                    OR (cardinality(claim_jobs.job_types) > 1 AND j.job_type = ANY (claim_jobs.job_types)))
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
             ORDER BY j.run_after, j.created_at, j.id
             LIMIT claim_jobs.max_jobs
             FOR UPDATE SKIP LOCKED

@@ -502,6 +502,278 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- reprocess() of a processing done before names the provider's current version in its job's
+-- input too (the job carried the version it first ran with).
+CREATE OR REPLACE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p   memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b   memmie.blobs;
+    pr  memmie.provider_processing;
+    ids uuid[];
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
+    IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    ids := memmie._queue_processing(ARRAY[b.id], ARRAY[p.id::text], ARRAY['{"reprocess": true}'::jsonb]);
+    IF cardinality(ids) > 0 THEN
+        RETURN ids[1];
+    END IF;
+    -- processed at this version before: run it again (its job is queued anew), by the
+    -- provider's current version, which the processing records and the job's input names
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id);
+    UPDATE memmie.jobs j
+    SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0,
+        input = j.input || jsonb_build_object('provider_version', p.version)
+    WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
+    IF FOUND THEN
+        UPDATE memmie.provider_processing x
+        SET status = 'pending', provider_version = p.version, error_message = NULL,
+            completed_at = NULL, queued_at = clock_timestamp(),
+            metadata = x.metadata || '{"reprocess": true}'
+        WHERE x.id = pr.id;
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN pr.id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- claim_jobs() holds the processings of a provider that is not active (inactive, deprecated).
+CREATE OR REPLACE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
+                                  lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    t_now timestamptz;
+BEGIN
+    IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
+        PERFORM memmie._check_text(claim_jobs.worker_id, 'worker_id', 255);
+    END IF;
+    IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
+    END IF;
+    IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
+    END IF;
+    -- Take back jobs whose lease expired (at most 100 per call): queued again (one more attempt
+    -- used), or failed when none is left. (t_now is a variable, not clock_timestamp() in the
+    -- query, so that both conditions are index conditions.)
+    t_now := clock_timestamp();
+    -- (looked for first: a query costs a fraction of an UPDATE that finds nothing)
+    IF EXISTS (SELECT FROM memmie.jobs j WHERE j.status = 'running' AND j.lease_expires_at < memmie._clock()) THEN
+        WITH expired AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'running' AND j.lease_expires_at < t_now
+            ORDER BY j.lease_expires_at
+            LIMIT 100
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(j.retry_count + 1, j.max_retries),
+            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE t_now END,
+            run_after = t_now, worker_id = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id;
+    END IF;
+
+    -- The claim is written twice on purpose. A LIMIT given as a parameter makes PostgreSQL plan
+    -- the statement anew on every call (about half of a one-job claim's time) or, once it
+    -- settles on a generic plan, sort every queued job. The usual worker's call, one job of one
+    -- type, has its own statement with LIMIT 1, planned once: the type is a range of one value
+    -- and leads the ORDER BY, so that only idx_jobs_queued_type gives the order (with an
+    -- equality, the plan made without knowing the type guesses how much of the queue is of it
+    -- and may walk idx_jobs_queued past every queued job of the other types). Every other call
+    -- is planned with its arguments, where the conditions on job_types fold to the one that
+    -- applies (one type: idx_jobs_queued_type; none: idx_jobs_queued).
+    -- A provider's processings (job_type 'memmie.process', input.provider_id) are held while
+    -- the provider is inactive or deprecated (set_provider_status): skipped, still queued, and
+    -- handed out again once it is active. One primary-key lookup of memmie.providers per
+    -- candidate, inside the cached plan.
+    IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+        claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));   -- the plain form
+    END IF;
+    IF claim_jobs.max_jobs = 1 AND cardinality(claim_jobs.job_types) = 1 THEN
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND j.job_type >= claim_jobs.job_types[1] AND j.job_type <= claim_jobs.job_types[1]
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.job_type, j.run_after, j.created_at, j.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    ELSE
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (claim_jobs.job_types IS NULL
+                   OR (cardinality(claim_jobs.job_types) = 1 AND j.job_type = claim_jobs.job_types[1])
+                   OR (cardinality(claim_jobs.job_types) > 1 AND j.job_type = ANY (claim_jobs.job_types)))
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.run_after, j.created_at, j.id
+            LIMIT claim_jobs.max_jobs
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- undelete_blob(); delete_blob() and revert_blob() take expected_version (MM001), last and
+-- defaulted so that existing calls keep working. A new signature is a new function: the old one
+-- is dropped and whatever was granted on it is granted on the new one.
+CREATE TEMP TABLE _memmie_old_acl ON COMMIT DROP AS
+SELECT p.proname::pg_catalog.text AS name, p.proacl AS acl FROM pg_catalog.pg_proc p
+WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.delete_blob(uuid,boolean)'::pg_catalog.regprocedure,
+                                            'memmie.revert_blob(uuid,integer,text)'::pg_catalog.regprocedure]);
+DROP FUNCTION memmie.delete_blob(uuid, boolean);
+DROP FUNCTION memmie.revert_blob(uuid, integer, text);
+
+CREATE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
+                                   expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(revert_blob.provider_id);
+    b     memmie.blobs;
+    v     memmie.blob_versions;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(revert_blob.to_version, 'to_version');
+    b := memmie._lock_blob(revert_blob.blob_id);
+    PERFORM memmie._check_expected(b, revert_blob.expected_version);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
+    END IF;
+    old_s := memmie._head_state(b);
+    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                v.deleted);
+    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.revert_blob(uuid,integer,text,integer) FROM PUBLIC;
+
+CREATE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
+                                   expected_version int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id);
+    PERFORM memmie._check_expected(b, delete_blob.expected_version);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.delete_blob(uuid,boolean,integer) FROM PUBLIC;
+
+CREATE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id);
+    old_s jsonb;
+BEGIN
+    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
+    IF b.deleted_at IS NULL THEN
+        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
+    END IF;
+    old_s := memmie._head_state(b);
+    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
+                                '[{"op": "remove", "path": "/deleted"}]', 'user');
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.undelete_blob(uuid,integer) FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT o.name, a.grantee, a.privilege_type, a.is_grantable
+             FROM pg_temp._memmie_old_acl o, pg_catalog.aclexplode(o.acl) a
+             WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', g.privilege_type,
+            CASE g.name WHEN 'delete_blob' THEN 'memmie.delete_blob(uuid,boolean,integer)'
+                        ELSE 'memmie.revert_blob(uuid,integer,text,integer)' END,
+            CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::pg_catalog.text END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+DROP TABLE pg_temp._memmie_old_acl;
+
+-- a deleted blob's hint names undelete_blob()
+CREATE OR REPLACE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
+            HINT = 'undelete_blob() brings it back';
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
 -- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
 -- function; a role holding privileges on memmie.blobs gets the same on every memmie table.

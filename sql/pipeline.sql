@@ -257,13 +257,15 @@ BEGIN
     IF cardinality(ids) > 0 THEN
         RETURN ids[1];
     END IF;
-    -- processed at this version before: run it again (its job is queued anew)
+    -- processed at this version before: run it again (its job is queued anew), by the
+    -- provider's current version, which the processing records and the job's input names
     SELECT * INTO pr FROM memmie.provider_processing x
     WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
     PERFORM memmie._lock_job(pr.job_id);
     UPDATE memmie.jobs j
     SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
-        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0,
+        input = j.input || jsonb_build_object('provider_version', p.version)
     WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
     IF FOUND THEN
         UPDATE memmie.provider_processing x

@@ -107,4 +107,30 @@ SELECT (SELECT count(*) FROM memmie.blobs WHERE id = :'md') AS blobs,
 SELECT t.err(format($$SELECT memmie.blob_state(%L)$$, :'md'));
 SELECT count(*) AS orphan_content_refs FROM t.content_now c
 WHERE c.reference_count <> (SELECT count(*) FROM memmie.blob_versions v WHERE v.content_hash = c.content_hash);
+-- expected_version on delete_blob and revert_blob (MM001, nothing changes); undelete_blob brings
+-- a soft-deleted blob back as a new version equal to the one before the delete.
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000a1', 'keep me', 'text/plain', '{"k": 1}')).id AS ud \gset
+SELECT to_version FROM memmie.apply_delta(:'ud', '[{"op": "add", "path": "/metadata/k2", "value": 2}]');
+SELECT t.err(format($$SELECT memmie.delete_blob(%L, expected_version => 1)$$, :'ud')) AS stale_delete;
+SELECT t.err(format($$SELECT memmie.delete_blob(%L, true, 1)$$, :'ud')) AS stale_hard_delete;
+SELECT version, deleted_at IS NULL AS live FROM memmie.blobs WHERE id = :'ud';
+SELECT memmie.delete_blob(:'ud', false, 2);
+SELECT version, deleted_at IS NOT NULL AS deleted FROM memmie.blobs WHERE id = :'ud';
+SELECT t.err(format($$SELECT memmie.undelete_blob(%L, 2)$$, :'ud')) AS stale_undelete;
+SELECT count(*) AS usage_rows FROM memmie.usage_increments WHERE user_id = '00000000-0000-0000-0000-0000000000a1' \gset before_
+SELECT version, deleted_at IS NULL AS live, metadata, convert_from(memmie.blob_content(id), 'UTF8') AS content
+FROM memmie.undelete_blob(:'ud', expected_version => 3);
+SELECT memmie.blob_state(:'ud', 4) = memmie.blob_state(:'ud', 2) AS v4_equals_v2;
+SELECT count(*) - :before_usage_rows AS usage_rows_added FROM memmie.usage_increments WHERE user_id = '00000000-0000-0000-0000-0000000000a1';
+SELECT to_version, operation, provider_id, patch FROM memmie.blob_history(:'ud') WHERE to_version >= 3 ORDER BY 1;
+SELECT event_type, payload ->> 'version' AS version, payload ->> 'operation' AS operation
+FROM memmie.events WHERE aggregate_id = :'ud' ORDER BY (payload ->> 'version')::int;
+SELECT count(*) AS listed FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000a1') WHERE id = :'ud';
+SELECT t.err(format($$SELECT memmie.undelete_blob(%L)$$, :'ud')) AS not_deleted;
+SELECT t.err($$SELECT memmie.undelete_blob('00000000-0000-0000-0000-00000000dead')$$) AS missing_blob;
+SELECT t.err($$SELECT memmie.undelete_blob(NULL)$$) AS null_blob;
+SELECT t.err(format($$SELECT memmie.revert_blob(%L, 1, expected_version => 3)$$, :'ud')) AS stale_revert;
+SELECT version, metadata FROM memmie.revert_blob(:'ud', 1, 'user', 4);
+SELECT memmie.delete_blob(:'ud', hard => true, expected_version => 5);
+SELECT count(*) AS gone FROM memmie.blobs WHERE id = :'ud';
 ROLLBACK;

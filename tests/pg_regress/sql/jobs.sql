@@ -75,6 +75,26 @@ SELECT count(*) AS nothing_of_no_type FROM memmie.claim_jobs('w8', 1, job_types 
 SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '{{sweep}}');
 SELECT id FROM memmie.claim_jobs('w8', 1, job_types => '[2:3]={nothing,sweep}');
 
+-- a provider's processings are held while it is inactive or deprecated: not claimed, still
+-- queued, claimed again once it is active
+SELECT id, status FROM memmie.register_provider('{"id": "held", "name": "Held", "version": "1",
+    "trigger_events": ["blob.created"], "supported_types": ["text/x-held"]}');
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000e1', 'hold me', 'text/x-held')).version;
+SELECT memmie.dispatch_events(1000) > 0 AS dispatched;
+SELECT id AS held_job FROM memmie.jobs WHERE job_type = 'memmie.process' AND input ->> 'provider_id' = 'held' \gset
+SELECT id, status FROM memmie.set_provider_status('held', 'inactive');
+SELECT count(*) AS claimed_one FROM memmie.claim_jobs('w9', 1, job_types => ARRAY['memmie.process']);
+SELECT count(*) AS claimed_many FROM memmie.claim_jobs('w9', 10, job_types => ARRAY['memmie.process']);
+SELECT count(*) AS claimed_of_types FROM memmie.claim_jobs('w9', 1, job_types => ARRAY['memmie.process', 'none']);
+SELECT id, status FROM memmie.set_provider_status('held', 'deprecated');
+SELECT count(*) AS claimed_deprecated FROM memmie.claim_jobs('w9', 10, job_types => ARRAY['memmie.process']);
+SELECT j.status AS job_status, p.status AS processing_status
+FROM memmie.jobs j JOIN memmie.provider_processing p ON p.job_id = j.id WHERE j.id = :'held_job';
+SELECT id, status FROM memmie.set_provider_status('held', 'active');
+SELECT id = :'held_job' AS held_job, status, worker_id, input ->> 'provider_id' AS provider_id
+FROM memmie.claim_jobs('w9', 1, job_types => ARRAY['memmie.process']);
+SELECT t.err($$SELECT memmie.set_provider_status('held', NULL)$$) AS null_status;
+
 -- the columns check their values whoever writes them (domains: job_status, percent,
 -- non_negative_int), and a running job needs a holder
 SELECT t.err($$UPDATE memmie.jobs SET status = 'done' WHERE id = 'sweep-1'$$) AS unknown_status;

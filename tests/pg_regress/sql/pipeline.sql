@@ -137,4 +137,21 @@ SELECT id AS img_pid FROM memmie.provider_processing WHERE provider_id = 'words'
 SELECT status FROM memmie.jobs WHERE id = :'img_pid';
 SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'img'), true);
 SELECT status, error_message LIKE 'processing of blob % was deleted' AS says_why FROM memmie.jobs WHERE id = :'img_pid';
+-- reprocess after a new provider version: the processing and its job's input name version 2
+SELECT id, version FROM memmie.register_provider('{"id": "vers", "name": "Vers", "version": "1",
+    "trigger_events": ["blob.created"], "supported_types": ["text/x-vers"]}');
+INSERT INTO n SELECT 'vers', (memmie.create_blob('00000000-0000-0000-0000-0000000000f1', 'v', 'text/x-vers')).id;
+SELECT memmie.dispatch_events(100) > 0 AS dispatched;
+SELECT id AS vers_pid FROM memmie.provider_processing WHERE provider_id = 'vers' \gset
+SELECT count(*) > 0 AS claimed FROM memmie.claim_jobs('w1', 100, job_types => ARRAY['memmie.process']);
+SELECT count(*) AS outputs FROM memmie.complete_processing(:'vers_pid', 'w1', '{}');
+SELECT p.status, p.provider_version, j.status AS job_status, j.input ->> 'provider_version' AS job_provider_version
+FROM memmie.provider_processing p JOIN memmie.jobs j ON j.id = p.job_id WHERE p.id = :'vers_pid';
+SELECT id, version FROM memmie.register_provider('{"id": "vers", "name": "Vers", "version": "2",
+    "trigger_events": ["blob.created"], "supported_types": ["text/x-vers"]}');
+SELECT memmie.reprocess((SELECT id FROM n WHERE name = 'vers'), 'vers') = :'vers_pid' AS same_processing_queued_again;
+SELECT p.status, p.provider_version, j.status AS job_status, j.input ->> 'provider_version' AS job_provider_version,
+       j.input ->> 'provider_version' = p.provider_version AS job_runs_processing_version
+FROM memmie.provider_processing p JOIN memmie.jobs j ON j.id = p.job_id WHERE p.id = :'vers_pid';
+SELECT t.err(format($$SELECT memmie.reprocess(%L, NULL)$$, (SELECT id FROM n WHERE name = 'vers'))) AS null_provider;
 ROLLBACK;

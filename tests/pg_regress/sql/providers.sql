@@ -63,6 +63,9 @@ SELECT id, status FROM memmie.set_provider_status('summarizer', 'deprecated');
 SELECT t.err($$SELECT memmie.set_provider_status('summarizer', 'paused')$$) AS bad_status;
 SELECT t.err($$SELECT memmie.set_provider_status('nobody', 'active')$$) AS missing_provider;
 SELECT t.err($$SELECT memmie.set_provider_status(NULL, 'active')$$) AS null_provider;
+SELECT t.err($$SELECT memmie.set_provider_status('summarizer', NULL)$$) AS null_status;
+SELECT id, status FROM memmie.set_provider_status('summarizer', 'inactive');
+SELECT id, status FROM memmie.set_provider_status('summarizer', 'active');
 
 -- type matching: exact (parameters ignored, case-insensitive), type/*, */*, size limit
 SELECT pat, ct, size, memmie._provider_accepts(p, ct, size) AS accepts

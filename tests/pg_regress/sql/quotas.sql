@@ -41,6 +41,7 @@ FROM memmie.blobs WHERE user_id = '00000000-0000-0000-0000-0000000000c1';
 SELECT memmie.delete_blob(:'q1');
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000c1', 'y', 'text/plain')).version;
 SELECT t.err(format($$SELECT memmie.revert_blob(%L, 1)$$, :'q1')) AS undelete_over_quota;
+SELECT t.err(format($$SELECT memmie.undelete_blob(%L)$$, :'q1')) AS undelete_blob_over_quota;
 -- Quota values must be non-negative numbers.
 SELECT t.err($$UPDATE memmie.user_contexts SET quota_limits = '{"max_blobs": "lots"}' WHERE user_id = '00000000-0000-0000-0000-0000000000c1'$$);
 ROLLBACK;

@@ -149,6 +149,8 @@ BEGIN
     PERFORM jsonb_patch('{"a": 1}', '[{"op": "add", "path": "/b", "value": 2}]'), jsonb_diff('{"a": 1}', '{"a": 2}'),
             sha256('x');
     PERFORM delete_blob(j);
+    PERFORM undelete_blob(j, expected_version => 2);
+    PERFORM delete_blob(j, expected_version => 3);
     PERFORM delete_blob(j, hard => true);
     RETURN 'ok';
 END $$;
