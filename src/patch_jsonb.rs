@@ -36,7 +36,10 @@ enum Node {
     New(Value),
 }
 
-/// An object key: still in the document's memory, or new from the patch. Ordered by its bytes.
+/// An object key: still in the document's memory, or new from the patch. Ordered as jsonb
+/// orders keys (shorter first, then by bytes, see [`JKey`]), so that an object unpacked from the
+/// document is already sorted (the map is built without sorting) and is pushed back in the order
+/// PostgreSQL stores it (its sort of the members finds them sorted, in one pass).
 enum Key {
     Raw(*const u8, usize),
     Owned(String),
@@ -48,6 +51,30 @@ impl Key {
             Key::Raw(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
             Key::Owned(s) => s.as_bytes(),
         }
+    }
+}
+
+/// Key bytes compared in jsonb's order: by length, then bytewise (`lengthCompareJsonbString`);
+/// what an object is looked up by.
+#[repr(transparent)]
+#[derive(PartialEq, Eq)]
+struct JKey([u8]);
+
+impl JKey {
+    fn new(b: &[u8]) -> &JKey {
+        // SAFETY: JKey is a transparent wrapper of [u8]
+        unsafe { &*(b as *const [u8] as *const JKey) }
+    }
+}
+
+impl PartialOrd for JKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for JKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -64,12 +91,12 @@ impl PartialOrd for Key {
 }
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.bytes().cmp(other.bytes())
+        JKey::new(self.bytes()).cmp(JKey::new(other.bytes()))
     }
 }
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.bytes()
+impl std::borrow::Borrow<JKey> for Key {
+    fn borrow(&self) -> &JKey {
+        JKey::new(self.bytes())
     }
 }
 
@@ -152,7 +179,7 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
             }
         }
         if !is_array {
-            // jsonb keys are unique; their order (by length first) is not byte order
+            // jsonb keys are unique and already in the map's order
             Node::Object(pairs.into_iter().collect())
         } else if raw_scalar && items.len() == 1 {
             items.pop_front().unwrap_or(Node::New(Value::Null))
@@ -305,7 +332,7 @@ fn locate<'a>(root: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
         }
         open(node);
         node = match node {
-            Node::Object(pairs) => pairs.get_mut(t.as_bytes())?,
+            Node::Object(pairs) => pairs.get_mut(JKey::new(t.as_bytes()))?,
             Node::Array(items) => items.get_mut(index(t)?)?,
             _ => return None,
         };
@@ -404,7 +431,7 @@ impl Doc {
         let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
         open(parent);
         match parent {
-            Node::Object(pairs) => match pairs.get_mut(last.as_bytes()) {
+            Node::Object(pairs) => match pairs.get_mut(JKey::new(last.as_bytes())) {
                 Some(slot) => Ok(Some(std::mem::replace(slot, value))),
                 None => {
                     pairs.insert(Key::Owned(last.clone()), value);
@@ -430,7 +457,7 @@ impl Doc {
         let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
         open(parent);
         match parent {
-            Node::Object(pairs) => pairs.remove(last.as_bytes()).ok_or_else(|| invalid_path(op, name, ptr)),
+            Node::Object(pairs) => pairs.remove(JKey::new(last.as_bytes())).ok_or_else(|| invalid_path(op, name, ptr)),
             Node::Array(items) => index(last)
                 .and_then(|i| items.remove(i))
                 .ok_or_else(|| invalid_path(op, name, ptr)),
@@ -533,7 +560,7 @@ impl Doc {
                 return Err(MemmieError::InvalidParameter(format!("invalid JSON Patch: operation {i} is not an object")));
             };
             let mut text = |k: &str| -> Result<Option<String>> {
-                match fields.remove(k.as_bytes()) {
+                match fields.remove(JKey::new(k.as_bytes())) {
                     None => Ok(None),
                     Some(Node::Scalar(v)) if v.type_ == jbvType::jbvString => match unsafe { jsonb::scalar(&v, "JSON Patch")? } {
                         Value::String(s) => Ok(Some(s)),
@@ -557,7 +584,7 @@ impl Doc {
             let value = match kind {
                 Kind::Add | Kind::Replace | Kind::Test => Some(
                     fields
-                        .remove("value".as_bytes())
+                        .remove(JKey::new(b"value"))
                         .ok_or_else(|| MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into()))?,
                 ),
                 _ => None,
