@@ -107,6 +107,12 @@ pub unsafe fn scalar(v: &pg_sys::JsonbValue, what: &str) -> Result<Value> {
 }
 
 impl JsonbArg {
+    /// The jsonb datum `d` as an argument (tests).
+    #[cfg(any(test, feature = "pg_test"))]
+    pub(crate) fn from_raw(d: pg_sys::Datum) -> JsonbArg {
+        JsonbArg(d)
+    }
+
     /// The detoasted document's root container (valid for the rest of the call).
     pub fn root(&self) -> *mut pg_sys::JsonbContainer {
         unsafe {
@@ -300,7 +306,7 @@ unsafe fn palloc_bytes(s: &str) -> *mut std::ffi::c_char {
     }
 }
 
-unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
+pub(crate) unsafe fn to_jbv(v: &Value) -> Result<pg_sys::JsonbValue> {
     unsafe {
         let mut jv = pg_sys::JsonbValue {
             type_: jbvType::jbvNull,

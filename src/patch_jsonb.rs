@@ -36,7 +36,10 @@ enum Node {
     New(Value),
 }
 
-/// An object key: still in the document's memory, or new from the patch. Ordered by its bytes.
+/// An object key: still in the document's memory, or new from the patch. Ordered as jsonb
+/// orders keys (shorter first, then by bytes, see [`JKey`]), so that an object unpacked from the
+/// document is already sorted (the map is built without sorting) and is pushed back in the order
+/// PostgreSQL stores it (its sort of the members finds them sorted, in one pass).
 enum Key {
     Raw(*const u8, usize),
     Owned(String),
@@ -48,6 +51,30 @@ impl Key {
             Key::Raw(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
             Key::Owned(s) => s.as_bytes(),
         }
+    }
+}
+
+/// Key bytes compared in jsonb's order: by length, then bytewise (`lengthCompareJsonbString`);
+/// what an object is looked up by.
+#[repr(transparent)]
+#[derive(PartialEq, Eq)]
+struct JKey([u8]);
+
+impl JKey {
+    fn new(b: &[u8]) -> &JKey {
+        // SAFETY: JKey is a transparent wrapper of [u8]
+        unsafe { &*(b as *const [u8] as *const JKey) }
+    }
+}
+
+impl PartialOrd for JKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for JKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -64,12 +91,12 @@ impl PartialOrd for Key {
 }
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.bytes().cmp(other.bytes())
+        JKey::new(self.bytes()).cmp(JKey::new(other.bytes()))
     }
 }
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.bytes()
+impl std::borrow::Borrow<JKey> for Key {
+    fn borrow(&self) -> &JKey {
+        JKey::new(self.bytes())
     }
 }
 
@@ -158,7 +185,7 @@ fn expand(c: *mut pg_sys::JsonbContainer) -> Node {
             }
         }
         if !is_array {
-            // jsonb keys are unique; their order (by length first) is not byte order
+            // jsonb keys are unique and already in the map's order
             Node::Object(pairs.into_iter().collect())
         } else if raw_scalar && items.len() == 1 {
             items.pop_front().unwrap_or(Node::New(Value::Null))
@@ -328,7 +355,7 @@ fn locate<'a>(root: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
         }
         open(node);
         node = match node {
-            Node::Object(pairs) => pairs.get_mut(t.as_bytes())?,
+            Node::Object(pairs) => pairs.get_mut(JKey::new(t.as_bytes()))?,
             Node::Array(items) => items.get_mut(index(t)?)?,
             _ => return None,
         };
@@ -435,7 +462,7 @@ impl Doc {
         let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
         open(parent);
         match parent {
-            Node::Object(pairs) => match pairs.get_mut(last.as_bytes()) {
+            Node::Object(pairs) => match pairs.get_mut(JKey::new(last.as_bytes())) {
                 Some(slot) => Ok(Some(std::mem::replace(slot, value))),
                 None => {
                     pairs.insert(Key::Owned(last.clone()), value);
@@ -465,7 +492,9 @@ impl Doc {
         let parent = locate(&mut self.root, parent_path).ok_or_else(|| invalid_path(op, name, ptr))?;
         open(parent);
         match parent {
-            Node::Object(pairs) => pairs.remove(last.as_bytes()).ok_or_else(|| invalid_path(op, name, ptr)),
+            Node::Object(pairs) => pairs
+                .remove(JKey::new(last.as_bytes()))
+                .ok_or_else(|| invalid_path(op, name, ptr)),
             Node::Array(items) => index(last)
                 .and_then(|i| items.remove(i))
                 .ok_or_else(|| invalid_path(op, name, ptr)),
@@ -576,7 +605,7 @@ impl Doc {
                 )));
             };
             let mut text = |k: &str| -> Result<Option<String>> {
-                match fields.remove(k.as_bytes()) {
+                match fields.remove(JKey::new(k.as_bytes())) {
                     None => Ok(None),
                     Some(Node::Scalar(v)) if v.type_ == jbvType::jbvString => {
                         match unsafe { jsonb::scalar(&v, "JSON Patch")? } {
@@ -606,9 +635,11 @@ impl Doc {
                 _ => String::new(),
             };
             let value = match kind {
-                Kind::Add | Kind::Replace | Kind::Test => Some(fields.remove("value".as_bytes()).ok_or_else(|| {
-                    MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into())
-                })?),
+                Kind::Add | Kind::Replace | Kind::Test => {
+                    Some(fields.remove(JKey::new(b"value")).ok_or_else(|| {
+                        MemmieError::InvalidParameter("invalid JSON Patch: missing field `value`".into())
+                    })?)
+                }
                 _ => None,
             };
             self.apply_op(i, kind, &path, &from, value)?;
@@ -618,7 +649,8 @@ impl Doc {
 
     /// The document as jsonb.
     pub fn build(&self) -> Result<JsonbOut> {
-        build(&self.root)
+        // room for about the document's size up front (it is a lower bound), within reason
+        build(&self.root, self.size.min(1 << 24) as usize + 64)
     }
 }
 
@@ -637,67 +669,239 @@ fn node_type(n: &Node) -> &'static str {
     }
 }
 
-unsafe fn push_node(
-    state: &mut *mut pg_sys::JsonbParseState,
-    tok: Tok::Type,
-    node: &Node,
-) -> Result<*mut pg_sys::JsonbValue> {
-    check_stack()?;
-    unsafe {
-        Ok(match node {
-            Node::Scalar(v) => {
-                let mut v = *v;
-                pg_sys::pushJsonbValue(state, tok, &mut v)
+// jsonb's binary format (PostgreSQL's jsonb.h).
+const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
+const JENTRY_TYPEMASK: u32 = 0x7000_0000;
+const JENTRY_HAS_OFF: u32 = 0x8000_0000;
+const JENTRY_ISNUMERIC: u32 = 0x1000_0000;
+const JENTRY_ISBOOL_FALSE: u32 = 0x2000_0000;
+const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
+const JENTRY_ISNULL: u32 = 0x4000_0000;
+const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
+const JB_OFFSET_STRIDE: usize = 32;
+const JB_CMASK: u32 = 0x0FFF_FFFF;
+const JB_FSCALAR: u32 = 0x1000_0000;
+const JB_FOBJECT: u32 = 0x2000_0000;
+const JB_FARRAY: u32 = 0x4000_0000;
+
+/// The document written directly in jsonb's binary format, as PostgreSQL's `convertToJsonb`
+/// writes it (same bytes), except that the containers the patch did not open are copied as
+/// they are (a container's bytes do not depend on where it sits, once aligned on 4 bytes)
+/// instead of being unpacked value by value by `pushJsonbValue` and encoded again: a small
+/// patch on a large document costs a copy of the document, not its re-encoding.
+struct Encoder(Vec<u8>);
+
+fn too_big() -> MemmieError {
+    MemmieError::ContentTooLarge(format!(
+        "total size of jsonb object elements exceeds the maximum of {JENTRY_OFFLENMASK} bytes"
+    ))
+}
+
+impl Encoder {
+    /// Pads to a 4-byte boundary (relative to the start of the varlena); the padding's length.
+    fn pad(&mut self) -> u32 {
+        let n = (4 - self.0.len() % 4) % 4;
+        self.0.extend_from_slice(&[0u8; 3][..n]);
+        n as u32
+    }
+
+    fn string(&mut self, b: &[u8]) -> Result<u32> {
+        let n = u32::try_from(b.len())
+            .ok()
+            .filter(|n| *n <= JENTRY_OFFLENMASK)
+            .ok_or_else(too_big)?;
+        self.0.extend_from_slice(b);
+        Ok(n)
+    }
+
+    /// A numeric datum (a varlena), aligned.
+    unsafe fn numeric(&mut self, num: *const u8) -> Result<u32> {
+        let n = unsafe { pgrx::varsize_any(num as *const pg_sys::varlena) };
+        let pad = self.pad();
+        self.0.extend_from_slice(unsafe { std::slice::from_raw_parts(num, n) });
+        Ok(JENTRY_ISNUMERIC | (pad + u32::try_from(n).map_err(|_| too_big())?))
+    }
+
+    /// A container of `count` elements (or pairs, `object`): the header, then the JEntries of
+    /// its `entries` children (an object's keys, then its values), each written by `child`.
+    fn container(
+        &mut self,
+        object: bool,
+        count: usize,
+        mut child: impl FnMut(&mut Encoder, usize) -> Result<u32>,
+    ) -> Result<u32> {
+        check_stack()?;
+        check_interrupts();
+        let base = self.0.len();
+        self.pad();
+        let count32 = u32::try_from(count)
+            .ok()
+            .filter(|n| *n <= JB_CMASK)
+            .ok_or_else(too_big)?;
+        let entries = if object { count * 2 } else { count };
+        self.0
+            .extend_from_slice(&(count32 | if object { JB_FOBJECT } else { JB_FARRAY }).to_ne_bytes());
+        let at = self.0.len();
+        self.0.resize(at + 4 * entries, 0);
+        let mut total: u32 = 0;
+        for i in 0..entries {
+            let mut meta = child(self, i)?;
+            total = total
+                .checked_add(meta & JENTRY_OFFLENMASK)
+                .filter(|n| *n <= JENTRY_OFFLENMASK)
+                .ok_or_else(too_big)?;
+            if i % JB_OFFSET_STRIDE == 0 {
+                meta = (meta & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF;
             }
-            Node::Binary(c, n) => {
-                let mut v = pg_sys::JsonbValue {
-                    type_: jbvType::jbvBinary,
-                    val: std::mem::zeroed(),
-                };
-                v.val.binary.data = *c;
-                v.val.binary.len = *n as i32;
-                pg_sys::pushJsonbValue(state, tok, &mut v)
+            self.0[at + 4 * i..at + 4 * i + 4].copy_from_slice(&meta.to_ne_bytes());
+        }
+        let len = u32::try_from(self.0.len() - base)
+            .ok()
+            .filter(|n| *n <= JENTRY_OFFLENMASK)
+            .ok_or_else(too_big)?;
+        Ok(JENTRY_ISCONTAINER | len)
+    }
+
+    unsafe fn scalar(&mut self, v: &pg_sys::JsonbValue) -> Result<u32> {
+        unsafe {
+            match v.type_ {
+                jbvType::jbvNull => Ok(JENTRY_ISNULL),
+                jbvType::jbvBool => Ok(if v.val.boolean {
+                    JENTRY_ISBOOL_TRUE
+                } else {
+                    JENTRY_ISBOOL_FALSE
+                }),
+                jbvType::jbvString => self.string(std::slice::from_raw_parts(
+                    v.val.string.val as *const u8,
+                    v.val.string.len.max(0) as usize,
+                )),
+                jbvType::jbvNumeric => self.numeric(v.val.numeric as *const u8),
+                _ => Err(MemmieError::InvalidParameter(
+                    "invalid JSON document: unexpected jsonb value".into(),
+                )),
             }
-            Node::Array(items) => {
-                pg_sys::pushJsonbValue(state, Tok::WJB_BEGIN_ARRAY, std::ptr::null_mut());
-                for item in items {
-                    push_node(state, Tok::WJB_ELEM, item)?;
-                }
-                pg_sys::pushJsonbValue(state, Tok::WJB_END_ARRAY, std::ptr::null_mut())
-            }
+        }
+    }
+
+    /// A container of the document (or of a stored patch), copied as it is.
+    unsafe fn binary(&mut self, c: *mut pg_sys::JsonbContainer) -> Result<u32> {
+        if unsafe { (*c).header } & JB_FSCALAR != 0 {
+            // a whole scalar document moved or copied inside another: its scalar
+            return self.node(&expand(c));
+        }
+        let bytes = unsafe { container_bytes(c) };
+        let pad = self.pad();
+        self.0.extend_from_slice(bytes);
+        let len = u32::try_from(bytes.len())
+            .ok()
+            .filter(|n| pad + *n <= JENTRY_OFFLENMASK)
+            .ok_or_else(too_big)?;
+        Ok(JENTRY_ISCONTAINER | (pad + len))
+    }
+
+    fn node(&mut self, node: &Node) -> Result<u32> {
+        match node {
+            Node::Scalar(v) => unsafe { self.scalar(v) },
+            Node::Binary(c, _) => unsafe { self.binary(*c) },
+            Node::Array(items) => self.container(false, items.len(), |e, i| e.node(&items[i])),
             Node::Object(pairs) => {
-                pg_sys::pushJsonbValue(state, Tok::WJB_BEGIN_OBJECT, std::ptr::null_mut());
-                for (k, item) in pairs {
-                    let bytes = k.bytes();
-                    let mut key = pg_sys::JsonbValue {
-                        type_: jbvType::jbvString,
-                        val: std::mem::zeroed(),
-                    };
-                    key.val.string.len = i32::try_from(bytes.len())
-                        .map_err(|_| MemmieError::InvalidParameter("key too long for jsonb".into()))?;
-                    // Points into the document or into this tree, both alive until
-                    // JsonbValueToJsonb has copied the result.
-                    key.val.string.val = bytes.as_ptr() as *mut std::ffi::c_char;
-                    pg_sys::pushJsonbValue(state, Tok::WJB_KEY, &mut key);
-                    push_node(state, Tok::WJB_VALUE, item)?;
-                }
-                pg_sys::pushJsonbValue(state, Tok::WJB_END_OBJECT, std::ptr::null_mut())
+                // keys, then values, in the map's (jsonb's) order
+                let mut keys = pairs.keys();
+                let mut values = pairs.values();
+                let n = pairs.len();
+                self.container(true, n, |e, i| {
+                    if i < n {
+                        e.string(keys.next().map(Key::bytes).unwrap_or_default())
+                    } else {
+                        values.next().map_or(Ok(JENTRY_ISNULL), |v| e.node(v))
+                    }
+                })
             }
-            Node::New(v) => jsonb::push(state, tok, v)?,
-        })
+            Node::New(v) => self.value(v),
+        }
+    }
+
+    fn value(&mut self, v: &Value) -> Result<u32> {
+        match v {
+            Value::Null => Ok(JENTRY_ISNULL),
+            Value::Bool(b) => Ok(if *b { JENTRY_ISBOOL_TRUE } else { JENTRY_ISBOOL_FALSE }),
+            Value::String(s) => self.string(s.as_bytes()),
+            Value::Number(_) => unsafe {
+                let jv = jsonb::to_jbv(v)?;
+                let r = self.numeric(jv.val.numeric as *const u8);
+                pg_sys::pfree(jv.val.numeric.cast());
+                r
+            },
+            Value::Array(items) => self.container(false, items.len(), |e, i| e.value(&items[i])),
+            Value::Object(map) => {
+                let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
+                pairs.sort_unstable_by(|a, b| JKey::new(a.0.as_bytes()).cmp(JKey::new(b.0.as_bytes())));
+                let n = pairs.len();
+                self.container(true, n, |e, i| {
+                    if i < n {
+                        e.string(pairs[i].0.as_bytes())
+                    } else {
+                        e.value(pairs[i - n].1)
+                    }
+                })
+            }
+        }
+    }
+
+    /// The varlena: header, then the root container written after it.
+    fn finish(self) -> Result<JsonbOut> {
+        let len = i32::try_from(self.0.len()).map_err(|_| too_big())?;
+        unsafe {
+            let p = pg_sys::palloc(self.0.len()) as *mut u8;
+            std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, self.0.len());
+            pgrx::set_varsize_4b(p as *mut pg_sys::varlena, len);
+            Ok(JsonbOut(pg_sys::Datum::from(p)))
+        }
     }
 }
 
-fn build(root: &Node) -> Result<JsonbOut> {
+/// The bytes of the (non-scalar-root) container `c`: its header, JEntries and data, up to the
+/// end of its last child.
+unsafe fn container_bytes<'a>(c: *mut pg_sys::JsonbContainer) -> &'a [u8] {
+    unsafe {
+        let header = (*c).header;
+        let count = (header & JB_CMASK) as usize;
+        let entries = if header & JB_FOBJECT != 0 { count * 2 } else { count };
+        let children = (c as *const u32).add(1);
+        // the end of the last child: lengths back to the nearest stored offset
+        let mut end = 0usize;
+        for i in (0..entries).rev() {
+            let e = *children.add(i);
+            end += (e & JENTRY_OFFLENMASK) as usize;
+            if e & JENTRY_HAS_OFF != 0 {
+                break;
+            }
+        }
+        std::slice::from_raw_parts(c as *const u8, 4 + 4 * entries + end)
+    }
+}
+
+fn build(root: &Node, capacity: usize) -> Result<JsonbOut> {
     match root {
         Node::New(v) => jsonb::build(v),
-        // a nested container moved or copied to the root: rebuild from its first level
-        Node::Binary(c, _) => build(&expand(*c)),
-        Node::Array(_) | Node::Object(_) => unsafe {
-            let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-            let res = push_node(&mut state, Tok::WJB_DONE, root)?;
-            Ok(JsonbOut(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(res))))
+        // the document, or a nested container moved or copied to the root: its bytes
+        Node::Binary(c, _) => unsafe {
+            let mut e = Encoder(Vec::new());
+            e.0.extend_from_slice(&[0u8; 4]);
+            if (**c).header & JB_FSCALAR != 0 {
+                let bytes = container_bytes(*c);
+                e.0.extend_from_slice(bytes);
+            } else {
+                e.binary(*c)?;
+            }
+            e.finish()
         },
+        Node::Array(_) | Node::Object(_) => {
+            let mut e = Encoder(Vec::with_capacity(capacity));
+            e.0.extend_from_slice(&[0u8; 4]);
+            e.node(root)?;
+            e.finish()
+        }
         scalar => jsonb::build(&to_value(scalar)?),
     }
 }
@@ -719,4 +923,78 @@ pub fn apply(doc: &JsonbArg, patch: Patch) -> Result<JsonbOut> {
         return Ok(doc.unchanged());
     }
     d.build()
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+    use pgrx::prelude::*;
+    use serde_json::json;
+
+    fn jb(text: &str) -> pg_sys::Datum {
+        let c = std::ffi::CString::new(text).unwrap();
+        unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(c.as_ptr()))]).unwrap()
+        }
+    }
+
+    fn bytes(d: pg_sys::Datum) -> Vec<u8> {
+        unsafe {
+            let p = d.cast_mut_ptr::<u8>();
+            std::slice::from_raw_parts(p, pgrx::varsize_any(p as *const pg_sys::varlena)).to_vec()
+        }
+    }
+
+    /// The bytes jsonb_patch writes, and those PostgreSQL writes for the same text.
+    fn both(doc: &str, patch: Value) -> (Vec<u8>, Vec<u8>) {
+        let out = apply(&JsonbArg::from_raw(jb(doc)), crate::patch::parse_patch(patch).unwrap()).unwrap();
+        let text = jsonb::out_text(&out);
+        (bytes(out.0), bytes(jb(&text)))
+    }
+
+    #[pg_test]
+    fn encoder_writes_the_bytes_postgres_writes() {
+        let mut doc = serde_json::Map::new();
+        for i in 0..70 {
+            doc.insert(
+                format!("{}{i}", "k".repeat(1 + i % 7)),
+                json!({"a": i, "b": format!("v{i}"), "c": [i, 1.5, -12345678901234567890.125, true, false, null, {}, []],
+                       "d": (0..i).collect::<Vec<_>>()}),
+            );
+        }
+        let doc = Value::Object(doc).to_string();
+        let big: Vec<Value> = (0..100)
+            .map(|i| json!({"n": i, "s": "x".repeat(i), "f": i as f64 / 3.0}))
+            .collect();
+        let patches = [
+            json!([{"op": "replace", "path": "/k0/a", "value": 0}]),
+            json!([{"op": "add", "path": "/kk1/c/-", "value": 7}, {"op": "add", "path": "/new", "value": big}]),
+            json!([{"op": "add", "path": "/x", "value": {"zz": 1, "a": [1e100, 0.000001, -0, "é", {"": null}], "bb": {}}}]),
+            json!([{"op": "remove", "path": "/k0"}, {"op": "remove", "path": "/kk1/d/0"}]),
+            json!([{"op": "move", "from": "/kk1", "path": "/m"}, {"op": "copy", "from": "/kkk2/c", "path": "/kkk2/d/0"}]),
+            json!([{"op": "copy", "from": "", "path": "/self"}]),
+            json!([{"op": "move", "from": "/kk1/c", "path": ""}]),
+            json!([{"op": "move", "from": "/kk1", "path": ""}]),
+            json!([{"op": "replace", "path": "/kk1/c/1", "value": "s"}, {"op": "test", "path": "/k0/a", "value": 0}]),
+        ];
+        for p in patches {
+            let (ours, theirs) = both(&doc, p.clone());
+            assert!(ours == theirs, "{p}");
+        }
+        for (d, p) in [
+            (
+                "[1, \"a\", [2, 3]]",
+                json!([{"op": "add", "path": "/1", "value": 1.25}]),
+            ),
+            ("[1, [\"a\"]]", json!([{"op": "move", "from": "/1", "path": ""}])),
+            ("{\"a\": 1}", json!([{"op": "replace", "path": "", "value": 3}])),
+            ("{\"a\": 1}", json!([{"op": "move", "from": "/a", "path": ""}])),
+            ("{\"a\": \"s\"}", json!([{"op": "remove", "path": "/a"}])),
+            ("{}", json!([{"op": "add", "path": "/a", "value": []}])),
+        ] {
+            let (ours, theirs) = both(d, p.clone());
+            assert!(ours == theirs, "{d} {p}");
+        }
+    }
 }
