@@ -173,6 +173,7 @@ BEGIN
     IF p_external IS NULL THEN
         PERFORM memmie._require(p_content, 'content');
     END IF;
+    PERFORM memmie._require(p_type, 'content_type');
     PERFORM memmie._check_mime(p_type);
     PERFORM memmie._require(p_meta, 'metadata');
     PERFORM memmie._require(p_tags, 'tags');

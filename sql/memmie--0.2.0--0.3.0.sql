@@ -39,7 +39,6 @@ ALTER FUNCTION memmie._lock_user(uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._lock_user_dag(uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._make_state(text,bigint,text,jsonb,text[],boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._operation(text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION memmie._provider_from_definition(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._queue_processing(uuid[],text[],jsonb[]) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._record_version(memmie.blobs,text,jsonb,text,uuid,jsonb,text,uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._require(anyelement,text) SET search_path = pg_catalog, pg_temp;
@@ -249,6 +248,7 @@ BEGIN
     IF p_external IS NULL THEN
         PERFORM memmie._require(p_content, 'content');
     END IF;
+    PERFORM memmie._require(p_type, 'content_type');
     PERFORM memmie._check_mime(p_type);
     PERFORM memmie._require(p_meta, 'metadata');
     PERFORM memmie._require(p_tags, 'tags');
@@ -466,6 +466,91 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION memmie._replay_mismatches() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- register_provider checks a text field's length before assigning it to its varchar column
+-- (22023 naming the field, not 22001 from the column).
+CREATE OR REPLACE FUNCTION memmie._provider_from_definition(def jsonb) RETURNS memmie.providers
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p       memmie.providers;
+    unknown text;
+    pat     text;
+    t       text;
+    field   text;
+    max_len int;
+BEGIN
+    IF def IS NULL OR jsonb_typeof(def) <> 'object' THEN
+        RAISE EXCEPTION 'provider definition must be a JSON object, got %', coalesce(jsonb_typeof(def), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', k), ', ' ORDER BY k) INTO unknown
+    FROM jsonb_object_keys(def) k
+    WHERE k NOT IN ('id', 'name', 'description', 'category', 'version', 'workflow_id', 'config',
+                    'trigger_events', 'supported_types', 'max_input_size', 'timeout_seconds',
+                    'input_schema', 'output_schema', 'config_schema', 'processing_rules', 'status',
+                    'author', 'license', 'documentation_url');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'provider definition has unknown keys: %', unknown USING ERRCODE = '22023';
+    END IF;
+    -- the lengths are checked on the text, before it is assigned to p's varchar fields (which
+    -- would refuse a longer one with 22001)
+    t := memmie._def_field(def, 'id', 'string', true) #>> '{}';
+    IF length(t) > 255 OR t = 'user' THEN
+        RAISE EXCEPTION 'invalid provider id "%": 1 to 255 characters, and not "user"', t
+            USING ERRCODE = '22023';
+    END IF;
+    p.id := t;
+    FOR field, max_len IN VALUES ('name', 255), ('version', 50), ('category', 100), ('workflow_id', 255),
+                                 ('author', 255), ('license', 100) LOOP
+        t := memmie._def_field(def, field, 'string', field IN ('name', 'version')) #>> '{}';
+        IF length(t) > max_len THEN
+            RAISE EXCEPTION 'provider definition: "%" must be at most % characters, got %', field, max_len, length(t)
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    p.name := def ->> 'name';
+    p.version := def ->> 'version';
+    p.category := def ->> 'category';
+    p.workflow_id := def ->> 'workflow_id';
+    p.author := def ->> 'author';
+    p.license := def ->> 'license';
+    p.description := memmie._def_field(def, 'description', 'string') #>> '{}';
+    p.documentation_url := memmie._def_field(def, 'documentation_url', 'string') #>> '{}';
+    p.config := coalesce(memmie._def_field(def, 'config', 'object'), '{}');
+    p.trigger_events := ARRAY(SELECT jsonb_array_elements_text(
+                                  coalesce(memmie._def_field(def, 'trigger_events', 'array'), '[]')));
+    p.supported_types := ARRAY(SELECT jsonb_array_elements_text(
+                                   coalesce(memmie._def_field(def, 'supported_types', 'array'), '[]')));
+    FOREACH pat IN ARRAY p.supported_types LOOP
+        PERFORM memmie._check_mime_pattern(pat);
+    END LOOP;
+    p.max_input_size := (memmie._def_field(def, 'max_input_size', 'integer') #>> '{}')::bigint;
+    p.timeout_seconds := coalesce((memmie._def_field(def, 'timeout_seconds', 'integer') #>> '{}')::bigint, 30);
+    IF p.timeout_seconds < 1 OR p.timeout_seconds > 86400 THEN
+        RAISE EXCEPTION 'provider definition: "timeout_seconds" must be between 1 and 86400, got %',
+            p.timeout_seconds USING ERRCODE = '22023';
+    END IF;
+    p.input_schema := memmie._def_field(def, 'input_schema', 'schema');
+    p.output_schema := memmie._def_field(def, 'output_schema', 'schema');
+    p.config_schema := memmie._def_field(def, 'config_schema', 'schema');
+    p.processing_rules := coalesce(memmie._def_field(def, 'processing_rules', 'object'), '{}');
+    IF p.processing_rules ? 'max_retries'
+       AND (p.processing_rules -> 'max_retries')::text !~ '^[0-9]{1,4}$' THEN
+        RAISE EXCEPTION 'provider definition: processing_rules.max_retries must be an integer from 0 to 9999'
+            USING ERRCODE = '22023';
+    END IF;
+    p.status := coalesce(memmie._def_field(def, 'status', 'string') #>> '{}', 'active');
+    IF p.status NOT IN ('active', 'inactive', 'deprecated') THEN
+        RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated', p.status
+            USING ERRCODE = '22023';
+    END IF;
+    IF p.config_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.config_schema, p.config, format('config of provider %s', p.id));
+    END IF;
+    RETURN p;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- dag_statistics computed natively, linear in the edges (src/dag_statistics.rs). The view is

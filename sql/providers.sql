@@ -79,6 +79,9 @@ DECLARE
     p       memmie.providers;
     unknown text;
     pat     text;
+    t       text;
+    field   text;
+    max_len int;
 BEGIN
     IF def IS NULL OR jsonb_typeof(def) <> 'object' THEN
         RAISE EXCEPTION 'provider definition must be a JSON object, got %', coalesce(jsonb_typeof(def), 'NULL')
@@ -93,27 +96,30 @@ BEGIN
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'provider definition has unknown keys: %', unknown USING ERRCODE = '22023';
     END IF;
-    p.id := memmie._def_field(def, 'id', 'string', true) #>> '{}';
-    IF length(p.id) > 255 OR p.id = 'user' THEN
-        RAISE EXCEPTION 'invalid provider id "%": 1 to 255 characters, and not "user"', p.id
+    -- the lengths are checked on the text, before it is assigned to p's varchar fields (which
+    -- would refuse a longer one with 22001)
+    t := memmie._def_field(def, 'id', 'string', true) #>> '{}';
+    IF length(t) > 255 OR t = 'user' THEN
+        RAISE EXCEPTION 'invalid provider id "%": 1 to 255 characters, and not "user"', t
             USING ERRCODE = '22023';
     END IF;
-    p.name := memmie._def_field(def, 'name', 'string', true) #>> '{}';
-    p.version := memmie._def_field(def, 'version', 'string', true) #>> '{}';
-    IF length(p.name) > 255 OR length(p.version) > 50 THEN
-        RAISE EXCEPTION 'provider name (at most 255 characters) or version (at most 50) too long'
-            USING ERRCODE = '22023';
-    END IF;
+    p.id := t;
+    FOR field, max_len IN VALUES ('name', 255), ('version', 50), ('category', 100), ('workflow_id', 255),
+                                 ('author', 255), ('license', 100) LOOP
+        t := memmie._def_field(def, field, 'string', field IN ('name', 'version')) #>> '{}';
+        IF length(t) > max_len THEN
+            RAISE EXCEPTION 'provider definition: "%" must be at most % characters, got %', field, max_len, length(t)
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    p.name := def ->> 'name';
+    p.version := def ->> 'version';
+    p.category := def ->> 'category';
+    p.workflow_id := def ->> 'workflow_id';
+    p.author := def ->> 'author';
+    p.license := def ->> 'license';
     p.description := memmie._def_field(def, 'description', 'string') #>> '{}';
-    p.category := memmie._def_field(def, 'category', 'string') #>> '{}';
-    p.workflow_id := memmie._def_field(def, 'workflow_id', 'string') #>> '{}';
-    p.author := memmie._def_field(def, 'author', 'string') #>> '{}';
-    p.license := memmie._def_field(def, 'license', 'string') #>> '{}';
     p.documentation_url := memmie._def_field(def, 'documentation_url', 'string') #>> '{}';
-    IF length(p.category) > 100 OR length(p.workflow_id) > 255 OR length(p.author) > 255
-       OR length(p.license) > 100 THEN
-        RAISE EXCEPTION 'provider definition: a text field is too long' USING ERRCODE = '22023';
-    END IF;
     p.config := coalesce(memmie._def_field(def, 'config', 'object'), '{}');
     p.trigger_events := ARRAY(SELECT jsonb_array_elements_text(
                                   coalesce(memmie._def_field(def, 'trigger_events', 'array'), '[]')));

@@ -44,6 +44,7 @@ SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid, %L::uuid], 'p', 
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS bad_mime;
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], '', 't', 'x', 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS empty_provider;
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', NULL, 'x', 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_transform;
+SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', NULL)$$, (SELECT id FROM n WHERE name = 'root'))) AS null_content_type;
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', NULL, 'text/plain')$$, (SELECT id FROM n WHERE name = 'root'))) AS null_content;
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text/plain', '[1]')$$, (SELECT id FROM n WHERE name = 'root'))) AS array_metadata;
 SELECT t.err(format($$SELECT memmie.derive_blob(ARRAY[%L::uuid], 'p', 't', 'x', 'text/plain', caused_by_delta_id => '00000000-0000-0000-0000-00000000dead')$$,

@@ -21,6 +21,13 @@ FROM memmie.register_provider('{"id": "summarizer", "name": "Summarizer", "versi
     "max_input_size": 1000, "timeout_seconds": 5}');
 -- a changed definition under the same version is refused; under a new version it becomes current
 SELECT t.err($$SELECT memmie.register_provider('{"id": "summarizer", "name": "Summarizer", "version": "1.0", "config": {"model": "large"}}')$$) AS same_version_changed;
+-- text fields longer than their columns: 22023 naming the field (not 22001 from the column)
+SELECT t.err(format($$SELECT memmie.register_provider(%L)$$,
+    jsonb_build_object('id', 'long', 'name', repeat('n', 256), 'version', '1'))) AS long_name;
+SELECT t.err(format($$SELECT memmie.register_provider(%L)$$,
+    jsonb_build_object('id', 'long', 'name', 'n', 'version', '1', 'category', repeat('c', 101)))) AS long_category;
+SELECT t.err(format($$SELECT memmie.register_provider(%L)$$,
+    jsonb_build_object('id', repeat('i', 256), 'name', 'n', 'version', '1'))) AS long_id;
 SELECT version, config, status FROM memmie.register_provider(
     '{"id": "summarizer", "name": "Summarizer 2", "version": "2.0", "config": {"model": "large"},
       "trigger_events": ["blob.created"], "supported_types": ["text/markdown"]}');
