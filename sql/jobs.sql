@@ -31,6 +31,12 @@ CREATE FUNCTION memmie._check_lease(j memmie.jobs, p_worker text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memmie._require(p_worker, 'worker_id');
+    -- a job cancelled under its worker (its blob deleted, cancel_job) says why in the message
+    IF j.status = 'cancelled' THEN
+        RAISE EXCEPTION 'job % was cancelled%: worker % does not hold its lease any more', j.id,
+            coalesce(' (' || j.error_message || ')', ''), p_worker
+            USING ERRCODE = 'MM005', DETAIL = 'the job is cancelled';
+    END IF;
     IF j.status <> 'running' OR j.worker_id IS DISTINCT FROM p_worker THEN
         RAISE EXCEPTION 'worker % does not hold the lease of job %', p_worker, j.id
             USING ERRCODE = 'MM005',

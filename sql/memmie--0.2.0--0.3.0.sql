@@ -11,7 +11,6 @@ ALTER FUNCTION memmie._cancel_orphan_jobs() SET search_path = pg_catalog, pg_tem
 ALTER FUNCTION memmie._check_content_quota(uuid,bigint) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._check_delta_exists(uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._check_expected(memmie.blobs,integer) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION memmie._check_lease(memmie.jobs,text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._check_live(memmie.blobs) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._check_mime_pattern(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._check_provider(text) SET search_path = pg_catalog, pg_temp;
@@ -31,7 +30,6 @@ ALTER FUNCTION memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,bo
 ALTER FUNCTION memmie._head_delta(memmie.blobs) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._head_state(memmie.blobs) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._index_partition(text,text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION memmie._leased_processing(uuid,text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._live_parent(uuid,uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._lock_blob(uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION memmie._lock_job(text) SET search_path = pg_catalog, pg_temp;
@@ -549,6 +547,50 @@ BEGIN
         PERFORM memmie._validate_json(p.config_schema, p.config, format('config of provider %s', p.id));
     END IF;
     RETURN p;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- A job cancelled under its worker (its blob deleted) says so in the MM005 message, also to
+-- complete_processing / fail_processing of the processing that went with the blob.
+CREATE OR REPLACE FUNCTION memmie._check_lease(j memmie.jobs, p_worker text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memmie._require(p_worker, 'worker_id');
+    -- a job cancelled under its worker (its blob deleted, cancel_job) says why in the message
+    IF j.status = 'cancelled' THEN
+        RAISE EXCEPTION 'job % was cancelled%: worker % does not hold its lease any more', j.id,
+            coalesce(' (' || j.error_message || ')', ''), p_worker
+            USING ERRCODE = 'MM005', DETAIL = 'the job is cancelled';
+    END IF;
+    IF j.status <> 'running' OR j.worker_id IS DISTINCT FROM p_worker THEN
+        RAISE EXCEPTION 'worker % does not hold the lease of job %', p_worker, j.id
+            USING ERRCODE = 'MM005',
+                  DETAIL = format('the job is %s%s', j.status,
+                                  CASE WHEN j.status = 'running' THEN ', leased to ' || j.worker_id ELSE '' END);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._leased_processing(p_processing uuid, p_worker text)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pr memmie.provider_processing;
+    j  memmie.jobs;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(p_processing, 'processing_id');
+    IF NOT FOUND THEN
+        -- deleted with its blob: its job, cancelled then, says so to the worker that had it
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_processing::pg_catalog.text;
+        IF FOUND THEN
+            PERFORM memmie._check_lease(j, p_worker);
+        END IF;
+        RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id), p_worker);
+    RETURN pr;
 END
 $$;
 

@@ -288,10 +288,16 @@ RETURNS memmie.provider_processing
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pr memmie.provider_processing;
+    j  memmie.jobs;
 BEGIN
     SELECT * INTO pr FROM memmie.provider_processing x
     WHERE x.id = memmie._require(p_processing, 'processing_id');
     IF NOT FOUND THEN
+        -- deleted with its blob: its job, cancelled then, says so to the worker that had it
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_processing::pg_catalog.text;
+        IF FOUND THEN
+            PERFORM memmie._check_lease(j, p_worker);
+        END IF;
         RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
     END IF;
     PERFORM memmie._check_lease(memmie._lock_job(pr.job_id), p_worker);

@@ -310,6 +310,38 @@ fn invalid_path(op: usize, name: &str, path: &str) -> MemmieError {
     ))
 }
 
+/// The member a remove, replace, move or test names is not in its object.
+fn missing_member(op: usize, name: &str, member: &str, path: &str) -> MemmieError {
+    MemmieError::InvalidParameter(format!(
+        "JSON Patch operation {op} ({name}) failed: member \"{member}\" does not exist at path \"{path}\""
+    ))
+}
+
+/// The array index a path names is past the array's end.
+fn out_of_range(op: usize, name: &str, index: &str, len: usize, path: &str) -> MemmieError {
+    MemmieError::InvalidParameter(format!(
+        "JSON Patch operation {op} ({name}) failed: index {index} is out of range (array length {len}) \
+         at path \"{path}\""
+    ))
+}
+
+/// Why `toks` names nothing in `root`: the member or the index that is missing when its parent
+/// exists, the path otherwise.
+fn not_found(root: &mut Node, toks: &[String], op: usize, name: &str, ptr: &str) -> MemmieError {
+    let Some((last, parent_path)) = toks.split_last() else {
+        return invalid_path(op, name, ptr);
+    };
+    let Some(parent) = locate(root, parent_path) else {
+        return invalid_path(op, name, ptr);
+    };
+    open(parent);
+    match parent {
+        Node::Object(_) => missing_member(op, name, last, ptr),
+        Node::Array(items) if index(last).is_some() => out_of_range(op, name, last, items.len(), ptr),
+        _ => invalid_path(op, name, ptr),
+    }
+}
+
 /// RFC 6901 pointer tokens.
 fn tokens(ptr: &str, op: usize, name: &str) -> Result<Vec<String>> {
     if ptr.is_empty() {
@@ -476,7 +508,7 @@ impl Doc {
                     index(last).ok_or_else(|| invalid_path(op, name, ptr))?
                 };
                 if i > items.len() {
-                    return Err(invalid_path(op, name, ptr));
+                    return Err(out_of_range(op, name, last, items.len(), ptr));
                 }
                 items.insert(i, value);
                 Ok(None)
@@ -494,10 +526,12 @@ impl Doc {
         match parent {
             Node::Object(pairs) => pairs
                 .remove(JKey::new(last.as_bytes()))
-                .ok_or_else(|| invalid_path(op, name, ptr)),
-            Node::Array(items) => index(last)
-                .and_then(|i| items.remove(i))
-                .ok_or_else(|| invalid_path(op, name, ptr)),
+                .ok_or_else(|| missing_member(op, name, last, ptr)),
+            Node::Array(items) => {
+                let len = items.len();
+                let i = index(last).ok_or_else(|| invalid_path(op, name, ptr))?;
+                items.remove(i).ok_or_else(|| out_of_range(op, name, last, len, ptr))
+            }
             _ => Err(invalid_path(op, name, ptr)),
         }
     }
@@ -523,9 +557,11 @@ impl Doc {
             Kind::Replace => {
                 let value = value()?;
                 let n = size(&value)?;
-                let target =
-                    locate(&mut self.root, &tokens(path, i, name)?).ok_or_else(|| invalid_path(i, name, path))?;
-                let old = std::mem::replace(target, value);
+                let toks = tokens(path, i, name)?;
+                let old = match locate(&mut self.root, &toks) {
+                    Some(target) => std::mem::replace(target, value),
+                    None => return Err(not_found(&mut self.root, &toks, i, name, path)),
+                };
                 let shrink = size(&old)?;
                 self.grow(n, shrink, i, name)?;
             }

@@ -154,4 +154,10 @@ SELECT p.status, p.provider_version, j.status AS job_status, j.input ->> 'provid
        j.input ->> 'provider_version' = p.provider_version AS job_runs_processing_version
 FROM memmie.provider_processing p JOIN memmie.jobs j ON j.id = p.job_id WHERE p.id = :'vers_pid';
 SELECT t.err(format($$SELECT memmie.reprocess(%L, NULL)$$, (SELECT id FROM n WHERE name = 'vers'))) AS null_provider;
+-- a job cancelled under its worker because its blob was deleted says so in the message (MM005)
+SELECT memmie.reprocess((SELECT id FROM n WHERE name = 'vers'), 'vers') = :'vers_pid' AS queued_again;
+SELECT count(*) AS claimed FROM memmie.claim_jobs('w1', 100, job_types => ARRAY['memmie.process']);
+SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'vers'), hard => true);
+SELECT t.err(format($$SELECT memmie.complete_processing(%L, 'w1', '{}')$$, :'vers_pid')) AS complete_after_delete;
+SELECT t.err(format($$SELECT memmie.heartbeat_job(%L, 'w1')$$, :'vers_pid')) AS heartbeat_after_delete;
 ROLLBACK;
