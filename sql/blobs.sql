@@ -231,7 +231,7 @@ RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    p_user uuid := memmie._require(create_blob.user_id, 'user_id');
+    p_user uuid := memmie._acting_user(create_blob.user_id);
     p_by   text := memmie._check_provider(create_blob.created_by);
     parent memmie.blobs;
 BEGIN
@@ -259,10 +259,10 @@ DECLARE
     p_by     text  := memmie._check_provider(apply_delta.provider_id);
     b        memmie.blobs;
 BEGIN
-    b := memmie._lock_blob(apply_delta.blob_id);
+    b := memmie._lock_blob(apply_delta.blob_id, memmie._scope());
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, apply_delta.expected_version);
-    PERFORM memmie._check_delta_exists(apply_delta.caused_by_delta_id);
+    PERFORM memmie._check_delta_exists(apply_delta.caused_by_delta_id, memmie._scope());
     RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
                                apply_delta.caused_by_event);
 END
@@ -317,7 +317,7 @@ BEGIN
     IF update_content.content_type IS NOT NULL THEN
         PERFORM memmie._check_mime(update_content.content_type);
     END IF;
-    b := memmie._lock_blob(update_content.blob_id);
+    b := memmie._lock_blob(update_content.blob_id, memmie._scope());
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, update_content.expected_version);
     RETURN memmie._replace_content(b, update_content.content, update_content.content_type, p_by);
@@ -368,7 +368,7 @@ DECLARE
     new_s jsonb;
 BEGIN
     PERFORM memmie._require(revert_blob.to_version, 'to_version');
-    b := memmie._lock_blob(revert_blob.blob_id);
+    b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
     PERFORM memmie._check_expected(b, revert_blob.expected_version);
     SELECT * INTO v FROM memmie.blob_versions x
     WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
@@ -395,7 +395,7 @@ DECLARE
     event_id uuid;
 BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
-    b := memmie._lock_blob(delete_blob.blob_id);
+    b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
     PERFORM memmie._check_expected(b, delete_blob.expected_version);
     IF delete_blob.hard THEN
         INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
@@ -424,7 +424,7 @@ RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id);
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id, memmie._scope());
     old_s jsonb;
 BEGIN
     PERFORM memmie._check_expected(b, undelete_blob.expected_version);
@@ -448,10 +448,7 @@ DECLARE
     v int;
     s jsonb;
 BEGIN
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(blob_state.blob_id, 'blob_id');
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'blob % does not exist', blob_state.blob_id USING ERRCODE = 'P0002';
-    END IF;
+    b := memmie._visible_blob(blob_state.blob_id);
     v := coalesce(blob_state.version, b.version);
     IF v < 1 OR v > b.version THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
@@ -469,9 +466,10 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     h text;
 BEGIN
+    PERFORM memmie._visible_blob(blob_content.blob_id);
     SELECT v.content_hash INTO h
     FROM memmie.blob_versions v JOIN memmie.blobs b ON b.id = v.blob_id
-    WHERE v.blob_id = memmie._require(blob_content.blob_id, 'blob_id')
+    WHERE v.blob_id = blob_content.blob_id
       AND v.version = coalesce(blob_content.version, b.version);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % has no version %', blob_content.blob_id,
@@ -485,10 +483,7 @@ CREATE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM FROM memmie.blobs b WHERE b.id = memmie._require(blob_history.blob_id, 'blob_id');
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'blob % does not exist', blob_history.blob_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM memmie._visible_blob(blob_history.blob_id);
     RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = blob_history.blob_id
                  ORDER BY d.to_version, d.created_at;
 END
@@ -527,7 +522,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     after memmie.blobs;
 BEGIN
-    PERFORM memmie._require(find_blobs.user_id, 'user_id');
+    PERFORM memmie._acting_user(find_blobs.user_id);
     IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
         RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', find_blobs.max_rows
             USING ERRCODE = '22023';

@@ -25,10 +25,11 @@ BEGIN
 END
 $$;
 
--- A new blob derived from one or more parents (all of one user), with one edge per parent.
+-- A new blob derived from one or more parents (all of one user, of user p_scope unless it is
+-- NULL), with one edge per parent.
 CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_content bytea,
                                p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
-                               p_caused_event jsonb)
+                               p_caused_event jsonb, p_scope uuid)
 RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -48,7 +49,8 @@ BEGIN
     IF (SELECT count(DISTINCT x) FROM unnest(p_parents) x) <> cardinality(p_parents) THEN
         RAISE EXCEPTION 'parent_blob_ids must not repeat a blob' USING ERRCODE = '22023';
     END IF;
-    SELECT x.user_id INTO p_user FROM memmie.blobs x WHERE x.id = p_parents[1];
+    SELECT x.user_id INTO p_user FROM memmie.blobs x
+    WHERE x.id = p_parents[1] AND (p_scope IS NULL OR x.user_id = p_scope);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'parent blob % does not exist', p_parents[1] USING ERRCODE = 'P0002';
     END IF;
@@ -57,7 +59,7 @@ BEGIN
     FOR i IN 2 .. cardinality(p_parents) LOOP
         PERFORM memmie._live_parent(p_parents[i], p_user);
     END LOOP;
-    PERFORM memmie._check_delta_exists(p_caused_by);
+    PERFORM memmie._check_delta_exists(p_caused_by, p_user);
     b := memmie._insert_blob(p_user, p_content, p_type, coalesce(p_meta, '{}'), coalesce(p_tags, '{}'),
                              first, p_by, 'transform', p_transform,
                              coalesce(p_caused_by, memmie._head_delta(first)), p_caused_event);
@@ -79,7 +81,7 @@ CREATE FUNCTION memmie.derive_blob(parent_blob_ids uuid[], provider_id text, tra
 RETURNS memmie.blobs
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT memmie._derive(parent_blob_ids, provider_id, transform_type, content, content_type,
-                          metadata, tags, caused_by_delta_id, NULL)
+                          metadata, tags, caused_by_delta_id, NULL, memmie._scope())
 $$;
 
 CREATE FUNCTION memmie.add_edge(parent_blob_id uuid, child_blob_id uuid, provider_id text,
@@ -100,10 +102,7 @@ BEGIN
         RAISE EXCEPTION 'metadata must be a JSON object, got %', coalesce(jsonb_typeof(add_edge.metadata), 'NULL')
             USING ERRCODE = '22023';
     END IF;
-    SELECT * INTO parent FROM memmie.blobs x WHERE x.id = add_edge.parent_blob_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'blob % does not exist', add_edge.parent_blob_id USING ERRCODE = 'P0002';
-    END IF;
+    parent := memmie._visible_blob(add_edge.parent_blob_id);
     PERFORM memmie._lock_user_dag(parent.user_id);
     parent := memmie._live_parent(add_edge.parent_blob_id, parent.user_id);
     -- a blob of another user is not visible here: the same answer as a missing one

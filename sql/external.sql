@@ -74,7 +74,7 @@ RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    p_user uuid := memmie._require(create_external_blob.user_id, 'user_id');
+    p_user uuid := memmie._acting_user(create_external_blob.user_id);
 BEGIN
     PERFORM memmie._require(create_external_blob.content_type, 'content_type');
     PERFORM memmie._check_mime(create_external_blob.content_type);
@@ -104,7 +104,7 @@ BEGIN
     IF update_external_content.content_type IS NOT NULL THEN
         PERFORM memmie._check_mime(update_external_content.content_type);
     END IF;
-    b := memmie._lock_blob(update_external_content.blob_id);
+    b := memmie._lock_blob(update_external_content.blob_id, memmie._scope());
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, update_external_content.expected_version);
     RETURN memmie._replace_content(b, NULL, update_external_content.content_type, p_by, NULL, NULL,

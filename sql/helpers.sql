@@ -38,12 +38,12 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memmie._check_text(p_provider, 'provider id', 255)
 $$;
 
--- P0002 unless delta p_delta (when given) exists.
-CREATE FUNCTION memmie._check_delta_exists(p_delta uuid) RETURNS void
+-- P0002 unless delta p_delta (when given) exists and is of user p_scope (any user: NULL).
+CREATE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_delta IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = p_delta;
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta AND (p_scope IS NULL OR x.user_id = p_scope);
         IF NOT FOUND THEN
             RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
         END IF;
@@ -91,14 +91,15 @@ BEGIN
 END
 $$;
 
--- The blob, locked, after its user's row: P0002 when it does not exist.
-CREATE FUNCTION memmie._lock_blob(p_blob uuid) RETURNS memmie.blobs
+-- The blob, locked, after its user's row: P0002 when it does not exist or is not of user
+-- p_scope (the user a call is confined to, memmie._scope(); NULL: any user).
+CREATE FUNCTION memmie._lock_blob(p_blob uuid, p_scope uuid) RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b memmie.blobs;
 BEGIN
     PERFORM memmie._require(p_blob, 'blob_id');
-    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND (p_scope IS NULL OR user_id = p_scope);
     IF FOUND THEN
         PERFORM memmie._lock_user(b.user_id);
         SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;

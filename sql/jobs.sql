@@ -55,7 +55,7 @@ DECLARE
     j memmie.jobs;
 BEGIN
     PERFORM memmie._check_text(enqueue_job.job_type, 'job_type', 100);
-    PERFORM memmie._require(enqueue_job.user_id, 'user_id');
+    PERFORM memmie._acting_user(enqueue_job.user_id);
     PERFORM memmie._require(enqueue_job.input, 'input');
     IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
         RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
@@ -72,8 +72,11 @@ BEGIN
     IF FOUND THEN
         PERFORM pg_notify('memmie_jobs', j.job_type);
     ELSE
-        -- idempotent: the job with this id exists already
+        -- idempotent: the job with this id exists already (when it is this user's)
         SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id;
+        IF j.user_id IS DISTINCT FROM enqueue_job.user_id THEN
+            RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
+        END IF;
     END IF;
     RETURN j;
 END
@@ -270,8 +273,14 @@ CREATE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    j memmie.jobs := memmie._lock_job(cancel_job.job_id);
+    scope uuid := memmie._scope();
+    j     memmie.jobs;
 BEGIN
+    -- another user's job is not visible here: the same answer as a missing one
+    IF scope IS NOT NULL AND NOT EXISTS (SELECT FROM memmie.jobs x WHERE x.id = cancel_job.job_id AND x.user_id = scope) THEN
+        RAISE EXCEPTION 'job % does not exist', cancel_job.job_id USING ERRCODE = 'P0002';
+    END IF;
+    j := memmie._lock_job(cancel_job.job_id);
     IF j.status IN ('queued', 'running') THEN
         UPDATE memmie.jobs x
         SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL,

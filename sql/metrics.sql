@@ -90,7 +90,7 @@ RETURNS SETOF memmie.usage_metrics
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM memmie._require(user_usage.user_id, 'user_id');
+    PERFORM memmie._acting_user(user_usage.user_id);
     PERFORM memmie.fold_usage();
     RETURN QUERY
     SELECT * FROM memmie.usage_metrics m
@@ -107,7 +107,7 @@ CREATE FUNCTION memmie.record_api_call(user_id uuid, ok boolean, response_ms int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM memmie._require(record_api_call.user_id, 'user_id');
+    PERFORM memmie._acting_user(record_api_call.user_id);
     PERFORM memmie._require(record_api_call.ok, 'ok');
     PERFORM memmie._require(record_api_call.response_ms, 'response_ms');
     IF record_api_call.response_ms < 0 THEN

@@ -327,6 +327,48 @@ BEGIN
 END
 $$;
 
+-- The input of a processing, for the worker that holds its job's lease (MM005 otherwise): the
+-- blob version it processes, its content (NULL for content kept outside PostgreSQL: then
+-- storage_backend and storage_path say where) and type, and the provider version's definition.
+-- The one way a worker-level role reads users' content: only while it holds the work.
+CREATE FUNCTION memmie.processing_input(processing_id uuid, worker_id text)
+RETURNS TABLE (blob_id uuid, version int, content_type text, content bytea, metadata jsonb,
+               provider_id text, provider_version text, definition jsonb,
+               storage_backend text, storage_path text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+    j  memmie.jobs;
+    v  memmie.blob_versions;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(processing_input.processing_id, 'processing_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % does not exist', processing_input.processing_id USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = pr.job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % has no job: worker % does not hold it', pr.id, processing_input.worker_id
+            USING ERRCODE = 'MM005';
+    END IF;
+    PERFORM memmie._check_lease(j, processing_input.worker_id);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = pr.blob_id AND x.version = pr.processed_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', pr.blob_id, pr.processed_version USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY
+    SELECT v.blob_id, v.version, v.content_type::text,
+           CASE WHEN c.storage_backend = 'postgres' THEN memmie._content(v.content_hash) END,
+           v.metadata, pr.provider_id::text, pr.provider_version::text,
+           (SELECT pv.definition FROM memmie.provider_versions pv
+            WHERE pv.provider_id = pr.provider_id AND pv.version = pr.provider_version),
+           c.storage_backend::text, c.storage_path
+    FROM memmie.content_storage c WHERE c.content_hash = v.content_hash;
+END
+$$;
+
 CREATE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
 RETURNS SETOF memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -374,7 +416,7 @@ BEGIN
                                       format('output of provider %s', p.id));
     END IF;
 
-    b := memmie._lock_blob(pr.blob_id);
+    b := memmie._lock_blob(pr.blob_id, NULL);
     IF b.deleted_at IS NOT NULL THEN
         -- the input was deleted while it was processed: nothing to attach the outputs to
         UPDATE memmie.provider_processing x
@@ -450,7 +492,7 @@ BEGIN
             child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
                                     coalesce(c -> 'metadata', '{}'),
                                     ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
-                                    caused_by, cause);
+                                    caused_by, cause, NULL);
         END IF;
         UPDATE memmie.blob_edges e
         SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END

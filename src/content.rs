@@ -227,13 +227,32 @@ fn stored_bytes<'a>(
 const CONTENT_ROW: &str = "SELECT compression::text, storage_backend::text, storage_path, content, original_size \
      FROM memmie.content_storage WHERE content_hash = $1";
 
-/// The original bytes of a content; MM006 when they no longer hash to `content_hash`.
+const CONTENT_VISIBLE: &str = "SELECT memmie._check_content_visible($1)";
+
+/// The original bytes of a content the caller may read (one the bound user references; any for
+/// the owner and admin level, sql/access.sql); MM006 when they no longer hash to `content_hash`.
 ///
 /// Reads the row itself (not through a SQL wrapper, whose result copies would triple the memory
 /// of a large content) and decodes straight into the bytea it returns.
 #[pg_extern(stable, strict, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn get_content(content_hash: &str) -> PallocBytea {
+    or_raise(validate_hash(content_hash).and_then(|()| {
+        crate::error::guarded(|| {
+            crate::plans::with_plan(CONTENT_VISIBLE, &[crate::plans::TEXT], |client, stmt| {
+                client.select(stmt, Some(1), &[content_hash.into()]).map(|_| ())
+            })
+            .map_err(|e| MemmieError::Internal(format!("checking access to content {content_hash}: {e}")))
+        })?;
+        fetch_content(content_hash)
+    }))
+}
+
+/// The original bytes of any content, for memmie's own functions that have checked access
+/// themselves (processing_input: the input of a job the worker holds). Not granted to any level.
+#[pg_extern(name = "_content", stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn content_unchecked(content_hash: &str) -> PallocBytea {
     or_raise(fetch_content(content_hash))
 }
 

@@ -11,7 +11,8 @@
 //! 0.15 us per edge. So once a level's frontier reaches a twentieth of the table, the walk reads
 //! `blob_edges` once, sequentially, under the statement's snapshot, groups it by node in memory
 //! and goes on there (`edge_scan`), when the table fits in `memmie.traversal_work_mem` (36 bytes
-//! per edge) and the caller may read it directly (SELECT privilege, no row-level security).
+//! per edge) and the caller may read it directly (SELECT privilege, no row-level security that
+//! applies to it: memmie's functions run as the owner, who bypasses the policies).
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::prelude::*;
@@ -57,15 +58,14 @@ fn spi_failed(e: pgrx::spi::SpiError) -> MemmieError {
 /// P0002 unless blob `id` exists.
 fn require_blob(id: Uuid) -> Result<()> {
     const UUID: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDOID);
-    let found = crate::plans::with_plan("SELECT 1 FROM memmie.blobs WHERE id = $1", &[UUID], |client, stmt| {
-        client.select(stmt, Some(1), &[id.into()]).map(|t| !t.is_empty())
+    // memmie._visible_blob raises P0002 for a blob that does not exist or is another user's,
+    // and 42501 when no user is bound (sql/access.sql); those errors propagate as they are
+    crate::error::guarded(|| {
+        crate::plans::with_plan("SELECT (memmie._visible_blob($1)).id", &[UUID], |client, stmt| {
+            client.select(stmt, Some(1), &[id.into()]).map(|_| ())
+        })
+        .map_err(spi_failed)
     })
-    .map_err(spi_failed)?;
-    if found {
-        Ok(())
-    } else {
-        Err(MemmieError::NotFound(format!("blob {id} does not exist")))
-    }
 }
 
 /// What a traversal found.
@@ -394,8 +394,10 @@ mod edge_scan {
         unsafe {
             if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
                 != pg_sys::AclResult::ACLCHECK_OK
+                // RLS_NONE_ENV: policies exist but not for this user (memmie's functions run as
+                // the owner, who bypasses them); the read checks that on every traversal
                 || pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
-                    != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
+                    == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
             {
                 return Read::Never;
             }

@@ -57,6 +57,21 @@ pub fn maintenance_database() -> String {
         .unwrap_or_else(|| "postgres".to_string())
 }
 
+/// The user the session acts for (src/access.rs, sql/access.sql): a uuid, or empty for none.
+/// Defined through PostgreSQL's own API for its check hook (a value that is not a uuid is
+/// refused when it is set); PostgreSQL owns the string.
+static mut USER_ID: *mut std::ffi::c_char = std::ptr::null_mut();
+
+/// `memmie.user_id` as the 16 bytes of a uuid; None when empty (no user bound).
+pub fn bound_user() -> Option<[u8; 16]> {
+    let raw = unsafe { *(&raw const USER_ID) };
+    if raw.is_null() {
+        return None;
+    }
+    let text = unsafe { std::ffi::CStr::from_ptr(raw) }.to_str().ok()?;
+    crate::access::parse_uuid(text)
+}
+
 /// The settings defined once shared_preload_libraries are loaded (postmaster-level ones can be
 /// defined only then).
 pub fn register_preload() {
@@ -71,6 +86,20 @@ pub fn register_preload() {
 }
 
 pub fn register() {
+    unsafe {
+        pgrx::pg_sys::DefineCustomStringVariable(
+            c"memmie.user_id".as_ptr(),
+            c"The user this session acts for: memmie's functions and row-level security show and change only this user's data.".as_ptr(),
+            c"A uuid, or empty for none (then only owner and admin-level roles can call memmie's user functions). Set it per transaction with set_config('memmie.user_id', $1, true) behind a transaction-pooling connection pooler.".as_ptr(),
+            &raw mut USER_ID,
+            c"".as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_USERSET,
+            0,
+            Some(crate::access::check_user_id),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"memmie.maintenance_interval",
         c"How often memmie's background worker runs memmie.maintenance().",

@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod access;
 mod content;
 mod dag;
 mod dag_statistics;
@@ -43,7 +44,7 @@ pub(crate) fn memmie_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
 }
 
 // Load order (each file names what it needs; `requires` puts it after them): the tables, the
-// SQLSTATE list, content, the shared helpers, the counting triggers, the blob lifecycle, the
+// SQLSTATE list, content, the shared helpers, the access levels, the counting triggers, the blob lifecycle, the
 // views, then the rest of the API; privileges last.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/errors.sql", name = "errors", requires = ["schema"]);
@@ -63,6 +64,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["content"]);
+extension_sql_file!(
+    "../sql/access.sql",
+    name = "access",
+    requires = ["helpers", access::bound_user, access::caller]
+);
 extension_sql_file!(
     "../sql/counters.sql",
     name = "counters",

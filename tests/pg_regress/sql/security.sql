@@ -9,10 +9,9 @@
 -- (The test's own queries run with search_path = pg_catalog, pg_temp: the kit is not in their way.)
 CREATE ROLE memmie_sec_app;
 CREATE ROLE memmie_sec_mallory;
-GRANT USAGE ON SCHEMA memmie TO memmie_sec_app;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA memmie TO memmie_sec_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA memmie TO memmie_sec_app;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA memmie TO memmie_sec_app;   -- events_since numbers events
+-- all three levels, so that one role runs every function (each level alone: access.sql)
+SELECT memmie.grant_app('memmie_sec_app'), memmie.grant_worker('memmie_sec_app'),
+       memmie.grant_admin('memmie_sec_app');
 GRANT USAGE, CREATE ON SCHEMA public TO memmie_sec_mallory;
 
 SET ROLE memmie_sec_mallory;
@@ -77,6 +76,7 @@ RESET ROLE;
 -- Finding 1: the pg_temp domain of the report, planted by the application role, which then
 -- commits enough new contents (17) for the counts to be written by the batched statement.
 SET ROLE memmie_sec_app;
+SET memmie.user_id = '5ec00000-0000-0000-0000-000000000001';
 CREATE FUNCTION pg_temp.evil(x pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     IF current_user OPERATOR(pg_catalog.<>) 'memmie_sec_app' THEN
@@ -93,6 +93,7 @@ FROM generate_series(1, 17) i;
 COMMIT;
 -- and the few-contents path (one UPDATE per content)
 SELECT (memmie.create_blob('5ec00000-0000-0000-0000-000000000001', 'sec one', 'text/plain')).version;
+RESET memmie.user_id;
 RESET ROLE;
 SET search_path = pg_catalog, pg_temp;
 SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'memmie_sec_%' ORDER BY 1;
@@ -142,7 +143,11 @@ BEGIN
         PERFORM cancel_job(job.id);
     END LOOP;
     h := put_content(convert_to('sec put ' || tag, 'UTF8'), 'text/plain');
-    PERFORM get_content(h), verify_content(h);
+    PERFORM verify_content(h);
+    PERFORM get_content(memmie.sha256('other'));
+    FOR job IN SELECT * FROM claim_jobs('sec-worker-' || tag, 10, '1 minute') LOOP
+        PERFORM processing_input(job.id::uuid, 'sec-worker-' || tag);
+    END LOOP;
     PERFORM create_external_blob(u, repeat('e', 63) || left(tag, 1), 10, 'text/plain', 's3', 'bucket/sec-' || tag);
     PERFORM record_api_call(u, true, 5);
     PERFORM count(*) FROM user_usage(u);
@@ -172,7 +177,9 @@ SELECT count(*) >= 0 AS collected FROM memmie.gc_content('0 seconds');
 SELECT count(*) AS not_ok FROM memmie.check() WHERE NOT ok;
 -- ... and as the application role
 SET ROLE memmie_sec_app;
+SET memmie.user_id = '5ec00000-0000-0000-0000-000000000003';
 SELECT t.sec_tour('5ec00000-0000-0000-0000-000000000003', 'b');
+RESET memmie.user_id;
 RESET ROLE;
 SET search_path = pg_catalog, pg_temp;
 SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'memmie_sec_%' ORDER BY 1;
