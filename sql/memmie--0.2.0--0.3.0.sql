@@ -901,6 +901,1065 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Access levels and tenant isolation (sql/access.sql, README "Privileges"): grant_app,
+-- grant_worker, grant_admin, revoke_access; the session's user (memmie.user_id); every function
+-- that reads or changes users' data runs as the owner and checks whose data the call may touch;
+-- row-level security on the tenant tables.
+CREATE FUNCTION memmie."_bound_user"() RETURNS uuid
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'bound_user_wrapper';
+CREATE FUNCTION memmie."_caller"() RETURNS oid
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'caller_wrapper';
+CREATE FUNCTION memmie."_content"("content_hash" TEXT) RETURNS bytea
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'content_unchecked_wrapper';
+
+CREATE TABLE memmie.grantees (
+    role_name  name NOT NULL,
+    level      text NOT NULL CHECK (level IN ('app', 'worker', 'admin')),
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (role_name, level)
+);
+SELECT pg_catalog.pg_extension_config_dump('memmie.grantees', '');
+
+-- ---------------------------------------------------------------------------------------------
+-- Who is calling
+
+-- Whether the caller sees every user's rows: a superuser, the extension's owner or a member of
+-- its role, or a role holding the admin level (directly or as a member). SECURITY DEFINER: the
+-- row-level security policies call it as the querying role, which cannot read grantees.
+CREATE FUNCTION memmie._unrestricted() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_extension e
+                   WHERE e.extname = 'memmie'
+                     AND pg_catalog.pg_has_role(memmie._caller(), e.extowner, 'USAGE'))
+        OR EXISTS (SELECT FROM memmie.grantees g
+                   JOIN pg_catalog.pg_roles r ON r.rolname = g.role_name
+                   WHERE g.level = 'admin'
+                     AND pg_catalog.pg_has_role(memmie._caller(), r.oid, 'USAGE'))
+$$;
+
+-- The user a call is confined to: the bound user; NULL when the caller sees every user (no user
+-- bound, and _unrestricted). 42501 when no user is bound and the caller may not see all.
+CREATE FUNCTION memmie._scope() RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bound uuid := memmie._bound_user();
+BEGIN
+    IF bound IS NOT NULL THEN
+        RETURN bound;
+    END IF;
+    IF memmie._unrestricted() THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'no user bound: memmie.user_id is not set'
+        USING ERRCODE = '42501',
+              HINT = 'Set the user this session acts for: SET memmie.user_id = ''<uuid>'', or set_config(''memmie.user_id'', $1, true) per transaction.';
+END
+$$;
+
+-- The user a call with a user_id argument acts for: p_user when the caller may act for it (the
+-- bound user, or anyone for an unrestricted caller with no user bound); NULL means the bound
+-- user. 42501 for another user than the bound one; 22023 for NULL with no user bound.
+CREATE FUNCTION memmie._acting_user(p_user uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+BEGIN
+    IF scope IS NULL THEN
+        RETURN memmie._require(p_user, 'user_id');
+    END IF;
+    IF p_user IS NOT NULL AND p_user <> scope THEN
+        RAISE EXCEPTION 'this session acts for user %, not for user %', scope, p_user
+            USING ERRCODE = '42501', HINT = 'memmie.user_id names the user a session acts for.';
+    END IF;
+    RETURN scope;
+END
+$$;
+
+-- Whether rows of user p_user are visible to this call (raises like _scope).
+CREATE FUNCTION memmie._visible(p_user uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+BEGIN
+    RETURN scope IS NULL OR p_user = scope;
+END
+$$;
+
+-- The blob, when this call may see it; P0002 as for a blob that does not exist otherwise.
+CREATE FUNCTION memmie._visible_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+    b     memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob AND (scope IS NULL OR x.user_id = scope);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+-- P0002 unless this call may read content p_hash: the bound user references it.
+CREATE FUNCTION memmie._check_content_visible(p_hash text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+BEGIN
+    IF scope IS NOT NULL AND NOT EXISTS (SELECT FROM memmie.user_content_refs r
+                                         WHERE r.user_id = scope AND r.content_hash = p_hash) THEN
+        RAISE EXCEPTION 'content % does not exist', p_hash USING ERRCODE = 'P0002';
+    END IF;
+END
+$$;
+
+-- The user this session acts for (memmie.user_id), NULL when none: for the application's own
+-- queries and policies, as Supabase's auth.uid().
+CREATE FUNCTION memmie.current_user_id() RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._bound_user()
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The levels: which functions and tables each one gets. Functions are named (every overload of
+-- a name gets the level); a function in no list is the owner's alone.
+
+CREATE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_level
+        WHEN 'app' THEN ARRAY[
+            'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
+            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
+            'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
+            'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
+            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call',
+            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+        WHEN 'worker' THEN ARRAY[
+            'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
+            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+        WHEN 'admin' THEN ARRAY[
+            'register_provider', 'set_provider_status', 'backfill', 'reprocess',
+            'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
+            'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
+            'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
+            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
+            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+        END
+$$;
+
+-- The tables a level may SELECT (row-level security decides which rows).
+CREATE FUNCTION memmie._level_table_names(p_level text) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_level
+        WHEN 'app' THEN ARRAY[
+            'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+            'deltas', 'blob_edges', 'provider_processing', 'events', 'jobs', 'usage_metrics']
+        WHEN 'worker' THEN ARRAY['providers', 'provider_versions']
+        WHEN 'admin' THEN ARRAY[
+            'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+            'deltas', 'blob_edges', 'providers', 'provider_versions', 'provider_processing',
+            'events', 'jobs', 'usage_metrics', 'usage_increments', 'provider_metrics',
+            'user_blob_summary', 'dag_statistics', 'grantees']
+        END
+$$;
+
+-- Grants role p_role what its recorded levels give (schema usage, EXECUTE, SELECT).
+CREATE FUNCTION memmie._apply_grants(p_role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lvl text;
+    f   regprocedure;
+    t   text;
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA memmie TO %I', p_role);
+    FOR lvl IN SELECT g.level FROM memmie.grantees g WHERE g.role_name = p_role LOOP
+        FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                 WHERE p.pronamespace = 'memmie'::regnamespace
+                   AND p.proname = ANY (memmie._level_function_names(lvl)) LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, p_role);
+        END LOOP;
+        FOREACH t IN ARRAY memmie._level_table_names(lvl) LOOP
+            EXECUTE format('GRANT SELECT ON TABLE memmie.%I TO %I', t, p_role);
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Every recorded grantee's grants again (each upgrade script ends with it; a role dropped since
+-- is skipped, its rows kept until revoke_access or a new role of that name).
+CREATE FUNCTION memmie._reapply_grants() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r name;
+BEGIN
+    FOR r IN SELECT DISTINCT g.role_name FROM memmie.grantees g
+             JOIN pg_catalog.pg_roles x ON x.rolname = g.role_name LOOP
+        PERFORM memmie._apply_grants(r);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION memmie._grant_level(p_role regrole, p_level text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n name;
+BEGIN
+    PERFORM memmie._require(p_role, 'role');
+    SELECT r.rolname INTO n FROM pg_catalog.pg_roles r WHERE r.oid = p_role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role % does not exist', p_role USING ERRCODE = '42704';
+    END IF;
+    INSERT INTO memmie.grantees (role_name, level) VALUES (n, p_level) ON CONFLICT DO NOTHING;
+    PERFORM memmie._apply_grants(n);
+END
+$$;
+
+CREATE FUNCTION memmie.grant_app(role regrole) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._grant_level(role, 'app')
+$$;
+
+CREATE FUNCTION memmie.grant_worker(role regrole) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._grant_level(role, 'worker')
+$$;
+
+CREATE FUNCTION memmie.grant_admin(role regrole) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._grant_level(role, 'admin')
+$$;
+
+-- Every level of the role, and every privilege it holds on memmie's objects.
+CREATE FUNCTION memmie.revoke_access(role regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n name;
+BEGIN
+    PERFORM memmie._require(revoke_access.role, 'role');
+    SELECT r.rolname INTO n FROM pg_catalog.pg_roles r WHERE r.oid = revoke_access.role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role % does not exist', revoke_access.role USING ERRCODE = '42704';
+    END IF;
+    DELETE FROM memmie.grantees g WHERE g.role_name = n;
+    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', n);
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA memmie FROM %I', n);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA memmie FROM %I', n);
+    EXECUTE format('REVOKE ALL ON SCHEMA memmie FROM %I', n);
+END
+$$;
+
+-- The levels a role holds (for the caller when role is NULL).
+CREATE FUNCTION memmie.access_levels(role regrole DEFAULT NULL)
+RETURNS TABLE (role_name name, level text, granted_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT g.role_name, g.level, g.granted_at FROM memmie.grantees g
+    JOIN pg_catalog.pg_roles r ON r.rolname = g.role_name
+    WHERE r.oid = coalesce($1, memmie._caller()::regrole)
+    ORDER BY g.level
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Row-level security: what SELECT shows a level's roles. The bound user's rows; every row for
+-- an unrestricted caller (admin level). The owner bypasses these (memmie's functions run as the
+-- owner); no policy allows a write, and no level may write. Each call is evaluated once per
+-- query (the scalar subqueries), not per row.
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['user_contexts', 'blobs', 'blob_versions', 'user_content_refs',
+                             'deltas', 'provider_processing', 'events', 'jobs', 'usage_metrics',
+                             'usage_increments'] LOOP
+        EXECUTE format('ALTER TABLE memmie.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format($p$CREATE POLICY tenant_read ON memmie.%I FOR SELECT
+                          USING (user_id OPERATOR(pg_catalog.=) (SELECT memmie._bound_user()) OR (SELECT memmie._unrestricted()))$p$, t);
+    END LOOP;
+END
+$$;
+
+-- Edges never cross users: an edge is visible with its parent blob.
+ALTER TABLE memmie.blob_edges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON memmie.blob_edges FOR SELECT
+    USING ((SELECT memmie._unrestricted())
+           OR EXISTS (SELECT FROM memmie.blobs b
+                      WHERE b.id OPERATOR(pg_catalog.=) blob_edges.parent_blob_id
+                        AND b.user_id OPERATOR(pg_catalog.=) (SELECT memmie._bound_user())));
+
+-- A content is visible to the users that reference it (dedup across users stays invisible).
+ALTER TABLE memmie.content_storage ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON memmie.content_storage FOR SELECT
+    USING ((SELECT memmie._unrestricted())
+           OR EXISTS (SELECT FROM memmie.user_content_refs r
+                      WHERE r.content_hash OPERATOR(pg_catalog.=) content_storage.content_hash
+                        AND r.user_id OPERATOR(pg_catalog.=) (SELECT memmie._bound_user())));
+
+
+-- The blob lock, the delta check and _derive take the scope a call is confined to.
+DROP FUNCTION memmie._lock_blob(uuid);
+DROP FUNCTION memmie._check_delta_exists(uuid);
+DROP FUNCTION memmie._derive(uuid[], text, text, bytea, text, jsonb, text[], uuid, jsonb);
+
+CREATE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        PERFORM FROM memmie.deltas x WHERE x.id = p_delta AND (p_scope IS NULL OR x.user_id = p_scope);
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION memmie._lock_blob(p_blob uuid, p_scope uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND (p_scope IS NULL OR user_id = p_scope);
+    IF FOUND THEN
+        PERFORM memmie._lock_user(b.user_id);
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+CREATE FUNCTION memmie._derive(p_parents uuid[], p_by text, p_transform text, p_content bytea,
+                               p_type text, p_meta jsonb, p_tags text[], p_caused_by uuid,
+                               p_caused_event jsonb, p_scope uuid)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first   memmie.blobs;
+    parent  memmie.blobs;
+    b       memmie.blobs;
+    p_user  uuid;
+BEGIN
+    PERFORM memmie._check_provider(p_by);
+    PERFORM memmie._check_text(p_transform, 'transform_type', 255);
+    IF p_parents IS NULL OR cardinality(p_parents) = 0 THEN
+        RAISE EXCEPTION 'parent_blob_ids must name at least one blob' USING ERRCODE = '22023';
+    END IF;
+    IF array_position(p_parents, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'parent_blob_ids must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT count(DISTINCT x) FROM unnest(p_parents) x) <> cardinality(p_parents) THEN
+        RAISE EXCEPTION 'parent_blob_ids must not repeat a blob' USING ERRCODE = '22023';
+    END IF;
+    SELECT x.user_id INTO p_user FROM memmie.blobs x
+    WHERE x.id = p_parents[1] AND (p_scope IS NULL OR x.user_id = p_scope);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent blob % does not exist', p_parents[1] USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._lock_user_dag(p_user);
+    first := memmie._live_parent(p_parents[1], p_user);
+    FOR i IN 2 .. cardinality(p_parents) LOOP
+        PERFORM memmie._live_parent(p_parents[i], p_user);
+    END LOOP;
+    PERFORM memmie._check_delta_exists(p_caused_by, p_user);
+    b := memmie._insert_blob(p_user, p_content, p_type, coalesce(p_meta, '{}'), coalesce(p_tags, '{}'),
+                             first, p_by, 'transform', p_transform,
+                             coalesce(p_caused_by, memmie._head_delta(first)), p_caused_event);
+    FOR i IN 2 .. cardinality(p_parents) LOOP
+        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i];
+        INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                       version_map)
+        VALUES (parent.id, b.id, p_by, p_transform,
+                jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                     'child_version', 1)));
+    END LOOP;
+    RETURN b;
+END
+$$;
+
+-- Each user-level function acts for the bound user only.
+
+CREATE OR REPLACE FUNCTION memmie.create_blob(user_id uuid, content bytea, content_type text,
+                                   metadata jsonb DEFAULT '{}', tags text[] DEFAULT '{}',
+                                   parent_blob_id uuid DEFAULT NULL, created_by text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_user uuid := memmie._acting_user(create_blob.user_id);
+    p_by   text := memmie._check_provider(create_blob.created_by);
+    parent memmie.blobs;
+BEGIN
+    PERFORM memmie._require(create_blob.content_type, 'content_type');
+    PERFORM memmie._check_mime(create_blob.content_type);
+    PERFORM memmie._lock_user(p_user);
+    IF create_blob.parent_blob_id IS NOT NULL THEN
+        parent := memmie._live_parent(create_blob.parent_blob_id, p_user);
+    END IF;
+    RETURN memmie._insert_blob(p_user, create_blob.content, create_blob.content_type,
+                               create_blob.metadata, create_blob.tags, parent, p_by, 'create',
+                               'derived');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.apply_delta(blob_id uuid, patch jsonb, expected_version int DEFAULT NULL,
+                                   provider_id text DEFAULT 'user',
+                                   caused_by_delta_id uuid DEFAULT NULL,
+                                   caused_by_event jsonb DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_patch  jsonb := memmie._require(apply_delta.patch, 'patch');
+    p_by     text  := memmie._check_provider(apply_delta.provider_id);
+    b        memmie.blobs;
+BEGIN
+    b := memmie._lock_blob(apply_delta.blob_id, memmie._scope());
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, apply_delta.expected_version);
+    PERFORM memmie._check_delta_exists(apply_delta.caused_by_delta_id, memmie._scope());
+    RETURN memmie._apply_patch(b, p_patch, p_by, apply_delta.caused_by_delta_id,
+                               apply_delta.caused_by_event);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.update_content(blob_id uuid, content bytea, content_type text DEFAULT NULL,
+                                      expected_version int DEFAULT NULL,
+                                      provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(update_content.provider_id);
+    b     memmie.blobs;
+BEGIN
+    PERFORM memmie._require(update_content.content, 'content');
+    IF update_content.content_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(update_content.content_type);
+    END IF;
+    b := memmie._lock_blob(update_content.blob_id, memmie._scope());
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, update_content.expected_version);
+    RETURN memmie._replace_content(b, update_content.content, update_content.content_type, p_by);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
+                                   expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(revert_blob.provider_id);
+    b     memmie.blobs;
+    v     memmie.blob_versions;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(revert_blob.to_version, 'to_version');
+    b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
+    PERFORM memmie._check_expected(b, revert_blob.expected_version);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
+    END IF;
+    old_s := memmie._head_state(b);
+    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                v.deleted);
+    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
+                                   expected_version int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
+    PERFORM memmie._check_expected(b, delete_blob.expected_version);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id, memmie._scope());
+    old_s jsonb;
+BEGIN
+    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
+    IF b.deleted_at IS NULL THEN
+        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
+    END IF;
+    old_s := memmie._head_state(b);
+    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
+                                '[{"op": "remove", "path": "/deleted"}]', 'user');
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs;
+    v int;
+    s jsonb;
+BEGIN
+    b := memmie._visible_blob(blob_state.blob_id);
+    v := coalesce(blob_state.version, b.version);
+    IF v < 1 OR v > b.version THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
+    END IF;
+    SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
+    FROM memmie.deltas d
+    WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETURNS bytea
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    h text;
+BEGIN
+    PERFORM memmie._visible_blob(blob_content.blob_id);
+    SELECT v.content_hash INTO h
+    FROM memmie.blob_versions v JOIN memmie.blobs b ON b.id = v.blob_id
+    WHERE v.blob_id = blob_content.blob_id
+      AND v.version = coalesce(blob_content.version, b.version);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', blob_content.blob_id,
+            coalesce(blob_content.version::text, '(latest)') USING ERRCODE = 'P0002';
+    END IF;
+    RETURN memmie.get_content(h);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._visible_blob(blob_history.blob_id);
+    RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = blob_history.blob_id
+                 ORDER BY d.to_version, d.created_at;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
+                                  parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
+                                  text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    after memmie.blobs;
+BEGIN
+    PERFORM memmie._acting_user(find_blobs.user_id);
+    IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', find_blobs.max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.metadata_contains IS NOT NULL AND jsonb_typeof(find_blobs.metadata_contains) <> 'object' THEN
+        RAISE EXCEPTION 'metadata_contains must be a JSON object, got %', jsonb_typeof(find_blobs.metadata_contains)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.page_after IS NOT NULL THEN
+        SELECT * INTO after FROM memmie.blobs x
+        WHERE x.id = find_blobs.page_after AND x.user_id = find_blobs.user_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE memmie._find_blobs_sql(
+            find_blobs.tags IS NOT NULL, find_blobs.created_by IS NOT NULL,
+            find_blobs.parent_blob_id IS NOT NULL, find_blobs.metadata_contains IS NOT NULL,
+            find_blobs.text_query IS NOT NULL, coalesce(find_blobs.include_deleted, false),
+            find_blobs.page_after IS NOT NULL)
+        USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
+              find_blobs.metadata_contains, find_blobs.text_query, after.created_at, after.id,
+              find_blobs.max_rows;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.derive_blob(parent_blob_ids uuid[], provider_id text, transform_type text,
+                                   content bytea, content_type text, metadata jsonb DEFAULT '{}',
+                                   tags text[] DEFAULT '{}', caused_by_delta_id uuid DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._derive(parent_blob_ids, provider_id, transform_type, content, content_type,
+                          metadata, tags, caused_by_delta_id, NULL, memmie._scope())
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.add_edge(parent_blob_id uuid, child_blob_id uuid, provider_id text,
+                                transform_type text, metadata jsonb DEFAULT '{}')
+RETURNS memmie.blob_edges
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    parent memmie.blobs;
+    child  memmie.blobs;
+    e      memmie.blob_edges;
+BEGIN
+    PERFORM memmie._require(add_edge.parent_blob_id, 'parent_blob_id');
+    PERFORM memmie._require(add_edge.child_blob_id, 'child_blob_id');
+    PERFORM memmie._check_provider(add_edge.provider_id);
+    PERFORM memmie._check_text(add_edge.transform_type, 'transform_type', 255);
+    IF add_edge.metadata IS NULL OR jsonb_typeof(add_edge.metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, got %', coalesce(jsonb_typeof(add_edge.metadata), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    parent := memmie._visible_blob(add_edge.parent_blob_id);
+    PERFORM memmie._lock_user_dag(parent.user_id);
+    parent := memmie._live_parent(add_edge.parent_blob_id, parent.user_id);
+    -- a blob of another user is not visible here: the same answer as a missing one
+    SELECT * INTO child FROM memmie.blobs x
+    WHERE x.id = add_edge.child_blob_id AND x.user_id = parent.user_id AND x.deleted_at IS NULL
+    FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
+    END IF;
+    IF memmie._would_cycle(parent.id, child.id) THEN
+        RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
+            DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
+    END IF;
+    INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
+                                   metadata, version_map)
+    VALUES (parent.id, child.id, add_edge.provider_id, add_edge.transform_type, add_edge.metadata,
+            jsonb_build_array(jsonb_build_object('parent_version', parent.version,
+                                                 'child_version', child.version)))
+    ON CONFLICT ON CONSTRAINT unique_edge DO NOTHING
+    RETURNING * INTO e;
+    IF e.id IS NULL THEN
+        -- the same edge exists already: adding it again is a no-op
+        SELECT * INTO e FROM memmie.blob_edges x
+        WHERE x.parent_blob_id = parent.id AND x.child_blob_id = child.id
+          AND x.provider_id = add_edge.provider_id;
+    END IF;
+    RETURN e;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.create_external_blob(user_id uuid, content_hash text, content_size bigint,
+                                            content_type text, storage_backend text,
+                                            storage_path text, metadata jsonb DEFAULT '{}',
+                                            tags text[] DEFAULT '{}')
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_user uuid := memmie._acting_user(create_external_blob.user_id);
+BEGIN
+    PERFORM memmie._require(create_external_blob.content_type, 'content_type');
+    PERFORM memmie._check_mime(create_external_blob.content_type);
+    PERFORM memmie._lock_user(p_user);
+    RETURN memmie._insert_blob(p_user, NULL, create_external_blob.content_type,
+                               create_external_blob.metadata, create_external_blob.tags, NULL,
+                               'user', 'create', 'derived', NULL, NULL,
+                               memmie._external_location(create_external_blob.content_hash,
+                                                         create_external_blob.content_size,
+                                                         create_external_blob.storage_backend,
+                                                         create_external_blob.storage_path));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.update_external_content(blob_id uuid, content_hash text, content_size bigint,
+                                               storage_backend text, storage_path text,
+                                               content_type text DEFAULT NULL,
+                                               expected_version int DEFAULT NULL,
+                                               provider_id text DEFAULT 'user')
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by text := memmie._check_provider(update_external_content.provider_id);
+    b    memmie.blobs;
+BEGIN
+    IF update_external_content.content_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(update_external_content.content_type);
+    END IF;
+    b := memmie._lock_blob(update_external_content.blob_id, memmie._scope());
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, update_external_content.expected_version);
+    RETURN memmie._replace_content(b, NULL, update_external_content.content_type, p_by, NULL, NULL,
+                                   NULL, NULL,
+                                   memmie._external_location(update_external_content.content_hash,
+                                                             update_external_content.content_size,
+                                                             update_external_content.storage_backend,
+                                                             update_external_content.storage_path));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.enqueue_job(job_type text, user_id uuid, input jsonb, max_retries int DEFAULT 3,
+                                   expires_at timestamptz DEFAULT NULL, job_id text DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs;
+BEGIN
+    PERFORM memmie._check_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._acting_user(enqueue_job.user_id);
+    PERFORM memmie._require(enqueue_job.input, 'input');
+    IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
+        RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_job.job_id IS NOT NULL THEN
+        PERFORM memmie._check_text(enqueue_job.job_id, 'job_id', 255);
+    END IF;
+    INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
+    VALUES (coalesce(enqueue_job.job_id, gen_random_uuid()::text), enqueue_job.job_type,
+            enqueue_job.user_id, enqueue_job.input, enqueue_job.max_retries, enqueue_job.expires_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING * INTO j;
+    IF FOUND THEN
+        PERFORM pg_notify('memmie_jobs', j.job_type);
+    ELSE
+        -- idempotent: the job with this id exists already (when it is this user's)
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id;
+        IF j.user_id IS DISTINCT FROM enqueue_job.user_id THEN
+            RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
+        END IF;
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    scope uuid := memmie._scope();
+    j     memmie.jobs;
+BEGIN
+    -- another user's job is not visible here: the same answer as a missing one
+    IF scope IS NOT NULL AND NOT EXISTS (SELECT FROM memmie.jobs x WHERE x.id = cancel_job.job_id AND x.user_id = scope) THEN
+        RAISE EXCEPTION 'job % does not exist', cancel_job.job_id USING ERRCODE = 'P0002';
+    END IF;
+    j := memmie._lock_job(cancel_job.job_id);
+    IF j.status IN ('queued', 'running') THEN
+        UPDATE memmie.jobs x
+        SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL,
+            lease_expires_at = NULL
+        WHERE x.id = j.id
+        RETURNING * INTO j;
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.user_usage(user_id uuid, from_date date DEFAULT NULL, to_date date DEFAULT NULL)
+RETURNS SETOF memmie.usage_metrics
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._acting_user(user_usage.user_id);
+    PERFORM memmie.fold_usage();
+    RETURN QUERY
+    SELECT * FROM memmie.usage_metrics m
+    WHERE m.user_id = user_usage.user_id
+      AND (user_usage.from_date IS NULL OR m.metric_date >= user_usage.from_date)
+      AND (user_usage.to_date IS NULL OR m.metric_date <= user_usage.to_date)
+    ORDER BY m.metric_date DESC;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.record_api_call(user_id uuid, ok boolean, response_ms int) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._acting_user(record_api_call.user_id);
+    PERFORM memmie._require(record_api_call.ok, 'ok');
+    PERFORM memmie._require(record_api_call.response_ms, 'response_ms');
+    IF record_api_call.response_ms < 0 THEN
+        RAISE EXCEPTION 'response_ms must not be negative, got %', record_api_call.response_ms
+            USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM memmie.user_contexts u WHERE u.user_id = record_api_call.user_id) THEN
+        INSERT INTO memmie.user_contexts (user_id) VALUES (record_api_call.user_id) ON CONFLICT DO NOTHING;
+    END IF;
+    INSERT INTO memmie.usage_increments (user_id, api_calls, api_errors, response_time_ms)
+    VALUES (record_api_call.user_id, 1, (NOT record_api_call.ok)::int, record_api_call.response_ms);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr        memmie.provider_processing;
+    created   boolean;
+    p         memmie.providers;
+    b         memmie.blobs;
+    child     memmie.blobs;
+    c         jsonb;
+    i         int := 0;
+    k         int;
+    ttype     text;
+    caused_by uuid;
+    cause     jsonb;
+    d         memmie.deltas;
+    patch_id  uuid;
+    patch_err text;
+    out_ids   uuid[] := '{}';
+    out_size  bigint := 0;
+    content   bytea;
+    first_delta uuid;
+BEGIN
+    -- the job is locked and its lease checked from here on
+    pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
+    PERFORM memmie._require(complete_processing.outputs, 'outputs');
+    IF jsonb_typeof(complete_processing.outputs) <> 'object' THEN
+        RAISE EXCEPTION 'outputs must be a JSON object, got %', jsonb_typeof(complete_processing.outputs)
+            USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(complete_processing.outputs) key
+               WHERE key NOT IN ('children', 'patch', 'metadata')) THEN
+        RAISE EXCEPTION 'outputs may hold only "children", "patch" and "metadata"' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'children' AND jsonb_typeof(complete_processing.outputs -> 'children') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.children must be an array' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'patch' AND jsonb_typeof(complete_processing.outputs -> 'patch') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.patch must be a JSON Patch (an array of operations)' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = pr.provider_id;
+    IF p.output_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.output_schema, complete_processing.outputs,
+                                      format('output of provider %s', p.id));
+    END IF;
+
+    b := memmie._lock_blob(pr.blob_id, NULL);
+    IF b.deleted_at IS NOT NULL THEN
+        -- the input was deleted while it was processed: nothing to attach the outputs to
+        UPDATE memmie.provider_processing x
+        SET status = 'skipped', completed_at = clock_timestamp(),
+            error_message = format('blob %s was deleted before the processing completed', b.id)
+        WHERE x.id = pr.id;
+        PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id, jsonb_build_object('skipped', 'input deleted'), true);
+        RETURN;
+    END IF;
+    SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.version = pr.processed_version;
+    cause := jsonb_build_object('processing_id', pr.id, 'provider_id', p.id,
+                                'provider_version', pr.provider_version,
+                                'event_id', pr.metadata -> 'event_id',
+                                'event_type', pr.metadata -> 'event_type');
+
+    -- a patch of the input: recorded pending, then applied, or failed when it no longer applies
+    IF complete_processing.outputs ? 'patch' THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, caused_by_delta_id, caused_by_event, status)
+        VALUES (b.id, b.user_id, 'transform', p.id, complete_processing.outputs -> 'patch', b.version,
+                b.version + 1, caused_by, cause, 'pending')
+        RETURNING id INTO patch_id;
+        BEGIN
+            d := memmie._apply_patch(b, complete_processing.outputs -> 'patch', p.id, caused_by, cause,
+                                     patch_id);
+        EXCEPTION WHEN invalid_parameter_value OR SQLSTATE 'MM007' OR SQLSTATE 'MM002'
+                       OR program_limit_exceeded THEN
+            patch_err := SQLERRM;
+            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err WHERE x.id = patch_id;
+        END;
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    END IF;
+
+    -- children: a new derived blob each, or a new version of the child this provider derived
+    -- from this input before (matched by transform_type, in order)
+    FOR c IN SELECT x FROM jsonb_array_elements(coalesce(complete_processing.outputs -> 'children', '[]')) x LOOP
+        IF jsonb_typeof(c) <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%] must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_typeof(c -> 'content_type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].content_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'metadata' AND jsonb_typeof(c -> 'metadata') <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%].metadata must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'tags' AND (jsonb_typeof(c -> 'tags') <> 'array'
+                           OR jsonb_path_exists(c -> 'tags', '$[*] ? (@.type() != "string")')) THEN
+            RAISE EXCEPTION 'outputs.children[%].tags must be an array of strings', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'transform_type' AND jsonb_typeof(c -> 'transform_type') <> 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].transform_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        content := memmie._child_bytes(c, i);
+        ttype := memmie._check_text(coalesce(c ->> 'transform_type', 'derived'), 'transform_type', 255);
+        -- the k-th child of this transform type in the outputs matches the k-th existing one
+        SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
+                                    WITH ORDINALITY o(x, n)
+        WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
+        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
+        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
+          AND cb.deleted_at IS NULL
+        ORDER BY cb.created_at, cb.id
+        OFFSET k LIMIT 1
+        FOR NO KEY UPDATE OF cb;
+        created := NOT FOUND;
+        IF NOT created THEN
+            -- a new version of that child: new content, type, metadata and tags
+            child := memmie._replace_content(child, content, c ->> 'content_type', p.id, caused_by, cause,
+                                             coalesce(c -> 'metadata', '{}'),
+                                             ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))));
+        ELSE
+            child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
+                                    coalesce(c -> 'metadata', '{}'),
+                                    ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                    caused_by, cause, NULL);
+        END IF;
+        UPDATE memmie.blob_edges e
+        SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
+                          || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
+                                                                  'child_version', child.version))
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id;
+        IF first_delta IS NULL THEN
+            first_delta := memmie._head_delta(child);
+        END IF;
+        out_ids := out_ids || child.id;
+        out_size := out_size + length(content);
+        i := i + 1;
+        RETURN NEXT child;
+    END LOOP;
+    IF d.id IS NOT NULL THEN
+        RETURN NEXT b;
+    END IF;
+
+    UPDATE memmie.provider_processing x
+    SET status = 'completed', completed_at = clock_timestamp(),
+        processing_time_ms = (extract(epoch FROM clock_timestamp() - x.started_at) * 1000)::int,
+        output_size = out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0),
+        output_blob_id = out_ids[1],
+        output_delta_id = coalesce(patch_id, first_delta),
+        current_blob_version = b.version,
+        error_message = patch_err,
+        metadata = x.metadata || jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
+                 || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
+                         ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
+                    END
+                 || coalesce(complete_processing.outputs -> 'metadata', '{}')
+    WHERE x.id = pr.id
+    RETURNING * INTO pr;
+    INSERT INTO memmie.usage_increments (user_id, blobs_processed, provider_id, provider_invocations,
+                                         processing_time_ms)
+    VALUES (pr.user_id, 1, pr.provider_id, 1, coalesce(pr.processing_time_ms, 0));
+    PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
+                                 jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
+                                 true);
+END
+$$;
+
+-- Workers read a job's input while they hold its lease.
+CREATE FUNCTION memmie.processing_input(processing_id uuid, worker_id text)
+RETURNS TABLE (blob_id uuid, version int, content_type text, content bytea, metadata jsonb,
+               provider_id text, provider_version text, definition jsonb,
+               storage_backend text, storage_path text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+    j  memmie.jobs;
+    v  memmie.blob_versions;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(processing_input.processing_id, 'processing_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % does not exist', processing_input.processing_id USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = pr.job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % has no job: worker % does not hold it', pr.id, processing_input.worker_id
+            USING ERRCODE = 'MM005';
+    END IF;
+    PERFORM memmie._check_lease(j, processing_input.worker_id);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = pr.blob_id AND x.version = pr.processed_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', pr.blob_id, pr.processed_version USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY
+    SELECT v.blob_id, v.version, v.content_type::text,
+           CASE WHEN c.storage_backend = 'postgres' THEN memmie._content(v.content_hash) END,
+           v.metadata, pr.provider_id::text, pr.provider_version::text,
+           (SELECT pv.definition FROM memmie.provider_versions pv
+            WHERE pv.provider_id = pr.provider_id AND pv.version = pr.provider_version),
+           c.storage_backend::text, c.storage_path
+    FROM memmie.content_storage c WHERE c.content_hash = v.content_hash;
+END
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
+-- data runs as the owner (sql/privileges.sql).
+DO $$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace
+          AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['sha256', 'jsonb_patch', 'jsonb_diff', '_jsonb_diff']::pg_catalog.name[])
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+    FOR f IN
+        SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace
+          AND p.proname OPERATOR(pg_catalog.!~) '^_'
+          AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['sha256', 'jsonb_patch', 'jsonb_diff']::pg_catalog.name[])
+          AND p.prorettype OPERATOR(pg_catalog.<>) 'pg_catalog.trigger'::pg_catalog.regtype
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The documented grants (README "Privileges") kept: 0.1.0 -> 0.2.0 added functions and tables
 -- without them. A role holding EXECUTE on memmie.create_blob gets EXECUTE on every memmie
 -- function; a role holding privileges on memmie.blobs gets the same on every memmie table.
@@ -929,3 +1988,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles set up as the 0.2.0 README said (EXECUTE on every function, DML on every table) keep
+-- working unchanged: the block above gave them the new functions as before, and they are
+-- recorded with all three levels (the admin level sees every user, as they did). Those broad
+-- grants are the DBA's to narrow (CHANGELOG "Upgrading to 0.3.0": revoke_access, then
+-- grant_app / grant_worker / grant_admin).
+INSERT INTO memmie.grantees (role_name, level)
+SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.name, l.level
+FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a,
+     (VALUES ('app'), ('worker'), ('admin')) l (level)
+WHERE p.pronamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace
+  AND p.proname OPERATOR(pg_catalog.=) 'create_blob'
+  AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+  AND a.grantee OPERATOR(pg_catalog.<>) 0 AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+ON CONFLICT DO NOTHING;
+
+-- Last: every recorded grantee gets what its levels give, the new functions included.
+SELECT memmie._reapply_grants();

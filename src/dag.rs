@@ -60,6 +60,18 @@ fn require_blob(id: Uuid) -> Result<()> {
     const UUID: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDOID);
     // memmie._visible_blob raises P0002 for a blob that does not exist or is another user's,
     // and 42501 when no user is bound (sql/access.sql); those errors propagate as they are
+    if !crate::plans::function_exists("memmie._visible_blob(uuid)") {
+        // the SQL of a version before 0.3.0 (not yet updated): every blob is visible there
+        let found = crate::plans::with_plan("SELECT 1 FROM memmie.blobs WHERE id = $1", &[UUID], |client, stmt| {
+            client.select(stmt, Some(1), &[id.into()]).map(|t| !t.is_empty())
+        })
+        .map_err(spi_failed)?;
+        return if found {
+            Ok(())
+        } else {
+            Err(MemmieError::NotFound(format!("blob {id} does not exist")))
+        };
+    }
     crate::error::guarded(|| {
         crate::plans::with_plan("SELECT (memmie._visible_blob($1)).id", &[UUID], |client, stmt| {
             client.select(stmt, Some(1), &[id.into()]).map(|_| ())

@@ -60,3 +60,16 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     unsafe { pg_sys::AtEOXact_GUC(true, level) };
     result
 }
+
+/// Whether function `signature` (e.g. `memmie._scope()`) exists. The library is shared by every
+/// installed version of the extension's SQL: until `ALTER EXTENSION memmie UPDATE` has run, a
+/// database holds the previous version's functions, and calls that only the new version has are
+/// skipped rather than failing there.
+pub fn function_exists(signature: &str) -> bool {
+    use pgrx::IntoDatum;
+    let Some(text) = signature.into_datum() else {
+        return false;
+    };
+    let oid = unsafe { pgrx::direct_function_call_as_datum(pg_sys::to_regprocedure, &[Some(text)]) };
+    oid.is_some_and(|d| d.value() != 0)
+}
