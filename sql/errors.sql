@@ -20,6 +20,11 @@
 --         |            | past it, or past jsonb's limit)
 --   54001 | Rust       | JSON nested deeper than the server's stack allows
 --   55000 | SQL        | schedule_maintenance() without pg_cron installed in the database
+--   42501 | SQL        | the caller may not act for that user: another user's user_id while bound
+--         |            | to one (memmie.user_id), or no user bound (also PostgreSQL's own
+--         |            | "permission denied" for a function outside the role's access levels)
+--   42704 | SQL        | grant_app / grant_worker / grant_admin / revoke_access of a role that is gone
+--   23505 | SQL        | enqueue_job with a job_id another user's job has
 --   57014 | PostgreSQL | cancel or statement_timeout, honoured by every loop over input, passed
 --         |            | through as PostgreSQL raised it
 --   XX000 | Rust       | internal error: a bug, never reachable by input (no backtrace is shown)

@@ -16,7 +16,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let mut last_hyphen = false;
     for c in inner.chars() {
         if c == '-' {
-            if digits == 0 || digits % 4 != 0 || last_hyphen || digits == 32 {
+            if digits == 0 || !digits.is_multiple_of(4) || last_hyphen || digits == 32 {
                 return None;
             }
             last_hyphen = true;
@@ -26,7 +26,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
         if digits == 32 {
             return None;
         }
-        bytes[digits / 2] |= if digits % 2 == 0 { v << 4 } else { v };
+        bytes[digits / 2] |= if digits.is_multiple_of(2) { v << 4 } else { v };
         digits += 1;
         last_hyphen = false;
     }

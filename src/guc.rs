@@ -64,7 +64,7 @@ static mut USER_ID: *mut std::ffi::c_char = std::ptr::null_mut();
 
 /// `memmie.user_id` as the 16 bytes of a uuid; None when empty (no user bound).
 pub fn bound_user() -> Option<[u8; 16]> {
-    let raw = unsafe { *(&raw const USER_ID) };
+    let raw = unsafe { USER_ID };
     if raw.is_null() {
         return None;
     }
