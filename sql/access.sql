@@ -80,16 +80,6 @@ BEGIN
 END
 $$;
 
--- Whether rows of user p_user are visible to this call (raises like _scope).
-CREATE FUNCTION memmie._visible(p_user uuid) RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    scope uuid := memmie._scope();
-BEGIN
-    RETURN scope IS NULL OR p_user = scope;
-END
-$$;
-
 -- The blob, when this call may see it; P0002 as for a blob that does not exist otherwise.
 CREATE FUNCTION memmie._visible_blob(p_blob uuid) RETURNS memmie.blobs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -128,29 +118,29 @@ $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The levels: which functions and tables each one gets. Functions are named (every overload of
--- a name gets the level); a function in no list is the owner's alone.
+-- a name gets the level); a function in no list is the owner's alone. Every level gets the
+-- functions the row-level security policies call (they run as the querying role) and the two
+-- that say who the caller is.
 
 CREATE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_level
+    SELECT ARRAY['current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+        || CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
             'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
             'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
             'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
-            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
         WHEN 'worker' THEN ARRAY[
             'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
-            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input']
         WHEN 'admin' THEN ARRAY[
             'register_provider', 'set_provider_status', 'backfill', 'reprocess',
             'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
             'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
             'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
-            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job']
         END
 $$;
 
@@ -206,8 +196,9 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie._grant_level(p_role regrole, p_level text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- The name of role p_role (22023 for NULL; 42704 for a role dropped since the regrole was made).
+CREATE FUNCTION memmie._role_name(p_role regrole) RETURNS name
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n name;
 BEGIN
@@ -216,6 +207,15 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role % does not exist', p_role USING ERRCODE = '42704';
     END IF;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie._grant_level(p_role regrole, p_level text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n name := memmie._role_name(p_role);
+BEGIN
     INSERT INTO memmie.grantees (role_name, level) VALUES (n, p_level) ON CONFLICT DO NOTHING;
     PERFORM memmie._apply_grants(n);
 END
@@ -240,13 +240,8 @@ $$;
 CREATE FUNCTION memmie.revoke_access(role regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n name;
+    n name := memmie._role_name(revoke_access.role);
 BEGIN
-    PERFORM memmie._require(revoke_access.role, 'role');
-    SELECT r.rolname INTO n FROM pg_catalog.pg_roles r WHERE r.oid = revoke_access.role;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'role % does not exist', revoke_access.role USING ERRCODE = '42704';
-    END IF;
     DELETE FROM memmie.grantees g WHERE g.role_name = n;
     EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', n);
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA memmie FROM %I', n);

@@ -797,7 +797,7 @@ DECLARE
     new_s jsonb;
 BEGIN
     PERFORM memmie._require(revert_blob.to_version, 'to_version');
-    b := memmie._lock_blob(revert_blob.blob_id);
+    b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
     PERFORM memmie._check_expected(b, revert_blob.expected_version);
     SELECT * INTO v FROM memmie.blob_versions x
     WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
@@ -826,7 +826,7 @@ DECLARE
     event_id uuid;
 BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
-    b := memmie._lock_blob(delete_blob.blob_id);
+    b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
     PERFORM memmie._check_expected(b, delete_blob.expected_version);
     IF delete_blob.hard THEN
         INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
@@ -854,7 +854,7 @@ RETURNS memmie.blobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id);
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id, memmie._scope());
     old_s jsonb;
 BEGIN
     PERFORM memmie._check_expected(b, undelete_blob.expected_version);
@@ -982,16 +982,6 @@ BEGIN
 END
 $$;
 
--- Whether rows of user p_user are visible to this call (raises like _scope).
-CREATE FUNCTION memmie._visible(p_user uuid) RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    scope uuid := memmie._scope();
-BEGIN
-    RETURN scope IS NULL OR p_user = scope;
-END
-$$;
-
 -- The blob, when this call may see it; P0002 as for a blob that does not exist otherwise.
 CREATE FUNCTION memmie._visible_blob(p_blob uuid) RETURNS memmie.blobs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -1030,29 +1020,29 @@ $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The levels: which functions and tables each one gets. Functions are named (every overload of
--- a name gets the level); a function in no list is the owner's alone.
+-- a name gets the level); a function in no list is the owner's alone. Every level gets the
+-- functions the row-level security policies call (they run as the querying role) and the two
+-- that say who the caller is.
 
 CREATE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_level
+    SELECT ARRAY['current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+        || CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
             'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
             'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
             'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
-            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
         WHEN 'worker' THEN ARRAY[
             'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
-            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input']
         WHEN 'admin' THEN ARRAY[
             'register_provider', 'set_provider_status', 'backfill', 'reprocess',
             'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
             'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
             'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
-            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job']
         END
 $$;
 
@@ -1108,8 +1098,9 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie._grant_level(p_role regrole, p_level text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- The name of role p_role (22023 for NULL; 42704 for a role dropped since the regrole was made).
+CREATE FUNCTION memmie._role_name(p_role regrole) RETURNS name
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n name;
 BEGIN
@@ -1118,6 +1109,15 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role % does not exist', p_role USING ERRCODE = '42704';
     END IF;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION memmie._grant_level(p_role regrole, p_level text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n name := memmie._role_name(p_role);
+BEGIN
     INSERT INTO memmie.grantees (role_name, level) VALUES (n, p_level) ON CONFLICT DO NOTHING;
     PERFORM memmie._apply_grants(n);
 END
@@ -1142,13 +1142,8 @@ $$;
 CREATE FUNCTION memmie.revoke_access(role regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n name;
+    n name := memmie._role_name(revoke_access.role);
 BEGIN
-    PERFORM memmie._require(revoke_access.role, 'role');
-    SELECT r.rolname INTO n FROM pg_catalog.pg_roles r WHERE r.oid = revoke_access.role;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'role % does not exist', revoke_access.role USING ERRCODE = '42704';
-    END IF;
     DELETE FROM memmie.grantees g WHERE g.role_name = n;
     EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', n);
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA memmie FROM %I', n);
@@ -1351,88 +1346,6 @@ BEGIN
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, update_content.expected_version);
     RETURN memmie._replace_content(b, update_content.content, update_content.content_type, p_by);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
-                                   expected_version int DEFAULT NULL)
-RETURNS memmie.blobs
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    p_by  text := memmie._check_provider(revert_blob.provider_id);
-    b     memmie.blobs;
-    v     memmie.blob_versions;
-    old_s jsonb;
-    new_s jsonb;
-BEGIN
-    PERFORM memmie._require(revert_blob.to_version, 'to_version');
-    b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
-    PERFORM memmie._check_expected(b, revert_blob.expected_version);
-    SELECT * INTO v FROM memmie.blob_versions x
-    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
-    END IF;
-    old_s := memmie._head_state(b);
-    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
-                                v.deleted);
-    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
-    PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
-    RETURN b;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
-                                   expected_version int DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    b        memmie.blobs;
-    event_id uuid;
-BEGIN
-    PERFORM memmie._require(delete_blob.hard, 'hard');
-    b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
-    PERFORM memmie._check_expected(b, delete_blob.expected_version);
-    IF delete_blob.hard THEN
-        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
-        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
-                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
-                                   'operation', 'delete', 'content_type', b.content_type,
-                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
-        RETURNING id INTO event_id;
-        PERFORM pg_notify('memmie_events', event_id::text);
-        DELETE FROM memmie.blobs x WHERE x.id = b.id;
-        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
-        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
-    ELSIF b.deleted_at IS NULL THEN
-        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
-                                    '[{"op": "add", "path": "/deleted", "value": true}]',
-                                    'user');
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
-RETURNS memmie.blobs
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id, memmie._scope());
-    old_s jsonb;
-BEGIN
-    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
-    IF b.deleted_at IS NULL THEN
-        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
-    END IF;
-    old_s := memmie._head_state(b);
-    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
-                                '[{"op": "remove", "path": "/deleted"}]', 'user');
-    PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
-    RETURN b;
 END
 $$;
 
