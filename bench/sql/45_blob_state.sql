@@ -26,32 +26,19 @@ VACUUM ANALYZE memmie.blob_versions, memmie.blob_snapshots, memmie.deltas;
 SELECT current_setting('memmie.snapshot_interval')::int AS k \gset
 SELECT count(*) AS kept_states FROM memmie.blob_snapshots WHERE blob_id = :'long';
 
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'reference: 10-version note', 'latest',
-                    format('SELECT count(memmie.blob_state(%L)) FROM generate_series(1, %s)', :'short', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'memmie: 3,000-version note', 'latest',
-                    format('SELECT count(memmie.blob_state(%L)) FROM generate_series(1, %s)', :'long', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'replay from version 1 (snapshot_interval = 0)', 'latest',
-                    format('SELECT count(memmie.blob_state(%L)) FROM generate_series(1, %s)', :'bare', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'reference: 10-version note', 'middle',
-                    format('SELECT count(memmie.blob_state(%L, 5)) FROM generate_series(1, %s)', :'short', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'memmie: 3,000-version note', 'middle',
-                    format('SELECT count(memmie.blob_state(%L, 1500)) FROM generate_series(1, %s)', :'long', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'replay from version 1 (snapshot_interval = 0)', 'middle',
-                    format('SELECT count(memmie.blob_state(%L, 1500)) FROM generate_series(1, %s)', :'bare', :calls),
-                    :'calls' || ' calls', :bench_runs);
 -- the worst case: as many deltas after the kept state as there can be
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'reference: 10-version note', 'worst',
-                    format('SELECT count(memmie.blob_state(%L, 10)) FROM generate_series(1, %s)', :'short', :calls),
-                    :'calls' || ' calls', :bench_runs);
-SELECT bench.record('blob_state, 3,000 vs 10 versions', 'memmie: 3,000-version note', 'worst',
-                    format('SELECT count(memmie.blob_state(%L, %s)) FROM generate_series(1, %s)',
-                           :'long', (1500 / :k + 1) * :k - 1, :calls),
-                    :'calls' || ' calls', :bench_runs);
+SELECT bench.record('blob_state, 3,000 vs 10 versions', c.variant, c.size,
+                    format('SELECT count(memmie.blob_state(%L, %s)) FROM generate_series(1, %s)', c.blob, c.version, :calls),
+                    :'calls' || ' calls', :bench_runs)
+FROM (VALUES (1, 'reference: 10-version note', 'latest', :'short'::uuid, 10),
+             (2, 'memmie: 3,000-version note', 'latest', :'long', 3000),
+             (3, 'replay from version 1 (snapshot_interval = 0)', 'latest', :'bare', 3000),
+             (4, 'reference: 10-version note', 'middle', :'short', 5),
+             (5, 'memmie: 3,000-version note', 'middle', :'long', 1500),
+             (6, 'replay from version 1 (snapshot_interval = 0)', 'middle', :'bare', 1500),
+             (7, 'reference: 10-version note', 'worst', :'short', 10),
+             (8, 'memmie: 3,000-version note', 'worst', :'long', (1500 / :k + 1) * :k - 1)) c(n, variant, size, blob, version)
+ORDER BY c.n;
 SELECT benchmark, variant, size, ms_median FROM bench.results WHERE benchmark LIKE 'blob_state%' ORDER BY ord;
 SELECT memmie.delete_blob(:'short', hard => true), memmie.delete_blob(:'long', hard => true),
        memmie.delete_blob(:'bare', hard => true);
