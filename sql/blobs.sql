@@ -527,7 +527,7 @@ DECLARE
     event_id uuid;
 BEGIN
     PERFORM memmie._require(squash_history.before_version, 'before_version');
-    b := memmie._lock_blob(squash_history.blob_id);
+    b := memmie._lock_blob(squash_history.blob_id, memmie._scope());
     PERFORM memmie._check_live(b);
     PERFORM memmie._check_expected(b, squash_history.expected_version);
     IF squash_history.before_version < 1 OR squash_history.before_version > b.version THEN
