@@ -1064,7 +1064,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
-            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
+            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob', 'squash_history',
             'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
             'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
             'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call',
@@ -1095,7 +1095,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
             'deltas', 'blob_edges', 'providers', 'provider_versions', 'provider_processing',
             'events', 'jobs', 'usage_metrics', 'usage_increments', 'provider_metrics',
-            'user_blob_summary', 'dag_statistics', 'grantees']
+            'user_blob_summary', 'dag_statistics', 'grantees', 'blob_snapshots']
         END
 $$;
 
@@ -2134,47 +2134,6 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION memmie._apply_keep_versions() FROM PUBLIC;
-
--- squash_history is the app level's; blob_snapshots the admin level's (the app reads states
--- through blob_state)
-CREATE OR REPLACE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_level
-        WHEN 'app' THEN ARRAY[
-            'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
-            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob', 'squash_history',
-            'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
-            'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
-            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
-        WHEN 'worker' THEN ARRAY[
-            'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
-            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
-        WHEN 'admin' THEN ARRAY[
-            'register_provider', 'set_provider_status', 'backfill', 'reprocess',
-            'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
-            'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
-            'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
-            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
-            'current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
-        END
-$$;
-
-CREATE OR REPLACE FUNCTION memmie._level_table_names(p_level text) RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_level
-        WHEN 'app' THEN ARRAY[
-            'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
-            'deltas', 'blob_edges', 'provider_processing', 'events', 'jobs', 'usage_metrics']
-        WHEN 'worker' THEN ARRAY['providers', 'provider_versions']
-        WHEN 'admin' THEN ARRAY[
-            'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
-            'deltas', 'blob_edges', 'providers', 'provider_versions', 'provider_processing',
-            'events', 'jobs', 'usage_metrics', 'usage_increments', 'provider_metrics',
-            'user_blob_summary', 'dag_statistics', 'grantees', 'blob_snapshots']
-        END
-$$;
 
 INSERT INTO memmie.blob_snapshots (blob_id, version, state)
 SELECT v.blob_id, v.version,
