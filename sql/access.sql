@@ -128,7 +128,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         || CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
-            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
+            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob', 'squash_history',
             'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
             'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
             'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
@@ -156,7 +156,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
             'deltas', 'blob_edges', 'providers', 'provider_versions', 'provider_processing',
             'events', 'jobs', 'usage_metrics', 'usage_increments', 'provider_metrics',
-            'user_blob_summary', 'dag_statistics', 'grantees']
+            'user_blob_summary', 'dag_statistics', 'grantees', 'blob_snapshots']
         END
 $$;
 

@@ -108,6 +108,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     nb         memmie.blobs;
     event_type text := 'blob.updated';
+    d          memmie.deltas;
+    interval_  int;
 BEGIN
     UPDATE memmie.blobs
     SET content_hash = s ->> 'content_hash',
@@ -122,8 +124,14 @@ BEGIN
     IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
         event_type := 'blob.deleted';
     END IF;
-    RETURN memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
-                                  p_caused_event, event_type, p_pending_delta);
+    d := memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
+                                p_caused_event, event_type, p_pending_delta);
+    -- every snapshot_interval-th version keeps its whole state: replay starts there (blob_state)
+    interval_ := memmie._snapshot_interval();
+    IF interval_ > 0 AND nb.version % interval_ = 0 THEN
+        INSERT INTO memmie.blob_snapshots (blob_id, version, state) VALUES (nb.id, nb.version, s);
+    END IF;
+    RETURN d;
 END
 $$;
 
@@ -440,22 +448,36 @@ BEGIN
 END
 $$;
 
+-- A version's state, replayed from the nearest kept state at or below it (blob_snapshots; from
+-- null when there is none): at most snapshot_interval - 1 deltas, however long the history.
 CREATE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    b memmie.blobs;
-    v int;
-    s jsonb;
+    b    memmie.blobs;
+    v    int;
+    snap memmie.blob_snapshots;
+    s    jsonb;
 BEGIN
     b := memmie._visible_blob(blob_state.blob_id);
     v := coalesce(blob_state.version, b.version);
-    IF v < 1 OR v > b.version THEN
+    -- (versions before a squash_history are gone)
+    IF NOT EXISTS (SELECT FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version = v) THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
     END IF;
-    SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
-    FROM memmie.deltas d
-    WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+    SELECT * INTO snap FROM memmie.blob_snapshots x
+    WHERE x.blob_id = b.id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
+    IF snap.state IS NULL THEN
+        SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+    ELSE
+        SELECT memmie._replay_from(snap.state, coalesce(array_agg(d.patch::text ORDER BY d.to_version), '{}'))
+        INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version > snap.version
+          AND d.to_version <= v;
+    END IF;
     RETURN s;
 END
 $$;
@@ -486,6 +508,55 @@ BEGIN
     PERFORM memmie._visible_blob(blob_history.blob_id);
     RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = blob_history.blob_id
                  ORDER BY d.to_version, d.created_at;
+END
+$$;
+
+-- Compacts a blob's history: the versions older than before_version are removed (their
+-- blob_versions rows, and with them their content references and snapshots; their deltas), and
+-- the state of before_version, kept whole in blob_snapshots, is the base replay starts from.
+-- Later versions keep their states and numbers. Returns how many versions were removed (0 when
+-- none is older than before_version: a squash already done). Event blob.squashed.
+CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    base     int;
+    n        int;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(squash_history.before_version, 'before_version');
+    b := memmie._lock_blob(squash_history.blob_id, memmie._scope());
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, squash_history.expected_version);
+    IF squash_history.before_version < 1 OR squash_history.before_version > b.version THEN
+        RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
+            b.id, b.version, squash_history.before_version USING ERRCODE = '22023';
+    END IF;
+    SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id;
+    IF squash_history.before_version <= base THEN
+        RETURN 0;
+    END IF;
+    -- the new base keeps its state whole (it may be a snapshot already)
+    INSERT INTO memmie.blob_snapshots (blob_id, version, state)
+    VALUES (b.id, squash_history.before_version, memmie.blob_state(b.id, squash_history.before_version))
+    ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < squash_history.before_version;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < squash_history.before_version;
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES ('blob.squashed', b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                               'operation', 'squash', 'content_type', b.content_type,
+                               'created_by', 'user', 'before_version', squash_history.before_version,
+                               'versions_removed', n), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    -- the day's usage, with the user's storage after the squash (as a hard delete records it)
+    INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+    SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    RETURN n;
 END
 $$;
 

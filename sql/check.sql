@@ -10,11 +10,13 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Every version whose state, replayed from its blob's applied deltas, is not its stored one, and
--- why. One pass over all versions and deltas in (blob, version) order, each delta applied once to
--- the state before it: linear in the deltas (blob_state per version replays from the start,
--- quadratic in a blob's history). A delta that cannot be applied is reported (with the error)
--- at its version, and that blob's later versions are not compared: check() reports a bad blob,
--- it does not fail.
+-- why; and every kept state (blob_snapshots) that is not the replay. One pass over all versions
+-- and deltas in (blob, version) order, each delta applied once to the state before it: linear in
+-- the deltas (blob_state per version replays from the start, quadratic in a blob's history). The
+-- replay starts from null, or, for a squashed history (squash_history), from the snapshot of its
+-- first version, the only state it has no deltas for. A delta that cannot be applied is reported
+-- (with the error) at its version, and that blob's later versions are not compared: check()
+-- reports a bad blob, it does not fail.
 CREATE FUNCTION memmie._replay_mismatches()
 RETURNS TABLE (blob_id uuid, version int, problem text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -28,26 +30,43 @@ BEGIN
         SELECT coalesce(v.blob_id, d.blob_id) AS blob_id, coalesce(v.version, d.to_version) AS version,
                d.patch, v.blob_id IS NOT NULL AS has_version,
                memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
-                                  v.deleted) AS stored
+                                  v.deleted) AS stored,
+               k.state AS snapshot
         FROM memmie.blob_versions v
         FULL JOIN (SELECT x.blob_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
                ON d.blob_id = v.blob_id AND d.to_version = v.version
+        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version
         ORDER BY 1, 2
     LOOP
         IF r.blob_id IS DISTINCT FROM cur THEN
             cur := r.blob_id;
             s := NULL;
             broken := false;
+            IF r.version > 1 THEN
+                -- a squashed history: it starts from the snapshot of its first version
+                blob_id := r.blob_id;
+                version := r.version;
+                IF r.snapshot IS NULL OR NOT r.has_version THEN
+                    problem := 'the history starts after version 1 without a kept state';
+                    broken := true;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+                s := r.snapshot;
+                IF s IS DISTINCT FROM r.stored THEN
+                    problem := NULL;
+                    RETURN NEXT;
+                END IF;
+                CONTINUE;
+            END IF;
         END IF;
         CONTINUE WHEN broken;
         IF r.patch IS NOT NULL THEN
             BEGIN
                 -- replay's own engine and limits, as blob_state uses them (a state may nest 128
                 -- levels, its patch two more: more than jsonb_patch reads), from the state so far
-                s := memmie._replay(CASE WHEN s IS NULL THEN ARRAY[r.patch::pg_catalog.text]
-                                         ELSE ARRAY['[{"op": "add", "path": "", "value": ' OPERATOR(pg_catalog.||)
-                                                    s::pg_catalog.text OPERATOR(pg_catalog.||) '}]',
-                                                    r.patch::pg_catalog.text] END)::pg_catalog.jsonb;
+                s := CASE WHEN s IS NULL THEN memmie._replay(ARRAY[r.patch::pg_catalog.text])::pg_catalog.jsonb
+                          ELSE memmie._replay_from(s, ARRAY[r.patch::pg_catalog.text]) END;
             EXCEPTION WHEN OTHERS THEN
                 blob_id := r.blob_id;
                 version := r.version;
@@ -61,6 +80,11 @@ BEGIN
             blob_id := r.blob_id;
             version := r.version;
             problem := NULL;
+            RETURN NEXT;
+        ELSIF r.snapshot IS NOT NULL AND s IS DISTINCT FROM r.snapshot THEN
+            blob_id := r.blob_id;
+            version := r.version;
+            problem := 'its kept state (blob_snapshots) is not the replayed one';
             RETURN NEXT;
         END IF;
     END LOOP;
@@ -108,7 +132,8 @@ BEGIN
           WHERE v.blob_id IS NULL
              OR (b.content_hash, b.content_size, b.content_type, b.metadata, b.tags, b.deleted_at IS NOT NULL)
                 IS DISTINCT FROM (v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
-             OR (SELECT count(*) FROM memmie.blob_versions w WHERE w.blob_id = b.id) <> b.version) x;
+             OR (SELECT count(*) + min(w.version) - 1 FROM memmie.blob_versions w WHERE w.blob_id = b.id)
+                <> b.version) x;
     SELECT count(*) INTO total FROM memmie.blobs;
     RETURN QUERY SELECT * FROM memmie._check_row('heads', bad, sample,
                                                  format('%s blobs: head = latest version, versions dense', total));

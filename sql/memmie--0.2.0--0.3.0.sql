@@ -181,7 +181,8 @@ BEGIN
 END
 $$;
 
--- maintenance() analyzes blob_edges too.
+-- maintenance() analyzes blob_edges too (and applies quota_limits.keep_versions: the long
+-- histories step below).
 CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -210,6 +211,7 @@ BEGIN
     report := report || jsonb_build_object('expired_jobs_removed', n);
     report := report || jsonb_build_object('event_partitions_dropped',
         memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    report := report || jsonb_build_object('versions_squashed', memmie._apply_keep_versions());
     SELECT count(*) INTO n FROM memmie.gc_content();
     report := report || jsonb_build_object('contents_collected', n);
     report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
@@ -312,7 +314,9 @@ $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- check() replays each blob's history once (linear in the deltas, not quadratic), and reports a
--- delta that cannot be applied as a row instead of failing.
+-- delta that cannot be applied as a row instead of failing. It compares the kept states of
+-- blob_snapshots with the replay and starts a squashed history from its base (the long
+-- histories step below).
 CREATE FUNCTION memmie._replay_mismatches()
 RETURNS TABLE (blob_id uuid, version int, problem text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -326,26 +330,43 @@ BEGIN
         SELECT coalesce(v.blob_id, d.blob_id) AS blob_id, coalesce(v.version, d.to_version) AS version,
                d.patch, v.blob_id IS NOT NULL AS has_version,
                memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
-                                  v.deleted) AS stored
+                                  v.deleted) AS stored,
+               k.state AS snapshot
         FROM memmie.blob_versions v
         FULL JOIN (SELECT x.blob_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
                ON d.blob_id = v.blob_id AND d.to_version = v.version
+        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version
         ORDER BY 1, 2
     LOOP
         IF r.blob_id IS DISTINCT FROM cur THEN
             cur := r.blob_id;
             s := NULL;
             broken := false;
+            IF r.version > 1 THEN
+                -- a squashed history: it starts from the snapshot of its first version
+                blob_id := r.blob_id;
+                version := r.version;
+                IF r.snapshot IS NULL OR NOT r.has_version THEN
+                    problem := 'the history starts after version 1 without a kept state';
+                    broken := true;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+                s := r.snapshot;
+                IF s IS DISTINCT FROM r.stored THEN
+                    problem := NULL;
+                    RETURN NEXT;
+                END IF;
+                CONTINUE;
+            END IF;
         END IF;
         CONTINUE WHEN broken;
         IF r.patch IS NOT NULL THEN
             BEGIN
                 -- replay's own engine and limits, as blob_state uses them (a state may nest 128
                 -- levels, its patch two more: more than jsonb_patch reads), from the state so far
-                s := memmie._replay(CASE WHEN s IS NULL THEN ARRAY[r.patch::pg_catalog.text]
-                                         ELSE ARRAY['[{"op": "add", "path": "", "value": ' OPERATOR(pg_catalog.||)
-                                                    s::pg_catalog.text OPERATOR(pg_catalog.||) '}]',
-                                                    r.patch::pg_catalog.text] END)::pg_catalog.jsonb;
+                s := CASE WHEN s IS NULL THEN memmie._replay(ARRAY[r.patch::pg_catalog.text])::pg_catalog.jsonb
+                          ELSE memmie._replay_from(s, ARRAY[r.patch::pg_catalog.text]) END;
             EXCEPTION WHEN OTHERS THEN
                 blob_id := r.blob_id;
                 version := r.version;
@@ -359,6 +380,11 @@ BEGIN
             blob_id := r.blob_id;
             version := r.version;
             problem := NULL;
+            RETURN NEXT;
+        ELSIF r.snapshot IS NOT NULL AND s IS DISTINCT FROM r.snapshot THEN
+            blob_id := r.blob_id;
+            version := r.version;
+            problem := 'its kept state (blob_snapshots) is not the replayed one';
             RETURN NEXT;
         END IF;
     END LOOP;
@@ -406,7 +432,8 @@ BEGIN
           WHERE v.blob_id IS NULL
              OR (b.content_hash, b.content_size, b.content_type, b.metadata, b.tags, b.deleted_at IS NOT NULL)
                 IS DISTINCT FROM (v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
-             OR (SELECT count(*) FROM memmie.blob_versions w WHERE w.blob_id = b.id) <> b.version) x;
+             OR (SELECT count(*) + min(w.version) - 1 FROM memmie.blob_versions w WHERE w.blob_id = b.id)
+                <> b.version) x;
     SELECT count(*) INTO total FROM memmie.blobs;
     RETURN QUERY SELECT * FROM memmie._check_row('heads', bad, sample,
                                                  format('%s blobs: head = latest version, versions dense', total));
@@ -1030,7 +1057,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         || CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
-            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob',
+            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob', 'squash_history',
             'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
             'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
             'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
@@ -1058,7 +1085,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
             'deltas', 'blob_edges', 'providers', 'provider_versions', 'provider_processing',
             'events', 'jobs', 'usage_metrics', 'usage_increments', 'provider_metrics',
-            'user_blob_summary', 'dag_statistics', 'grantees']
+            'user_blob_summary', 'dag_statistics', 'grantees', 'blob_snapshots']
         END
 $$;
 
@@ -1845,6 +1872,188 @@ BEGIN
 END
 $$;
 
+
+-- ---------------------------------------------------------------------------------------------
+-- Long histories (issue 15): replay starts from the nearest kept state (blob_snapshots, written
+-- with every memmie.snapshot_interval-th version), check() compares the kept states with the
+-- replay and accepts a squashed history, squash_history() compacts one, and maintenance()
+-- applies the per-user retention quota_limits.keep_versions. The blobs of 0.2.0 get their kept
+-- states here, from their stored versions (the states check() proves equal to the replay), at
+-- the versions a write would have kept them. (check() and maintenance() are brought up to date
+-- in their steps above.)
+CREATE TABLE memmie.blob_snapshots (
+    blob_id uuid NOT NULL,
+    version integer NOT NULL,
+    state   jsonb NOT NULL CHECK (jsonb_typeof(state) = 'object'),
+    PRIMARY KEY (blob_id, version),
+    CONSTRAINT fk_version FOREIGN KEY (blob_id, version)
+        REFERENCES memmie.blob_versions (blob_id, version) ON DELETE CASCADE
+);
+SELECT pg_catalog.pg_extension_config_dump('memmie.blob_snapshots', '');
+
+CREATE FUNCTION memmie."_snapshot_interval"() RETURNS INT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'snapshot_interval_wrapper';
+REVOKE ALL ON FUNCTION memmie._snapshot_interval() FROM PUBLIC;
+
+CREATE FUNCTION memmie."_replay_from"(
+	"base" jsonb,
+	"patches" TEXT[]
+) RETURNS jsonb
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'replay_from_wrapper';
+REVOKE ALL ON FUNCTION memmie._replay_from(jsonb, text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p_patch jsonb,
+                                    p_provider text, p_caused_by uuid DEFAULT NULL,
+                                    p_caused_event jsonb DEFAULT NULL,
+                                    p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    nb         memmie.blobs;
+    event_type text := 'blob.updated';
+    d          memmie.deltas;
+    interval_  int;
+BEGIN
+    UPDATE memmie.blobs
+    SET content_hash = s ->> 'content_hash',
+        content_size = (s ->> 'content_size')::bigint,
+        content_type = s ->> 'content_type',
+        metadata     = s -> 'metadata',
+        tags         = ARRAY(SELECT jsonb_array_elements_text(s -> 'tags')),
+        version      = b.version + 1,
+        deleted_at   = CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END
+    WHERE id = b.id
+    RETURNING * INTO nb;
+    IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
+        event_type := 'blob.deleted';
+    END IF;
+    d := memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
+                                p_caused_event, event_type, p_pending_delta);
+    -- every snapshot_interval-th version keeps its whole state: replay starts there (blob_state)
+    interval_ := memmie._snapshot_interval();
+    IF interval_ > 0 AND nb.version % interval_ = 0 THEN
+        INSERT INTO memmie.blob_snapshots (blob_id, version, state) VALUES (nb.id, nb.version, s);
+    END IF;
+    RETURN d;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b    memmie.blobs;
+    v    int;
+    snap memmie.blob_snapshots;
+    s    jsonb;
+BEGIN
+    b := memmie._visible_blob(blob_state.blob_id);
+    v := coalesce(blob_state.version, b.version);
+    -- (versions before a squash_history are gone)
+    IF NOT EXISTS (SELECT FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version = v) THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO snap FROM memmie.blob_snapshots x
+    WHERE x.blob_id = b.id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
+    IF snap.state IS NULL THEN
+        SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+    ELSE
+        SELECT memmie._replay_from(snap.state, coalesce(array_agg(d.patch::text ORDER BY d.to_version), '{}'))
+        INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version > snap.version
+          AND d.to_version <= v;
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    base     int;
+    n        int;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(squash_history.before_version, 'before_version');
+    b := memmie._lock_blob(squash_history.blob_id, memmie._scope());
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, squash_history.expected_version);
+    IF squash_history.before_version < 1 OR squash_history.before_version > b.version THEN
+        RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
+            b.id, b.version, squash_history.before_version USING ERRCODE = '22023';
+    END IF;
+    SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id;
+    IF squash_history.before_version <= base THEN
+        RETURN 0;
+    END IF;
+    -- the new base keeps its state whole (it may be a snapshot already)
+    INSERT INTO memmie.blob_snapshots (blob_id, version, state)
+    VALUES (b.id, squash_history.before_version, memmie.blob_state(b.id, squash_history.before_version))
+    ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < squash_history.before_version;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < squash_history.before_version;
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES ('blob.squashed', b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                               'operation', 'squash', 'content_type', b.content_type,
+                               'created_by', 'user', 'before_version', squash_history.before_version,
+                               'versions_removed', n), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    -- the day's usage, with the user's storage after the squash (as a hard delete records it)
+    INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+    SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie.squash_history(uuid, integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION memmie._apply_keep_versions() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r     record;
+    total bigint := 0;
+BEGIN
+    FOR r IN
+        SELECT b.id, b.version - q.keep + 1 AS before_version
+        FROM memmie.user_contexts u
+        CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
+        JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
+        WHERE q.keep >= 1 AND b.version > q.keep
+          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id) < b.version - q.keep + 1
+        ORDER BY b.user_id, b.id
+    LOOP
+        BEGIN
+            total := total + memmie.squash_history(r.id, r.before_version::int);
+        EXCEPTION WHEN no_data_found THEN
+            -- (P0002: deleted since the query read it; nothing to keep)
+            NULL;
+        END;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+REVOKE ALL ON FUNCTION memmie._apply_keep_versions() FROM PUBLIC;
+
+INSERT INTO memmie.blob_snapshots (blob_id, version, state)
+SELECT v.blob_id, v.version,
+       memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
+FROM memmie.blob_versions v
+WHERE memmie._snapshot_interval() OPERATOR(pg_catalog.>) 0
+  AND v.version OPERATOR(pg_catalog.%) memmie._snapshot_interval() OPERATOR(pg_catalog.=) 0;
 
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'

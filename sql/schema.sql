@@ -109,6 +109,20 @@ CREATE TABLE memmie.blob_versions (
 CREATE INDEX idx_blob_versions_created ON memmie.blob_versions (created_at DESC);
 CREATE INDEX idx_blob_versions_content ON memmie.blob_versions (content_hash);
 
+-- A blob's whole state at some of its versions, so that replay starts from the nearest one at or
+-- below the version asked for instead of from version 1: written with the version, in the same
+-- transaction, at every memmie.snapshot_interval-th version, and at the base of a squashed
+-- history (squash_history). Deleted with their version (a hard delete, a squash). Not counted
+-- in storage_used (see docs/schema.md).
+CREATE TABLE memmie.blob_snapshots (
+    blob_id uuid NOT NULL,
+    version integer NOT NULL,
+    state   jsonb NOT NULL CHECK (jsonb_typeof(state) = 'object'),
+    PRIMARY KEY (blob_id, version),
+    CONSTRAINT fk_version FOREIGN KEY (blob_id, version)
+        REFERENCES memmie.blob_versions (blob_id, version) ON DELETE CASCADE
+);
+
 -- Per user and content: how many of the user's versions name it. storage_used is the sum of
 -- content_size over these rows, kept by the native trigger memmie.user_storage_accounting.
 CREATE TABLE memmie.user_content_refs (
@@ -423,7 +437,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY[
-        'user_contexts', 'content_storage', 'blobs', 'blob_versions',
+        'user_contexts', 'content_storage', 'blobs', 'blob_versions', 'blob_snapshots',
         'deltas', 'deltas_default', 'blob_edges', 'providers', 'provider_versions',
         'provider_processing', 'events', 'events_default', 'jobs', 'usage_metrics',
         'usage_increments', 'provider_metrics']

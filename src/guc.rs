@@ -33,6 +33,16 @@ fn event_retention_seconds() -> i32 {
     EVENT_RETENTION.get()
 }
 
+/// Every how many versions a blob's state is kept whole (memmie.blob_snapshots); 0: never.
+static SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// The current `memmie.snapshot_interval` (read through here so that the setting is defined
+/// even in a session that never called memmie's Rust code).
+#[pgrx::pg_extern(name = "_snapshot_interval", stable, parallel_safe)]
+fn snapshot_interval() -> i32 {
+    SNAPSHOT_INTERVAL.get()
+}
+
 /// Memory a DAG traversal may use to read `blob_edges` whole (kB; 0: never).
 static TRAVERSAL_WORK_MEM: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 
@@ -129,6 +139,16 @@ pub fn register() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"memmie.snapshot_interval",
+        c"Every how many versions memmie keeps a blob's whole state, where replay starts.",
+        c"blob_state() replays at most this many deltas from the nearest kept state. 0 keeps none (replay from version 1).",
+        &SNAPSHOT_INTERVAL,
+        0,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"memmie.max_derivation_depth",

@@ -82,6 +82,8 @@ extension_sql_file!(
         "counters",
         content::get_content,
         patch::replay_text,
+        patch::replay_from,
+        guc::snapshot_interval,
         state::next_state_text,
         state::is_json_type_sql,
         state::json_from_bytes,

@@ -236,7 +236,11 @@ pub const REPLAY_MAX_SIZE: u64 = 1024 * 1024 * 1024;
 /// PostgreSQL's jsonb input and applied with its values still binary, so any state that was
 /// accepted when it was written (however deep its metadata, whatever its numbers) comes back.
 pub fn replay<'a>(patches: impl IntoIterator<Item = Option<&'a str>>) -> Result<crate::jsonb::JsonbOut> {
-    let mut doc = Doc::from_value(Value::Null, REPLAY_MAX_SIZE)?;
+    replay_onto(Doc::from_value(Value::Null, REPLAY_MAX_SIZE)?, patches)
+}
+
+/// Replays patches in order onto `doc` (a kept state, or `null`), as [`replay`] does.
+fn replay_onto<'a>(mut doc: Doc, patches: impl IntoIterator<Item = Option<&'a str>>) -> Result<crate::jsonb::JsonbOut> {
     for (i, p) in patches.into_iter().enumerate() {
         check_interrupts();
         let Some(p) = p else {
@@ -287,6 +291,19 @@ fn jsonb_diff_text(source: &str, target: &str) -> String {
 #[pg_extern(name = "_replay", immutable, strict, parallel_safe)]
 fn replay_text(patches: Array<&str>) -> String {
     or_raise(guarded(|| replay(patches.iter()).map(|jb| crate::jsonb::out_text(&jb))))
+}
+
+/// Replays an ordered array of patches (as text) onto the state `base` (a kept snapshot, read in
+/// place as binary jsonb): the same engine and limits as `_replay`.
+#[pg_extern(name = "_replay_from", immutable, strict, parallel_safe)]
+fn replay_from(base: crate::jsonb::JsonbArg, patches: Array<&str>) -> crate::jsonb::JsonbOut {
+    or_raise(guarded(|| {
+        if patches.is_empty() {
+            return Ok(base.unchanged());
+        }
+        let (root, size) = base.root_and_size();
+        replay_onto(Doc::from_jsonb(root, size, REPLAY_MAX_SIZE), patches.iter())
+    }))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -370,6 +387,32 @@ mod tests {
             diff(&json!({"t": "a", "l": [1, 2]}), &json!({"t": "b", "l": [1], "n": 1})).unwrap(),
             json!([{"op": "remove", "path": "/l/1"}, {"op": "add", "path": "/n", "value": 1}, {"op": "replace", "path": "/t", "value": "b"}])
         );
+    }
+
+    #[pg_test]
+    fn replay_from_a_kept_state_equals_replay_from_null() {
+        let p1 = r#"[{"op": "replace", "path": "", "value": {"n": 1, "l": [1]}}]"#;
+        let p2 = r#"[{"op": "replace", "path": "/n", "value": 2}]"#;
+        let p3 = r#"[{"op": "add", "path": "/l/-", "value": 123456789012345678901234567890}]"#;
+        let q = |sql: &str| Spi::get_one::<String>(sql).unwrap().unwrap();
+        let from_null = q(&format!(
+            "SELECT memmie._replay(ARRAY['{p1}', '{p2}', '{p3}'])::jsonb::text"
+        ));
+        let kept = q(&format!("SELECT memmie._replay(ARRAY['{p1}', '{p2}'])::jsonb::text"));
+        let from_kept = q(&format!(
+            "SELECT memmie._replay_from('{kept}'::jsonb, ARRAY['{p3}'])::text"
+        ));
+        assert_eq!(from_kept, from_null);
+        assert_eq!(from_kept, r#"{"l": [1, 123456789012345678901234567890], "n": 2}"#);
+        // no patches: the kept state itself
+        assert_eq!(
+            q(&format!("SELECT memmie._replay_from('{kept}'::jsonb, '{{}}')::text")),
+            kept
+        );
+        // a patch that does not apply to the kept state fails as replay does
+        let doc = Doc::from_value(json!({"n": 1}), REPLAY_MAX_SIZE).unwrap();
+        let err = replay_onto(doc, [Some(r#"[{"op": "remove", "path": "/x"}]"#)]).unwrap_err();
+        assert_eq!(err.sqlstate(), "22023");
     }
 
     #[pg_test]

@@ -38,6 +38,10 @@ SELECT memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'json'), '[{"o
 SELECT memmie.update_content((SELECT id FROM public.ids WHERE name = 'doc'), 'new words');
 SELECT memmie.revert_blob((SELECT id FROM public.ids WHERE name = 'doc'), 1);
 SELECT memmie.delete_blob((SELECT id FROM public.ids WHERE name = 'gone'));
+-- a long, squashed history: kept states (blob_snapshots) at 16 and at the base, 5
+INSERT INTO public.ids SELECT 'long', (memmie.create_blob('00000000-0000-0000-0000-0000000000b1', '{"n": 1}', 'application/json')).id;
+SELECT count(memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'long'), format('[{"op": "replace", "path": "/content/n", "value": %s}]', i)::jsonb)) FROM generate_series(2, 20) i;
+SELECT memmie.squash_history((SELECT id FROM public.ids WHERE name = 'long'), 5);
 SELECT memmie.register_provider('{"id": "p", "name": "P", "version": "1", "trigger_events": ["blob.created"], "supported_types": ["text/*"]}');
 SELECT memmie.register_provider('{"id": "p", "name": "P", "version": "2", "trigger_events": ["blob.created", "blob.updated"], "supported_types": ["text/*"]}');
 SELECT memmie.dispatch_events(1000);

@@ -8,5 +8,10 @@ SELECT 'dispatched', memmie.dispatch_events(1000) > 0;
 SELECT 'claimed and completed, children', count(*) FROM (
     SELECT memmie.complete_processing(j.id::uuid, 'w', '{"children": [{"content": "z", "content_type": "text/plain"}]}')
     FROM memmie.claim_jobs('w', 10) j) x;
+SELECT 'kept states the upgrade built', array_agg(version ORDER BY version) FROM memmie.blob_snapshots
+WHERE blob_id = (SELECT id FROM public.ids WHERE name = 'long');
+SELECT 'a middle version replayed from one', memmie.blob_state((SELECT id FROM public.ids WHERE name = 'long'), 20) -> 'content';
+SELECT 'the app role squashes the old history', memmie.squash_history((SELECT id FROM public.ids WHERE name = 'long'), 30);
+SELECT 'the head replayed from the new base', memmie.blob_state((SELECT id FROM public.ids WHERE name = 'long')) -> 'content';
 RESET ROLE;
 SELECT check_name, ok FROM memmie.check() WHERE NOT ok;

@@ -10,4 +10,8 @@ SELECT memmie.complete_processing(j.id::uuid, 'w', '{"children": [{"content": "s
 FROM memmie.claim_jobs('w', 10) j;
 INSERT INTO public.ids SELECT 'derived', (memmie.derive_blob(ARRAY[(SELECT id FROM public.ids WHERE name = 'doc')], 'p', 't', 'x', 'text/plain')).id;
 SELECT memmie.add_edge((SELECT id FROM public.ids WHERE name = 'json'), (SELECT id FROM public.ids WHERE name = 'derived'), 'p', 'link');
+-- a long history (40 versions): the upgrade gives it kept states
+INSERT INTO public.ids SELECT 'long', (memmie.create_blob('00000000-0000-0000-0000-00000000aa01', convert_to('{"n": 1}', 'UTF8'), 'application/json')).id;
+SELECT count(memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'long'), format('[{"op": "replace", "path": "/content/n", "value": %s}]', i)::jsonb))
+FROM generate_series(2, 40) i;
 RESET ROLE;

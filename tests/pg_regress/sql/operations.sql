@@ -37,6 +37,32 @@ SET LOCAL memmie.event_retention = '7d';
 SELECT memmie.maintenance() ->> 'event_retention' AS retention;
 ROLLBACK;
 
+-- keep_versions (a per-user quota key, tests/pg_regress/sql/history.sql has squash_history):
+-- maintenance() squashes each live blob of the user to its latest N versions; other users' blobs
+-- are left alone
+BEGIN;
+SET LOCAL memmie.snapshot_interval = 4;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000e3', convert_to('{"n": 0}', 'UTF8'), 'application/json')).id AS k1 \gset
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000e3', 'short', 'text/plain')).id AS k2 \gset
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000e4', convert_to('{"n": 0}', 'UTF8'), 'application/json')).id AS other \gset
+SELECT count(memmie.apply_delta(b, format('[{"op": "replace", "path": "/content/n", "value": %s}]', i)::jsonb))
+FROM unnest(ARRAY[:'k1', :'other']::uuid[]) b, generate_series(1, 11) i;
+SELECT (memmie.apply_delta(:'k2', '[{"op": "add", "path": "/tags/-", "value": "a"}]')).to_version AS k2;
+-- a deleted blob keeps its history (undelete_blob brings all of it back)
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000e3', 'deleted', 'text/plain')).id AS k3 \gset
+SELECT count(memmie.apply_delta(:'k3', '[{"op": "add", "path": "/tags/-", "value": "a"}]')) FROM generate_series(1, 7);
+SELECT memmie.delete_blob(:'k3');
+UPDATE memmie.user_contexts SET quota_limits = '{"keep_versions": 5}'
+WHERE user_id = '00000000-0000-0000-0000-0000000000e3';
+SELECT (memmie.maintenance() -> 'versions_squashed')::int AS squashed;
+SELECT b.id = :'k1' AS k1, min(v.version), max(v.version)
+FROM memmie.blobs b JOIN memmie.blob_versions v ON v.blob_id = b.id
+WHERE b.id IN (:'k1', :'k2', :'k3', :'other') GROUP BY b.id ORDER BY 2, 3;
+SELECT memmie.blob_state(:'k1') -> 'content' AS k1_head;
+SELECT (memmie.maintenance() -> 'versions_squashed')::int AS squashed_again;
+SELECT * FROM memmie.check() WHERE NOT ok;
+ROLLBACK;
+
 -- schedule_maintenance without pg_cron in this database: 55000 and a hint with what to run
 -- (tests/scheduling covers pg_cron and the background worker)
 SELECT t.err($$SELECT memmie.schedule_maintenance()$$) AS without_pg_cron;
