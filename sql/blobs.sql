@@ -448,19 +448,15 @@ BEGIN
 END
 $$;
 
--- A version's state, replayed from the nearest kept state at or below it (blob_snapshots; from
--- null when there is none): at most snapshot_interval - 1 deltas, however long the history.
-CREATE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+-- The state of version v of blob b (P0002 when it has no such version), replayed from the
+-- nearest kept state at or below it (blob_snapshots; from null when there is none): at most
+-- snapshot_interval - 1 deltas, however long the history. blob_state is it for a visible blob.
+CREATE FUNCTION memmie._state_of(b memmie.blobs, v int) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
 DECLARE
-    b    memmie.blobs;
-    v    int;
     snap memmie.blob_snapshots;
     s    jsonb;
 BEGIN
-    b := memmie._visible_blob(blob_state.blob_id);
-    v := coalesce(blob_state.version, b.version);
     -- (versions before a squash_history are gone)
     IF NOT EXISTS (SELECT FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version = v) THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
@@ -479,6 +475,16 @@ BEGIN
           AND d.to_version <= v;
     END IF;
     RETURN s;
+END
+$$;
+
+CREATE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_state.blob_id);
+BEGIN
+    RETURN memmie._state_of(b, coalesce(blob_state.version, b.version));
 END
 $$;
 
@@ -516,40 +522,40 @@ $$;
 -- the state of before_version, kept whole in blob_snapshots, is the base replay starts from.
 -- Later versions keep their states and numbers. Returns how many versions were removed (0 when
 -- none is older than before_version: a squash already done). Event blob.squashed.
-CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+-- (the work, for the blobs of user p_scope, or of any user when it is NULL: maintenance())
+CREATE FUNCTION memmie._squash_history(p_blob uuid, p_before int, p_expected int, p_scope uuid)
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
 DECLARE
     b        memmie.blobs;
     base     int;
     n        int;
     event_id uuid;
 BEGIN
-    PERFORM memmie._require(squash_history.before_version, 'before_version');
-    b := memmie._lock_blob(squash_history.blob_id, memmie._scope());
+    PERFORM memmie._require(p_before, 'before_version');
+    b := memmie._lock_blob(p_blob, p_scope);
     PERFORM memmie._check_live(b);
-    PERFORM memmie._check_expected(b, squash_history.expected_version);
-    IF squash_history.before_version < 1 OR squash_history.before_version > b.version THEN
+    PERFORM memmie._check_expected(b, p_expected);
+    IF p_before < 1 OR p_before > b.version THEN
         RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
-            b.id, b.version, squash_history.before_version USING ERRCODE = '22023';
+            b.id, b.version, p_before USING ERRCODE = '22023';
     END IF;
     SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id;
-    IF squash_history.before_version <= base THEN
+    IF p_before <= base THEN
         RETURN 0;
     END IF;
     -- the new base keeps its state whole (it may be a snapshot already)
     INSERT INTO memmie.blob_snapshots (blob_id, version, state)
-    VALUES (b.id, squash_history.before_version, memmie.blob_state(b.id, squash_history.before_version))
+    VALUES (b.id, p_before, memmie._state_of(b, p_before))
     ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
-    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < squash_history.before_version;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < p_before;
     GET DIAGNOSTICS n = ROW_COUNT;
-    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < squash_history.before_version;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < p_before;
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES ('blob.squashed', b.id, 'blob', b.user_id,
             jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
                                'operation', 'squash', 'content_type', b.content_type,
-                               'created_by', 'user', 'before_version', squash_history.before_version,
+                               'created_by', 'user', 'before_version', p_before,
                                'versions_removed', n), clock_timestamp())
     RETURNING id INTO event_id;
     PERFORM pg_notify('memmie_events', event_id::text);
@@ -558,6 +564,12 @@ BEGIN
     SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
     RETURN n;
 END
+$$;
+
+CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+RETURNS int
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._squash_history(blob_id, before_version, expected_version, memmie._scope())
 $$;
 
 -- The query find_blobs runs for a set of filters: parameters $1 user_id, $2 tags, $3 created_by,

@@ -1376,26 +1376,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    b memmie.blobs;
-    v int;
-    s jsonb;
-BEGIN
-    b := memmie._visible_blob(blob_state.blob_id);
-    v := coalesce(blob_state.version, b.version);
-    IF v < 1 OR v > b.version THEN
-        RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
-    END IF;
-    SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
-    FROM memmie.deltas d
-    WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
-    RETURN s;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETURNS bytea
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -1942,17 +1922,12 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION memmie._state_of(b memmie.blobs, v int) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
 DECLARE
-    b    memmie.blobs;
-    v    int;
     snap memmie.blob_snapshots;
     s    jsonb;
 BEGIN
-    b := memmie._visible_blob(blob_state.blob_id);
-    v := coalesce(blob_state.version, b.version);
     -- (versions before a squash_history are gone)
     IF NOT EXISTS (SELECT FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version = v) THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
@@ -1974,40 +1949,49 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+CREATE OR REPLACE FUNCTION memmie.blob_state(blob_id uuid, version int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_state.blob_id);
+BEGIN
+    RETURN memmie._state_of(b, coalesce(blob_state.version, b.version));
+END
+$$;
+
+CREATE FUNCTION memmie._squash_history(p_blob uuid, p_before int, p_expected int, p_scope uuid)
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
 DECLARE
     b        memmie.blobs;
     base     int;
     n        int;
     event_id uuid;
 BEGIN
-    PERFORM memmie._require(squash_history.before_version, 'before_version');
-    b := memmie._lock_blob(squash_history.blob_id, memmie._scope());
+    PERFORM memmie._require(p_before, 'before_version');
+    b := memmie._lock_blob(p_blob, p_scope);
     PERFORM memmie._check_live(b);
-    PERFORM memmie._check_expected(b, squash_history.expected_version);
-    IF squash_history.before_version < 1 OR squash_history.before_version > b.version THEN
+    PERFORM memmie._check_expected(b, p_expected);
+    IF p_before < 1 OR p_before > b.version THEN
         RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
-            b.id, b.version, squash_history.before_version USING ERRCODE = '22023';
+            b.id, b.version, p_before USING ERRCODE = '22023';
     END IF;
     SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id;
-    IF squash_history.before_version <= base THEN
+    IF p_before <= base THEN
         RETURN 0;
     END IF;
     -- the new base keeps its state whole (it may be a snapshot already)
     INSERT INTO memmie.blob_snapshots (blob_id, version, state)
-    VALUES (b.id, squash_history.before_version, memmie.blob_state(b.id, squash_history.before_version))
+    VALUES (b.id, p_before, memmie._state_of(b, p_before))
     ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
-    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < squash_history.before_version;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < p_before;
     GET DIAGNOSTICS n = ROW_COUNT;
-    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < squash_history.before_version;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < p_before;
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES ('blob.squashed', b.id, 'blob', b.user_id,
             jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
                                'operation', 'squash', 'content_type', b.content_type,
-                               'created_by', 'user', 'before_version', squash_history.before_version,
+                               'created_by', 'user', 'before_version', p_before,
                                'versions_removed', n), clock_timestamp())
     RETURNING id INTO event_id;
     PERFORM pg_notify('memmie_events', event_id::text);
@@ -2018,7 +2002,15 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION memmie.squash_history(blob_id uuid, before_version int, expected_version int DEFAULT NULL)
+RETURNS int
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memmie._squash_history(blob_id, before_version, expected_version, memmie._scope())
+$$;
+
 REVOKE ALL ON FUNCTION memmie.squash_history(uuid, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memmie._squash_history(uuid, integer, integer, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memmie._state_of(memmie.blobs, integer) FROM PUBLIC;
 
 CREATE FUNCTION memmie._apply_keep_versions() RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -2036,7 +2028,7 @@ BEGIN
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
-            total := total + memmie.squash_history(r.id, r.before_version::int);
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, NULL);
         EXCEPTION WHEN no_data_found THEN
             -- (P0002: deleted since the query read it; nothing to keep)
             NULL;

@@ -47,7 +47,7 @@ BEGIN
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
-            total := total + memmie.squash_history(r.id, r.before_version::int);
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, NULL);
         EXCEPTION WHEN no_data_found THEN
             -- (P0002: deleted since the query read it; nothing to keep)
             NULL;

@@ -54,7 +54,10 @@ SELECT count(memmie.apply_delta(:'k3', '[{"op": "add", "path": "/tags/-", "value
 SELECT memmie.delete_blob(:'k3');
 UPDATE memmie.user_contexts SET quota_limits = '{"keep_versions": 5}'
 WHERE user_id = '00000000-0000-0000-0000-0000000000e3';
+-- (from a session bound to another user, as an admin's may be: retention is for every user)
+SET LOCAL memmie.user_id = '00000000-0000-0000-0000-0000000000e4';
 SELECT (memmie.maintenance() -> 'versions_squashed')::int AS squashed;
+RESET memmie.user_id;
 SELECT b.id = :'k1' AS k1, min(v.version), max(v.version)
 FROM memmie.blobs b JOIN memmie.blob_versions v ON v.blob_id = b.id
 WHERE b.id IN (:'k1', :'k2', :'k3', :'other') GROUP BY b.id ORDER BY 2, 3;
