@@ -19,7 +19,8 @@
 --   54000 | Rust       | content larger than memmie.max_content_size (or a patch result growing
 --         |            | past it, or past jsonb's limit)
 --   54001 | Rust       | JSON nested deeper than the server's stack allows
---   55000 | SQL        | schedule_maintenance() without pg_cron installed in the database
+--   55000 | SQL        | schedule_maintenance() without pg_cron installed in the database;
+--         |            | distribute() without Citus in the database, or on a Citus worker
 --   42501 | SQL        | the caller may not act for that user: another user's user_id while bound
 --         |            | to one (memmie.user_id), or no user bound (also PostgreSQL's own
 --         |            | "permission denied" for a function outside the role's access levels)

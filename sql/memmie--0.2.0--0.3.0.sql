@@ -1069,7 +1069,8 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
             'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
             'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
-            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job']
+            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
+            'distribute']
         END
 $$;
 
@@ -2046,6 +2047,255 @@ SELECT v.blob_id, v.version,
 FROM memmie.blob_versions v
 WHERE memmie._snapshot_interval() OPERATOR(pg_catalog.>) 0
   AND v.version OPERATOR(pg_catalog.%) memmie._snapshot_interval() OPERATOR(pg_catalog.=) 0;
+
+-- ---------------------------------------------------------------------------------------------
+-- memmie on Citus (issue 16): distribute() places the tables on a Citus cluster (admin level;
+-- sql/distribute.sql), and a partition made after it gets user_id in its key. Before the
+-- privileges below, which revoke them from PUBLIC and make distribute() SECURITY DEFINER.
+CREATE FUNCTION memmie._citus_key(p_table regclass, p_name text, p_def text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- Makes constraint p_name of p_table be p_def (a definition as pg_get_constraintdef prints it):
+-- nothing when it already is, else drops the old one (if any) and adds it. True when it changed.
+DECLARE
+    old text;
+BEGIN
+    SELECT pg_catalog.pg_get_constraintdef(c.oid) INTO old
+    FROM pg_catalog.pg_constraint c
+    WHERE c.conrelid OPERATOR(pg_catalog.=) p_table AND c.conname OPERATOR(pg_catalog.=) p_name;
+    IF old IS NOT DISTINCT FROM p_def THEN
+        RETURN false;
+    END IF;
+    IF old IS NOT NULL THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', p_table, p_name);
+    END IF;
+    IF p_def IS NOT NULL THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', p_table, p_name, p_def);
+    END IF;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION memmie._citus_on_workers(p_sql text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- Runs p_sql on every Citus worker, in the worker's copy of memmie: CREATE EXTENSION memmie made
+-- memmie's tables there too, and Citus keeps them as the tables' shells on the workers (it does
+-- not make its own for a table an extension owns), so a key changed on the coordinator before
+-- the table is placed must change there as well. p_sql must do nothing when run twice.
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM pg_catalog.run_command_on_workers(p_sql) LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'memmie.distribute(): worker %:% refused %: %', r.nodename, r.nodeport, p_sql, r.result
+                USING ERRCODE = '55000';
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION memmie.distribute() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    placed  jsonb := '{}';
+    changed int := 0;
+    fks     jsonb;
+    k       record;
+    t       record;
+    part    regclass;
+    pkey    text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'memmie.distribute() needs the citus extension in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'on a Citus coordinator: CREATE EXTENSION citus, citus_add_node() for each worker, then memmie.distribute()';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'memmie.distribute() runs on the Citus coordinator, not on a worker'
+            USING ERRCODE = '55000';
+    END IF;
+    -- Every table placed: nothing to do (a second call).
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
+                       'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.user_content_refs',
+                       'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
+                       'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
+                   WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                     WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
+        RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+            'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+    END IF;
+    -- DDL on distributed and reference tables in one transaction: one connection per node
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- memmie's counting and bookkeeping triggers go with the tables (they run on the shards)
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    -- 1. Every foreign key between memmie's tables is dropped and made again once all are placed
+    -- (a table placed while a local table references it, or it references a local one, makes
+    -- Citus convert the local one, which fails: the extension made it on every node). On the way
+    -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
+    -- user), and some are not made again: blob_versions to content_storage (not co-located),
+    -- blob_edges to blobs (blob_edges stays local) and provider_processing.output_blob_id
+    -- (ON DELETE SET NULL: Citus refuses SET NULL in a key with the distribution column).
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
+               'def', CASE WHEN c.conrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass
+                             OR c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+                             OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                               THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
+                                        (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.conrelid
+                                           AND a.attnum OPERATOR(pg_catalog.=) c.conkey[1]),
+                                        CASE c.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' ELSE '' END)
+                           ELSE pg_catalog.pg_get_constraintdef(c.oid) END,
+               'old', pg_catalog.pg_get_constraintdef(c.oid)))
+    INTO fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.conparentid OPERATOR(pg_catalog.=) 0
+      AND c.connamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace;
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', k.tab, k.name);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, NULL)', k.tab, k.name));
+        IF k.def IS DISTINCT FROM k.old THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+
+    -- 2. Primary keys and unique constraints with user_id, on the tables not placed yet.
+    FOR k IN SELECT * FROM (VALUES
+        ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
+        ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.usage_metrics', 'usage_metrics_pkey', 'PRIMARY KEY (id, user_id)')) AS v(tab, name, def)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    LOOP
+        IF memmie._citus_key(k.tab::pg_catalog.regclass, k.name, k.def) THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)', k.tab, k.name, k.def));
+    END LOOP;
+    -- deltas and events keep their primary keys on each partition (sql/partitions.sql)
+    FOR part IN
+        SELECT i.inhrelid::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.deltas'::pg_catalog.regclass, 'memmie.events'::pg_catalog.regclass])
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                          WHERE d.logicalrelid OPERATOR(pg_catalog.=) i.inhrelid::pg_catalog.regclass)
+    LOOP
+        pkey := (SELECT c.conname FROM pg_catalog.pg_constraint c
+                 WHERE c.conrelid OPERATOR(pg_catalog.=) part AND c.contype OPERATOR(pg_catalog.=) 'p');
+        IF memmie._citus_key(part, pkey, 'PRIMARY KEY (id, created_at, user_id)') THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)',
+                                         part, pkey, 'PRIMARY KEY (id, created_at, user_id)'));
+    END LOOP;
+
+    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables.
+    -- The tenant tables' policy without its scalar subqueries (the same rows; the functions are
+    -- then called per row); content_storage's (an EXISTS over user_content_refs) cannot do
+    -- without one, so there only the admin level reads the table directly (functions read
+    -- content for the bound user as before).
+    FOR k IN
+        SELECT pc.relid::pg_catalog.regclass::pg_catalog.text AS tab,
+               CASE WHEN pc.relid OPERATOR(pg_catalog.=) 'memmie.content_storage'::pg_catalog.regclass
+                    THEN 'memmie._unrestricted()'
+                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted()' END AS qual
+        FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
+              WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
+                AND pol.polrelid OPERATOR(pg_catalog.<>) 'memmie.blob_edges'::pg_catalog.regclass
+                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.~~) '%SELECT%'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
+    LOOP
+        EXECUTE pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual));
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+
+    -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
+    -- tables co-located with it, then content_storage.
+    FOR t IN SELECT * FROM (VALUES
+        (1, 'memmie.providers', 'reference', NULL),
+        (2, 'memmie.provider_versions', 'reference', NULL),
+        (3, 'memmie.provider_metrics', 'reference', NULL),
+        (3, 'memmie.grantees', 'reference', NULL),
+        (4, 'memmie.user_contexts', 'distributed', 'user_id'),
+        (5, 'memmie.blobs', 'distributed', 'user_id'),
+        (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
+        (8, 'memmie.deltas', 'distributed', 'user_id'),
+        (9, 'memmie.events', 'distributed', 'user_id'),
+        (10, 'memmie.provider_processing', 'distributed', 'user_id'),
+        (11, 'memmie.jobs', 'distributed', 'user_id'),
+        (12, 'memmie.usage_metrics', 'distributed', 'user_id'),
+        (13, 'memmie.usage_increments', 'distributed', 'user_id'),
+        (14, 'memmie.content_storage', 'by content', 'content_hash')) AS v(n, tab, how, col)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    ORDER BY n
+    LOOP
+        IF t.how OPERATOR(pg_catalog.=) 'reference' THEN
+            PERFORM pg_catalog.create_reference_table(t.tab::pg_catalog.regclass);
+        ELSIF t.tab OPERATOR(pg_catalog.=) 'memmie.user_contexts' OR t.how OPERATOR(pg_catalog.=) 'by content' THEN
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col, colocate_with => 'none');
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col,
+                                                        colocate_with => 'memmie.user_contexts');
+        END IF;
+        placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
+    END LOOP;
+
+    -- 5. The foreign keys again, between placed tables.
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text)
+             WHERE x.def IS NOT NULL LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.tab, k.name, k.def);
+    END LOOP;
+
+    RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+        'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t   text := format('memmie.%I', p_part);
+    key text := 'id, created_at';
+    distributed boolean := false;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))'
+            INTO distributed USING format('memmie.%I', p_parent);
+    END IF;
+    IF distributed THEN
+        key := 'id, created_at, user_id';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', t, key);
+    IF p_parent = 'deltas' THEN
+        EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
+        EXECUTE format('CREATE INDEX ON %s (user_id)', t);
+        EXECUTE format($i$CREATE INDEX ON %s (status) WHERE status <> 'applied'$i$, t);
+        EXECUTE format('CREATE INDEX ON %s (provider_id)', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (applied_at DESC) WHERE applied_at IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (caused_by_delta_id) WHERE caused_by_delta_id IS NOT NULL', t);
+        EXECUTE format($i$CREATE INDEX ON %s (created_at) WHERE status = 'pending'$i$, t);
+    ELSIF p_parent = 'events' THEN
+        EXECUTE format('CREATE INDEX ON %s (event_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (aggregate_id, aggregate_type)', t);
+        EXECUTE format('CREATE INDEX ON %s (processed, created_at) WHERE processed = false', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at DESC)', t);
+        EXECUTE format('CREATE INDEX ON %s (position) WHERE position IS NOT NULL', t);
+        EXECUTE format('CREATE INDEX ON %s (created_at) WHERE position IS NULL', t);
+    ELSE
+        RAISE EXCEPTION 'memmie partitions deltas and events, not %', p_parent USING ERRCODE = '22023';
+    END IF;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'

@@ -8,13 +8,25 @@
 -- parents: a partition made after install is then dumped and restored by pg_dump like any
 -- table (with indexes on the parents, the restore's ATTACH PARTITION would already have made
 -- the indexes pg_dump creates next, and fail). The primary key (id, created_at) per partition is
--- as unique as one on the parent: created_at decides the partition.
+-- as unique as one on the parent: created_at decides the partition. On Citus, once
+-- memmie.distribute() has distributed the parent, the key also has user_id (Citus wants the
+-- distribution column in it; docs/schema.md "Citus").
 CREATE FUNCTION memmie._index_partition(p_parent text, p_part text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t text := format('memmie.%I', p_part);
+    t   text := format('memmie.%I', p_part);
+    key text := 'id, created_at';
+    distributed boolean := false;
 BEGIN
-    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id, created_at)', t);
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1))'
+            INTO distributed USING format('memmie.%I', p_parent);
+    END IF;
+    IF distributed THEN
+        key := 'id, created_at, user_id';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', t, key);
     IF p_parent = 'deltas' THEN
         EXECUTE format('CREATE INDEX ON %s (blob_id, to_version)', t);
         EXECUTE format('CREATE INDEX ON %s (user_id)', t);

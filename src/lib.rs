@@ -134,6 +134,7 @@ extension_sql_file!(
         guc::event_retention_seconds
     ]
 );
+extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["operations"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -103,6 +103,7 @@ INSERT INTO t.acc_calls VALUES
 ('refresh_user_blob_summary', $$SELECT memmie.refresh_user_blob_summary()$$),
 ('schedule_maintenance', $$SELECT memmie.schedule_maintenance('*/5 * * * *')$$),
 ('unschedule_maintenance', $$SELECT memmie.unschedule_maintenance()$$),
+('distribute', $$SELECT memmie.distribute()$$),
 ('grant_app', $$SELECT memmie.grant_app('memmie_acc_none')$$),
 ('grant_worker', $$SELECT memmie.grant_worker('memmie_acc_none')$$),
 ('grant_admin', $$SELECT memmie.grant_admin('memmie_acc_none')$$),
