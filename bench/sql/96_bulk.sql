@@ -1,0 +1,83 @@
+-- Bulk writes inside one transaction stay flat (issue 15): 2,000 calls in one transaction, timed
+-- in five batches of 400; the figure is batch 5's time over batch 1's (target <= 1.2). Each run
+-- is its own transaction and, for create_blob, its own user; the contents are distinct and
+-- 1 KiB each. apply_delta runs on one blob: a metadata edit (the content stays, as a tag edit)
+-- and a JSON content edit (each version a new content, so the user's storage grows each call).
+\ir runs.psql
+
+-- The time of each batch of `batch` calls of q (a statement with $1 = the call's number), all
+-- calls in the caller's transaction, in ms per call.
+CREATE FUNCTION bench.batches(q text, batches int, batch int, arg uuid) RETURNS numeric[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    times numeric[] := '{}';
+BEGIN
+    FOR b IN 1..batches LOOP
+        t0 := clock_timestamp();
+        FOR i IN (b - 1) * batch + 1 .. b * batch LOOP
+            EXECUTE q USING i, arg;
+        END LOOP;
+        times := times || round((extract(epoch FROM clock_timestamp() - t0) * 1000 / batch)::numeric, 4);
+    END LOOP;
+    RETURN times;
+END $$;
+
+CREATE TABLE bench.bulk_runs (benchmark text, run int, times numeric[]);
+
+-- create_blob: a new user per run
+CREATE PROCEDURE bench.bulk_create(runs int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR r IN 1..runs LOOP
+        INSERT INTO bench.bulk_runs
+        SELECT 'create_blob, 5 x 400 calls in one transaction', r,
+               bench.batches($q$SELECT memmie.create_blob($2, bench.noise(1024, $1), 'application/octet-stream')$q$,
+                             5, 400, ('00000000-0000-0000-0000-0000000b' || lpad(r::text, 4, '0'))::uuid);
+        COMMIT;
+    END LOOP;
+END $$;
+
+-- apply_delta on one blob per run
+CREATE PROCEDURE bench.bulk_apply(runs int, kind text) LANGUAGE plpgsql AS $$
+DECLARE
+    blob uuid;
+BEGIN
+    FOR r IN 1..runs LOOP
+        IF kind = 'metadata' THEN
+            blob := (memmie.create_blob('00000000-0000-0000-0000-0000000bd001', bench.noise(1024, r),
+                                        'application/octet-stream')).id;
+        ELSE
+            blob := (memmie.create_blob('00000000-0000-0000-0000-0000000bd002', convert_to('{"n": 0}', 'UTF8'),
+                                        'application/json')).id;
+        END IF;
+        COMMIT;
+        INSERT INTO bench.bulk_runs
+        SELECT 'apply_delta on one blob (' || kind || ' edit), 5 x 400 calls in one transaction', r,
+               bench.batches(CASE kind WHEN 'metadata'
+                   THEN $q$SELECT memmie.apply_delta($2, jsonb_build_array(jsonb_build_object('op', 'add', 'path', '/metadata/n', 'value', $1)))$q$
+                   ELSE $q$SELECT memmie.apply_delta($2, jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '/content/n', 'value', $1)))$q$ END,
+                   5, 400, blob);
+        COMMIT;
+    END LOOP;
+END $$;
+
+CALL bench.bulk_create(:bench_runs);
+CALL bench.bulk_apply(:bench_runs, 'metadata');
+CALL bench.bulk_apply(:bench_runs, 'content');
+
+-- Into bench.results: the median ms per call of batch 1 and of batch 5, and their ratio.
+INSERT INTO bench.results (benchmark, variant, size, ms_median, per, runs)
+SELECT benchmark, v.variant, '2000 calls', v.ms, v.per, m.n
+FROM (SELECT benchmark,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY times[1]) AS b1,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY times[5]) AS b5,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY times[5] / times[1]) AS ratio,
+             min(run) AS first, count(*)::int AS n
+      FROM bench.bulk_runs GROUP BY benchmark) m,
+     LATERAL (VALUES ('memmie: batch 1 (calls 1-400)', round(m.b1::numeric, 3), 'ms per call'),
+                     ('memmie: batch 5 (calls 1601-2000)', round(m.b5::numeric, 3), 'ms per call'),
+                     ('memmie: batch 5 / batch 1', round(m.ratio::numeric, 3), 'ratio (target <= 1.2), not ms'))
+             v(variant, ms, per)
+ORDER BY m.first, benchmark;
+SELECT benchmark, run, times AS ms_per_call_by_batch FROM bench.bulk_runs ORDER BY benchmark, run;
+SELECT benchmark, variant, ms_median, per FROM bench.results WHERE benchmark LIKE '%5 x 400%' ORDER BY ord;
