@@ -10,3 +10,6 @@ SELECT 'claimed and completed, children', count(*) FROM (
     FROM memmie.claim_jobs('w', 10) j) x;
 RESET ROLE;
 SELECT check_name, ok FROM memmie.check() WHERE NOT ok;
+SELECT 'unknown quota key moved', quota_limits, settings FROM memmie.user_contexts
+WHERE user_id = '00000000-0000-0000-0000-00000000aa01';
+SELECT 'set_quota on the upgraded data', quota_limits FROM memmie.set_quota('00000000-0000-0000-0000-00000000aa01', '{"max_blobs": 1000}');

@@ -11,3 +11,7 @@ FROM memmie.claim_jobs('w', 10) j;
 INSERT INTO public.ids SELECT 'derived', (memmie.derive_blob(ARRAY[(SELECT id FROM public.ids WHERE name = 'doc')], 'p', 't', 'x', 'text/plain')).id;
 SELECT memmie.add_edge((SELECT id FROM public.ids WHERE name = 'json'), (SELECT id FROM public.ids WHERE name = 'derived'), 'p', 'link');
 RESET ROLE;
+-- a quota key 0.2.0 took but never enforced (0.3.0's constraint refuses it; the upgrade moves it
+-- to settings.unknown_quota_limits)
+UPDATE memmie.user_contexts SET quota_limits = '{"max_blob": 5, "max_blobs": 100}'
+WHERE user_id = '00000000-0000-0000-0000-00000000aa01';
