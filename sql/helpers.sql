@@ -145,9 +145,12 @@ CREATE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     u memmie.user_contexts;
+    c record;
 BEGIN
     SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
-    SELECT c.storage_used, c.blob_count INTO u.storage_used, u.blob_count FROM memmie._user_counts(p_user) c;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
     IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
         RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
             p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
@@ -173,6 +176,7 @@ DECLARE
     known   text[] := '{max_blobs,max_content_size,max_storage_bytes}';
     unknown text;
     bad     record;
+    c       record;
     u       memmie.user_contexts;
 BEGIN
     PERFORM memmie._require(set_quota.limits, 'limits');
@@ -201,7 +205,9 @@ BEGIN
     WHERE x.user_id = p_user
     RETURNING * INTO u;
     -- as the transaction sees them (the counts of its own writes are written at commit)
-    SELECT c.storage_used, c.blob_count INTO u.storage_used, u.blob_count FROM memmie._user_counts(p_user) c;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
     RETURN u;
 END
 $$;

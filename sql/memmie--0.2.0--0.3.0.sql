@@ -974,9 +974,12 @@ CREATE OR REPLACE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     u memmie.user_contexts;
+    c record;
 BEGIN
     SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
-    SELECT c.storage_used, c.blob_count INTO u.storage_used, u.blob_count FROM memmie._user_counts(p_user) c;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
     IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
         RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
             p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
@@ -1054,6 +1057,7 @@ DECLARE
     known   text[] := '{max_blobs,max_content_size,max_storage_bytes}';
     unknown text;
     bad     record;
+    c       record;
     u       memmie.user_contexts;
 BEGIN
     PERFORM memmie._require(set_quota.limits, 'limits');
@@ -1082,7 +1086,9 @@ BEGIN
     WHERE x.user_id = p_user
     RETURNING * INTO u;
     -- as the transaction sees them (the counts of its own writes are written at commit)
-    SELECT c.storage_used, c.blob_count INTO u.storage_used, u.blob_count FROM memmie._user_counts(p_user) c;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
     RETURN u;
 END
 $$;
@@ -1102,7 +1108,7 @@ BEGIN
         UPDATE memmie.user_contexts c
         SET quota_limits = c.quota_limits OPERATOR(pg_catalog.-) (SELECT pg_catalog.array_agg(k) FROM pg_catalog.jsonb_object_keys(u.unknown) k),
             settings = c.settings OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('unknown_quota_limits',
-                           pg_catalog.coalesce(c.settings OPERATOR(pg_catalog.->) 'unknown_quota_limits', '{}'::pg_catalog.jsonb)
+                           COALESCE(c.settings OPERATOR(pg_catalog.->) 'unknown_quota_limits', '{}'::pg_catalog.jsonb)
                            OPERATOR(pg_catalog.||) u.unknown)
         WHERE c.user_id OPERATOR(pg_catalog.=) u.user_id;
     END LOOP;
