@@ -642,3 +642,63 @@ fn user_storage_accounting<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> 
     }
     Ok(None)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const USER: &str = "00000000-0000-0000-0000-0000000007e5";
+
+    fn pending_of_user() -> Vec<(i64, i64)> {
+        super::pending::net_users()
+            .into_iter()
+            .filter(|(u, _, _)| pgrx::Uuid::from_bytes(*u).to_string() == USER)
+            .map(|(_, blobs, storage)| (blobs, storage))
+            .collect()
+    }
+
+    // The users' counts are pending in the writing transaction: a subtransaction that aborts
+    // takes its share with it, one that commits hands it to its parent, a hard delete in the same
+    // transaction nets out to nothing.
+    #[pg_test]
+    fn user_counts_follow_subtransactions() {
+        let create = |content: &str| {
+            format!("PERFORM memmie.create_blob('{USER}', convert_to('{content}', 'UTF8'), 'text/plain');")
+        };
+        Spi::run(&format!("DO $$ BEGIN {} END $$", create("four"))).unwrap();
+        assert_eq!(pending_of_user(), vec![(1, 4)]);
+        // aborted: dropped
+        Spi::run(&format!(
+            "DO $$ BEGIN BEGIN {} RAISE EXCEPTION 'undo'; EXCEPTION WHEN OTHERS THEN NULL; END; END $$",
+            create("seven!!")
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![(1, 4)]);
+        // committed subtransaction: kept; the same content again adds a blob, not storage
+        Spi::run(&format!(
+            "DO $$ BEGIN BEGIN {} {} EXCEPTION WHEN OTHERS THEN NULL; END; END $$",
+            create("six!!!"),
+            create("four")
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![(3, 10)]);
+        // the stored row has none of it yet; memmie._user_counts adds it
+        let stored = Spi::get_two::<i64, i32>(&format!(
+            "SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '{USER}'"
+        ))
+        .unwrap();
+        assert_eq!(stored, (Some(0), Some(0)));
+        let seen = Spi::get_two::<i64, i64>(&format!(
+            "SELECT storage_used, blob_count FROM memmie._user_counts('{USER}')"
+        ))
+        .unwrap();
+        assert_eq!(seen, (Some(10), Some(3)));
+        // hard-deleting them all: nothing left to write
+        Spi::run(&format!(
+            "SELECT memmie.delete_blob(id, hard => true) FROM memmie.blobs WHERE user_id = '{USER}'"
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![]);
+    }
+}
