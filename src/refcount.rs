@@ -82,6 +82,41 @@ const USER_SUB: &CStr = c"WITH d AS (\
     SELECT user_id, (OPERATOR(pg_catalog.-) pg_catalog.sum(content_size))::pg_catalog.int8 AS removed \
     FROM gone GROUP BY user_id";
 
+// 0.2.0's schema, between installing this library and `ALTER EXTENSION memmie UPDATE`: its
+// quota checks read user_contexts alone, so there the storage change is written at once, as
+// 0.2.0 did (its blob_count trigger is its own PL/pgSQL one, also writing at once).
+const USER_ADD_AT_ONCE: &CStr = c"WITH d AS (\
+        SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
+               pg_catalog.count(*)::pg_catalog.int4 AS n \
+        FROM memmie_new GROUP BY user_id, content_hash), \
+    up AS (\
+        INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
+        SELECT user_id, content_hash, content_size, n FROM d \
+        ON CONFLICT (user_id, content_hash) \
+        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
+        RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) \
+    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.added \
+    FROM (SELECT up.user_id, pg_catalog.sum(up.content_size) AS added FROM up \
+          JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
+                AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
+          WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id) s \
+    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
+const USER_SUB_AT_ONCE: &CStr = c"WITH d AS (\
+        SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
+        FROM memmie_old GROUP BY user_id, content_hash), \
+    gone AS (\
+        DELETE FROM memmie.user_content_refs u USING d \
+        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+          AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
+        RETURNING u.user_id, u.content_size), \
+    kept AS (\
+        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
+        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+          AND u.reference_count OPERATOR(pg_catalog.>) d.n) \
+    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.-) s.removed \
+    FROM (SELECT user_id, pg_catalog.sum(content_size) AS removed FROM gone GROUP BY user_id) s \
+    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
+
 thread_local! {
     // Keyed by statement and by the table the trigger is on: a plan reads the transition table by
     // column position, so a plan made for one table's rows must never read another's.
@@ -637,10 +672,33 @@ fn note_blob_count(trigger: &PgTrigger<'_>) -> Fallible<()> {
 /// tables memmie_new / memmie_old.
 #[pg_trigger]
 fn user_storage_accounting<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    if let Err(e) = run_steps(trigger, &steps_for(trigger, USER_ADD, USER_SUB)) {
+    let steps = match counts_at_commit() {
+        Ok(true) => steps_for(trigger, USER_ADD, USER_SUB),
+        Ok(false) => steps_for(trigger, USER_ADD_AT_ONCE, USER_SUB_AT_ONCE),
+        Err(e) => raise(e),
+    };
+    if let Err(e) = run_steps(trigger, &steps) {
         raise(e)
     }
     Ok(None)
+}
+
+thread_local! {
+    static COUNTS_AT_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the schema adds the pending counts where it reads them (0.3.0's: it has
+/// memmie._pending_user_counts()). Once seen, remembered for the backend (a schema does not go
+/// back to 0.2.0's).
+fn counts_at_commit() -> Fallible<bool> {
+    if COUNTS_AT_COMMIT.with(|c| c.get()) {
+        return Ok(true);
+    }
+    let found = Spi::get_one::<bool>("SELECT pg_catalog.to_regprocedure('memmie._pending_user_counts()') IS NOT NULL")
+        .map_err(|e| internal(format!("memmie storage accounting: cannot read the schema: {e}")))?
+        .unwrap_or(false);
+    COUNTS_AT_COMMIT.with(|c| c.set(found));
+    Ok(found)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
