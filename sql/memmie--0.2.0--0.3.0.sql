@@ -1044,6 +1044,16 @@ BEGIN
 END
 $$;
 
+-- DAG changes update the user's row once per transaction, not at every edge (sql/dag.sql).
+CREATE OR REPLACE FUNCTION memmie._lock_user_dag(p_user uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memmie._lock_user(p_user);
+    UPDATE memmie.user_contexts SET updated_at = CURRENT_TIMESTAMP
+    WHERE user_id = p_user AND xmin <> pg_current_xact_id()::xid;
+END
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- set_quota(); user_contexts.quota_limits holds only the quotas memmie knows. A 0.2.0 row with
 -- another key (a misspelt "max_blob", never enforced) keeps it in settings.unknown_quota_limits,

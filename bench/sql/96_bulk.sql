@@ -1,8 +1,9 @@
 -- Bulk writes inside one transaction stay flat (issue 15): 2,000 calls in one transaction, timed
 -- in five batches of 400; the figure is batch 5's time over batch 1's (target <= 1.2). Each run
 -- is its own transaction and, for create_blob, its own user; the contents are distinct and
--- 1 KiB each. apply_delta runs on one blob: a metadata edit (the content stays, as a tag edit)
--- and a JSON content edit (each version a new content, so the user's storage grows each call).
+-- 1 KiB each. derive_blob makes children of one parent. apply_delta runs on one blob: a
+-- metadata edit (the content stays, as a tag edit) and a JSON content edit (each version a new
+-- content, so the user's storage grows each call).
 \ir runs.psql
 
 -- Runs `batches` batches of `batch` calls of q (a statement with $1 = the call's number, $2 =
@@ -43,6 +44,22 @@ BEGIN
     END LOOP;
 END $$;
 
+-- derive_blob from one parent (a provider's outputs): a new parent and user per run
+CREATE PROCEDURE bench.bulk_derive(runs int) LANGUAGE plpgsql AS $$
+DECLARE
+    parent uuid;
+BEGIN
+    FOR r IN 1..runs LOOP
+        parent := (memmie.create_blob(('00000000-0000-0000-0000-0000000bd1' || lpad(r::text, 2, '0'))::uuid,
+                                      bench.noise(1024, r), 'application/octet-stream')).id;
+        COMMIT;
+        PERFORM bench.batches('derive_blob from one parent, 5 x 400 calls in one transaction', r,
+               $q$SELECT memmie.derive_blob(ARRAY[$2], 'bench', 'part', bench.noise(1024, $1 + 100000), 'application/octet-stream')$q$,
+               5, 400, parent);
+        COMMIT;
+    END LOOP;
+END $$;
+
 -- apply_delta on one blob per run
 CREATE PROCEDURE bench.bulk_apply(runs int, kind text) LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,6 +84,7 @@ BEGIN
 END $$;
 
 CALL bench.bulk_create(:bench_runs);
+CALL bench.bulk_derive(:bench_runs);
 CALL bench.bulk_apply(:bench_runs, 'metadata');
 CALL bench.bulk_apply(:bench_runs, 'content');
 
