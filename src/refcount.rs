@@ -48,74 +48,80 @@ const CONTENT_SUB: &CStr = c"UPDATE memmie.content_storage c \
     WHERE c.content_hash OPERATOR(pg_catalog.=) d.content_hash";
 
 // A user's first reference to a content adds its size to storage_used: after the upsert the
-// count equals what this statement added exactly when there was none before. The statement
-// returns the change of each user's storage_used, which is kept pending (see `pending`) and
-// written at commit with the other counts.
-const USER_ADD: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
-               pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_new GROUP BY user_id, content_hash), \
-    up AS (\
-        INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
-        SELECT user_id, content_hash, content_size, n FROM d \
-        ON CONFLICT (user_id, content_hash) \
-        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
-        RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) \
-    SELECT up.user_id, pg_catalog.sum(up.content_size)::pg_catalog.int8 AS added FROM up \
-    JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
-          AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
-    WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id";
-// A user's last reference to a content removes its size from storage_used (returned, negative,
-// as USER_ADD returns its change).
-const USER_SUB: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_old GROUP BY user_id, content_hash), \
-    gone AS (\
-        DELETE FROM memmie.user_content_refs u USING d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
-        RETURNING u.user_id, u.content_size), \
-    kept AS (\
-        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.>) d.n) \
-    SELECT user_id, (OPERATOR(pg_catalog.-) pg_catalog.sum(content_size))::pg_catalog.int8 AS removed \
-    FROM gone GROUP BY user_id";
+// count equals what this statement added exactly when there was none before. USER_ADD returns
+// the change of each user's storage_used, which is kept pending (see `pending`) and written at
+// commit with the other counts.
+macro_rules! user_add_ctes {
+    () => {
+        "WITH d AS (\
+            SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
+                   pg_catalog.count(*)::pg_catalog.int4 AS n \
+            FROM memmie_new GROUP BY user_id, content_hash), \
+        up AS (\
+            INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
+            SELECT user_id, content_hash, content_size, n FROM d \
+            ON CONFLICT (user_id, content_hash) \
+            DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
+            RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) "
+    };
+}
+macro_rules! user_added {
+    () => {
+        "SELECT up.user_id, pg_catalog.sum(up.content_size)::pg_catalog.int8 AS change FROM up \
+        JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
+              AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
+        WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id"
+    };
+}
+// A user's last reference to a content removes its size from storage_used (USER_SUB returns the
+// change, negative).
+macro_rules! user_sub_ctes {
+    () => {
+        "WITH d AS (\
+            SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
+            FROM memmie_old GROUP BY user_id, content_hash), \
+        gone AS (\
+            DELETE FROM memmie.user_content_refs u USING d \
+            WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+              AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
+            RETURNING u.user_id, u.content_size), \
+        kept AS (\
+            UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
+            WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+              AND u.reference_count OPERATOR(pg_catalog.>) d.n) "
+    };
+}
+macro_rules! user_removed {
+    () => {
+        "SELECT user_id, (OPERATOR(pg_catalog.-) pg_catalog.sum(content_size))::pg_catalog.int8 AS change \
+        FROM gone GROUP BY user_id"
+    };
+}
+// The change applied at once: on 0.2.0's schema, between installing this library and `ALTER
+// EXTENSION memmie UPDATE`, whose quota checks read user_contexts alone (as 0.2.0 did; its
+// blob_count trigger is its own PL/pgSQL one, also writing at once).
+macro_rules! applied_at_once {
+    ($($changes:tt)*) => {
+        concat!(
+            "UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.change \
+            FROM (",
+            $($changes)*,
+            ") s WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id"
+        )
+    };
+}
 
-// 0.2.0's schema, between installing this library and `ALTER EXTENSION memmie UPDATE`: its
-// quota checks read user_contexts alone, so there the storage change is written at once, as
-// 0.2.0 did (its blob_count trigger is its own PL/pgSQL one, also writing at once).
-const USER_ADD_AT_ONCE: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
-               pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_new GROUP BY user_id, content_hash), \
-    up AS (\
-        INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
-        SELECT user_id, content_hash, content_size, n FROM d \
-        ON CONFLICT (user_id, content_hash) \
-        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
-        RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.added \
-    FROM (SELECT up.user_id, pg_catalog.sum(up.content_size) AS added FROM up \
-          JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
-                AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
-          WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id) s \
-    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
-const USER_SUB_AT_ONCE: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_old GROUP BY user_id, content_hash), \
-    gone AS (\
-        DELETE FROM memmie.user_content_refs u USING d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
-        RETURNING u.user_id, u.content_size), \
-    kept AS (\
-        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.>) d.n) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.-) s.removed \
-    FROM (SELECT user_id, pg_catalog.sum(content_size) AS removed FROM gone GROUP BY user_id) s \
-    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
+const fn c_str(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a statement with a NUL inside"),
+    }
+}
+
+const USER_ADD: &CStr = c_str(concat!(user_add_ctes!(), user_added!(), "\0"));
+const USER_SUB: &CStr = c_str(concat!(user_sub_ctes!(), user_removed!(), "\0"));
+const USER_ADD_AT_ONCE: &CStr = c_str(concat!(user_add_ctes!(), applied_at_once!(user_added!()), "\0"));
+const USER_SUB_AT_ONCE: &CStr = c_str(concat!(user_sub_ctes!(), applied_at_once!(user_removed!()), "\0"));
 
 thread_local! {
     // Keyed by statement and by the table the trigger is on: a plan reads the transition table by
