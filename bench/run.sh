@@ -10,9 +10,10 @@
 # Knobs (environment): BENCH_RUNS (3), PGBENCH_SECONDS (10), BENCH_DAG_NODES (1000000),
 # BENCH_QUEUE_JOBS (200000 pre-enqueued per pgbench run), BENCH_GRAPHILE_JOBS (20000),
 # BENCH_LATENCY_BLOBS (500), BENCH_LATENCY_GAP_MS (5), BENCH_RETENTION_EVENTS (1000000),
-# BENCH_METRICS_ROWS (1000000).
+# BENCH_METRICS_ROWS (1000000), BENCH_PG (15: the PostgreSQL version to run on, 15 or 18).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/dev"
+use_pg "${BENCH_PG:-15}"
 BENCH=$ROOT/bench
 RUNS=${BENCH_RUNS:-3}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
@@ -21,9 +22,15 @@ GRAPHILE_JOBS=${BENCH_GRAPHILE_JOBS:-20000}
 LATENCY_BLOBS=${BENCH_LATENCY_BLOBS:-500}
 LATENCY_GAP_MS=${BENCH_LATENCY_GAP_MS:-5}
 
+selected=("$@")
+is_selected() {
+    [ ${#selected[@]} -eq 0 ] && return 0
+    local s; for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1
+}
+
 ensure_deps
-# pg_partman, the alternative in bench/sql/80_partitions.sql
-if ! dpkg-query -W -f='${Status}' postgresql-$PG_MAJOR-partman 2>/dev/null | grep -q "install ok installed"; then
+# pg_partman, the alternative in bench/sql/80_partitions.sql (only when that file runs)
+if is_selected 80_partitions && ! dpkg-query -W -f='${Status}' postgresql-$PG_MAJOR-partman 2>/dev/null | grep -q "install ok installed"; then
     say "installing Debian package postgresql-$PG_MAJOR-partman"
     "${SUDO[@]}" apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-$PG_MAJOR-partman >/dev/null
@@ -37,12 +44,6 @@ PG_EXTRA_OPTS="-c shared_buffers=256MB -c max_wal_size=4GB -c synchronous_commit
 DB=memmie_bench
 psql_c -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
 psql_c -q -d $DB -c "CREATE EXTENSION memmie" -c "SELECT memmie.ensure_partitions()" -f "$BENCH/sql/00_harness.sql"
-
-selected=("$@")
-is_selected() {
-    [ ${#selected[@]} -eq 0 ] && return 0
-    local s; for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1
-}
 
 for f in "$BENCH"/sql/[1-9]*.sql; do
     name=$(basename "$f" .sql)

@@ -141,7 +141,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
             'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
             'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
-            'distribute']
+            'set_quota', 'distribute']
         END
 $$;
 

@@ -85,7 +85,7 @@ BEGIN
     -- the day's usage (sql/metrics.sql), with the user's storage after this version
     INSERT INTO memmie.usage_increments (user_id, blobs_created, deltas_applied, storage_bytes_used)
     SELECT b.user_id, (p_event_type = 'blob.created')::int, 1, u.storage_used
-    FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
     -- clock time, not transaction time: events of one transaction keep the order they happened in
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES (p_event_type, b.id, 'blob', b.user_id,
@@ -401,6 +401,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b        memmie.blobs;
     event_id uuid;
+    child    uuid;
 BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
     b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
@@ -415,11 +416,25 @@ BEGIN
         PERFORM pg_notify('memmie_events', event_id::text);
         DELETE FROM memmie.blobs x WHERE x.id = b.id;
         INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
-        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+        SELECT b.user_id, u.storage_used FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
     ELSIF b.deleted_at IS NULL THEN
         PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
                                     '[{"op": "add", "path": "/deleted", "value": true}]',
                                     'user');
+        -- Blobs derived from it stay live and listed, unless the provider that derived one has
+        -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
+        -- turn). undelete_blob brings back only the blob it is given.
+        FOR child IN
+            SELECT DISTINCT e.child_blob_id
+            FROM memmie.blob_edges e
+            JOIN memmie.providers p ON p.id = e.provider_id
+            JOIN memmie.blobs c ON c.id = e.child_blob_id
+            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
+              AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
+            ORDER BY e.child_blob_id
+        LOOP
+            PERFORM memmie.delete_blob(child);
+        END LOOP;
     END IF;
 END
 $$;
@@ -573,11 +588,14 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The query find_blobs runs for a set of filters: parameters $1 user_id, $2 tags, $3 created_by,
--- $4 parent_blob_id, $5 metadata_contains, $6 text_query, $7/$8 the (created_at, id) of the
--- page_after row, $9 max_rows. Only the given filters appear, so each can use its index.
+-- $4 parent_blob_id, $5 metadata_contains, $6 text_query, $7/$8 the sort value and id the page
+-- starts after, $9 max_rows, $10 the content type (a lowercase type/subtype, or a type alone
+-- for content_kind 'type'). Only the given filters appear, so each can use its index.
 CREATE FUNCTION memmie._find_blobs_sql(has_tags boolean, has_created_by boolean, has_parent boolean,
                                        has_metadata boolean, has_text boolean, include_deleted boolean,
-                                       has_page_after boolean) RETURNS text
+                                       has_page_after boolean, content_kind text DEFAULT NULL,
+                                       roots_only boolean DEFAULT false,
+                                       order_by text DEFAULT 'created_at') RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1'
         || CASE WHEN include_deleted THEN '' ELSE ' AND b.deleted_at IS NULL' END
@@ -590,20 +608,32 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                      || ' || '' '' || coalesce(b.metadata ->> ''description'', ''''))'
                      || ' @@ websearch_to_tsquery(''english''::regconfig, $6)'
                 ELSE '' END
-        || CASE WHEN has_page_after THEN ' AND (b.created_at, b.id) < ($7, $8)' ELSE '' END
-        || ' ORDER BY b.created_at DESC, b.id DESC LIMIT $9'
+        || CASE content_kind
+                WHEN 'type' THEN ' AND lower(split_part(b.content_type, ''/'', 1)) = $10'
+                WHEN 'exact' THEN ' AND lower(btrim(split_part(b.content_type, '';'', 1))) = $10'
+                ELSE '' END
+        || CASE WHEN roots_only
+                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id)'
+                ELSE '' END
+        || CASE WHEN has_page_after THEN format(' AND (b.%I, b.id) < ($7, $8)', order_by) ELSE '' END
+        || format(' ORDER BY b.%I DESC, b.id DESC LIMIT $9', order_by)
 $$;
 
--- One user's blobs, newest first, with keyset pagination.
+-- One user's blobs, newest first (by created_at or updated_at), with keyset pagination.
 CREATE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
                                   parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
                                   text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
-                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50)
+                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50,
+                                  content_type text DEFAULT NULL, roots_only boolean DEFAULT false,
+                                  order_by text DEFAULT 'created_at',
+                                  page_after_at timestamptz DEFAULT NULL)
 RETURNS SETOF memmie.blobs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    after memmie.blobs;
+    after_at timestamptz := find_blobs.page_after_at;
+    kind     text;
+    pattern  text;
 BEGIN
     PERFORM memmie._acting_user(find_blobs.user_id);
     IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
@@ -617,20 +647,44 @@ BEGIN
     IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    IF find_blobs.page_after IS NOT NULL THEN
-        SELECT * INTO after FROM memmie.blobs x
-        WHERE x.id = find_blobs.page_after AND x.user_id = find_blobs.user_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002';
+    IF find_blobs.order_by IS NULL OR find_blobs.order_by NOT IN ('created_at', 'updated_at') THEN
+        RAISE EXCEPTION 'invalid order_by "%": expected created_at or updated_at', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(find_blobs.roots_only, 'roots_only');
+    IF find_blobs.content_type IS NOT NULL THEN
+        -- type/subtype (parameters ignored), type/* or */*, as in a provider's supported_types
+        PERFORM memmie._check_mime_pattern(find_blobs.content_type);
+        IF find_blobs.content_type LIKE '%/*' THEN
+            kind := CASE WHEN find_blobs.content_type <> '*/*' THEN 'type' END;
+            pattern := lower(left(find_blobs.content_type, -2));
+        ELSE
+            kind := 'exact';
+            pattern := lower(btrim(split_part(find_blobs.content_type, ';', 1)));
+        END IF;
+    END IF;
+    IF find_blobs.page_after_at IS NOT NULL AND find_blobs.page_after IS NULL THEN
+        RAISE EXCEPTION 'page_after_at needs page_after (the id of the row whose % it is)', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.page_after IS NOT NULL AND after_at IS NULL THEN
+        -- the cursor's sort value read from its row, which must still exist (with page_after_at
+        -- the row is not needed)
+        EXECUTE format('SELECT x.%I FROM memmie.blobs x WHERE x.id = $1 AND x.user_id = $2', find_blobs.order_by)
+            INTO after_at USING find_blobs.page_after, find_blobs.user_id;
+        IF after_at IS NULL THEN
+            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002',
+                HINT = format('pass page_after_at (the %s of the last row) too: then the cursor does not need the row',
+                              find_blobs.order_by);
         END IF;
     END IF;
     RETURN QUERY EXECUTE memmie._find_blobs_sql(
             find_blobs.tags IS NOT NULL, find_blobs.created_by IS NOT NULL,
             find_blobs.parent_blob_id IS NOT NULL, find_blobs.metadata_contains IS NOT NULL,
             find_blobs.text_query IS NOT NULL, coalesce(find_blobs.include_deleted, false),
-            find_blobs.page_after IS NOT NULL)
+            find_blobs.page_after IS NOT NULL, kind, find_blobs.roots_only, find_blobs.order_by)
         USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
-              find_blobs.metadata_contains, find_blobs.text_query, after.created_at, after.id,
-              find_blobs.max_rows;
+              find_blobs.metadata_contains, find_blobs.text_query, after_at, find_blobs.page_after,
+              find_blobs.max_rows, pattern;
 END
 $$;

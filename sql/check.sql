@@ -146,14 +146,18 @@ BEGIN
     SELECT count(*) INTO total FROM memmie.content_storage WHERE storage_backend = 'postgres';
     RETURN QUERY SELECT * FROM memmie._check_row('content_hashes', bad, sample, format('%s contents re-hashed', total));
 
-    -- storage_used and blob_count against a recomputation
+    -- storage_used and blob_count (with this transaction's changes, written at its commit)
+    -- against a recomputation
     SELECT count(*), string_agg(format('user %s: storage %s (recomputed %s), blobs %s (recomputed %s)',
                                        x.user_id, x.storage_used, x.storage, x.blob_count, x.blobs), '; ')
            FILTER (WHERE x.rn <= 3)
     INTO bad, sample
     FROM (SELECT u.user_id, u.storage_used, u.blob_count, coalesce(s.storage, 0) AS storage,
                  coalesce(n.blobs, 0) AS blobs, row_number() OVER (ORDER BY u.user_id) AS rn
-          FROM memmie.user_contexts u
+          FROM (SELECT c.user_id, c.storage_used + coalesce(p.storage_used, 0) AS storage_used,
+                       c.blob_count + coalesce(p.blob_count, 0) AS blob_count
+                FROM memmie.user_contexts c
+                LEFT JOIN memmie._pending_user_counts() p ON p.user_id = c.user_id) u
           LEFT JOIN (SELECT d.user_id, sum(d.content_size) AS storage
                      FROM (SELECT DISTINCT v.user_id, v.content_hash, v.content_size FROM memmie.blob_versions v) d
                      GROUP BY 1) s ON s.user_id = u.user_id

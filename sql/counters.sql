@@ -19,7 +19,8 @@ CREATE TRIGGER update_providers_updated_at BEFORE UPDATE ON memmie.providers
 -- Native reference counting (src/refcount.rs). content_refcount notes each row's change and
 -- writes the net change per content when the transaction commits; user_storage_accounting works
 -- per statement, over transition tables (a trigger with transition tables takes exactly one
--- event, hence three of those).
+-- event, hence three of those): it keeps user_content_refs at once and notes the change of
+-- storage_used, written at commit (see count_blobs below).
 CREATE TRIGGER content_refs AFTER INSERT OR DELETE ON memmie.blob_versions
     FOR EACH ROW EXECUTE FUNCTION memmie.content_refcount();
 CREATE TRIGGER content_refs_update AFTER UPDATE OF content_hash ON memmie.blob_versions
@@ -59,24 +60,13 @@ CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
     EXECUTE FUNCTION memmie._zero_counters();
 
 -- user_contexts.blob_count = the user's blobs that are not deleted, whatever removes them
--- (memmie's functions, a cascade from a parent blob, plain DML).
-CREATE FUNCTION memmie._count_blobs() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    delta int := 0;
-BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.deleted_at IS NULL THEN
-        UPDATE memmie.user_contexts SET blob_count = blob_count - 1 WHERE user_id = OLD.user_id;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.deleted_at IS NULL THEN
-        UPDATE memmie.user_contexts SET blob_count = blob_count + 1 WHERE user_id = NEW.user_id;
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- (memmie's functions, a cascade from a parent blob, plain DML): native (src/refcount.rs), noted
+-- per user and written at commit with storage_used, as the reference counts are. Until then
+-- memmie._pending_user_counts() lists this transaction's changes (quota checks, check() and the
+-- usage snapshots add them).
 CREATE TRIGGER count_blobs_insert_delete AFTER INSERT OR DELETE ON memmie.blobs
-    FOR EACH ROW EXECUTE FUNCTION memmie._count_blobs();
+    FOR EACH ROW EXECUTE FUNCTION memmie.count_blobs();
 CREATE TRIGGER count_blobs_update AFTER UPDATE OF deleted_at, user_id ON memmie.blobs
     FOR EACH ROW WHEN ((OLD.deleted_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL)
                        OR OLD.user_id IS DISTINCT FROM NEW.user_id)
-    EXECUTE FUNCTION memmie._count_blobs();
+    EXECUTE FUNCTION memmie.count_blobs();

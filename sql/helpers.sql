@@ -129,13 +129,29 @@ BEGIN
 END
 $$;
 
+-- A user's storage_used and blob_count as this transaction sees them: the stored ones plus the
+-- changes it has made, written when it commits (src/refcount.rs).
+CREATE FUNCTION memmie._user_counts(p_user uuid, OUT storage_used bigint, OUT blob_count bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT u.storage_used + coalesce(p.storage_used, 0), u.blob_count + coalesce(p.blob_count, 0)
+    INTO storage_used, blob_count
+    FROM memmie.user_contexts u LEFT JOIN memmie._pending_user_counts() p ON p.user_id = u.user_id
+    WHERE u.user_id = p_user;
+END
+$$;
+
 -- After a change: the user's storage and blob quotas.
 CREATE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     u memmie.user_contexts;
+    c record;
 BEGIN
     SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
     IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
         RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
             p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
@@ -144,5 +160,55 @@ BEGIN
         RAISE EXCEPTION 'user % would have % blobs, over the max_blobs quota (%)',
             p_user, u.blob_count, u.quota_limits ->> 'max_blobs' USING ERRCODE = 'MM002';
     END IF;
+END
+$$;
+
+-- Sets a user's quotas: each key of limits replaces that quota, a key whose value is null removes
+-- it; the others stay. Creates the user's row when it has none. 22023 for an unknown key, a value
+-- that is not a non-negative integer, or limits that are not an object; nothing is changed then.
+-- A quota lowered under what the user already uses is kept: the user's next write over it fails
+-- (MM002), nothing already stored is removed.
+CREATE FUNCTION memmie.set_quota(user_id uuid, limits jsonb) RETURNS memmie.user_contexts
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_user  uuid := memmie._require(set_quota.user_id, 'user_id');
+    -- the quotas there are (user_contexts' constraint in schema.sql names the same)
+    known   text[] := '{keep_versions,max_blobs,max_content_size,max_storage_bytes}';
+    unknown text;
+    bad     record;
+    c       record;
+    u       memmie.user_contexts;
+BEGIN
+    PERFORM memmie._require(set_quota.limits, 'limits');
+    IF jsonb_typeof(set_quota.limits) <> 'object' THEN
+        RAISE EXCEPTION 'limits must be a JSON object, got %', jsonb_typeof(set_quota.limits)
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', k), ', ' ORDER BY k) INTO unknown
+    FROM jsonb_object_keys(set_quota.limits) k WHERE k <> ALL (known);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown quota keys: %', unknown USING ERRCODE = '22023',
+            HINT = 'the quotas are ' || array_to_string(known, ', ');
+    END IF;
+    SELECT e.key, e.value INTO bad FROM jsonb_each(set_quota.limits) e
+    WHERE jsonb_typeof(e.value) <> 'null'
+      AND (jsonb_typeof(e.value) <> 'number' OR e.value::text !~ '^[0-9]{1,18}$')
+    ORDER BY e.key LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'quota "%" must be a non-negative integer or null, got %', bad.key, bad.value
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._lock_user(p_user);
+    UPDATE memmie.user_contexts x
+    SET quota_limits = jsonb_strip_nulls(x.quota_limits || set_quota.limits),
+        updated_at = CURRENT_TIMESTAMP
+    WHERE x.user_id = p_user
+    RETURNING * INTO u;
+    -- as the transaction sees them (the counts of its own writes are written at commit)
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
+    RETURN u;
 END
 $$;

@@ -446,14 +446,18 @@ BEGIN
     SELECT count(*) INTO total FROM memmie.content_storage WHERE storage_backend = 'postgres';
     RETURN QUERY SELECT * FROM memmie._check_row('content_hashes', bad, sample, format('%s contents re-hashed', total));
 
-    -- storage_used and blob_count against a recomputation
+    -- storage_used and blob_count (with this transaction's changes, written at its commit)
+    -- against a recomputation
     SELECT count(*), string_agg(format('user %s: storage %s (recomputed %s), blobs %s (recomputed %s)',
                                        x.user_id, x.storage_used, x.storage, x.blob_count, x.blobs), '; ')
            FILTER (WHERE x.rn <= 3)
     INTO bad, sample
     FROM (SELECT u.user_id, u.storage_used, u.blob_count, coalesce(s.storage, 0) AS storage,
                  coalesce(n.blobs, 0) AS blobs, row_number() OVER (ORDER BY u.user_id) AS rn
-          FROM memmie.user_contexts u
+          FROM (SELECT c.user_id, c.storage_used + coalesce(p.storage_used, 0) AS storage_used,
+                       c.blob_count + coalesce(p.blob_count, 0) AS blob_count
+                FROM memmie.user_contexts c
+                LEFT JOIN memmie._pending_user_counts() p ON p.user_id = c.user_id) u
           LEFT JOIN (SELECT d.user_id, sum(d.content_size) AS storage
                      FROM (SELECT DISTINCT v.user_id, v.content_hash, v.content_size FROM memmie.blob_versions v) d
                      GROUP BY 1) s ON s.user_id = u.user_id
@@ -565,6 +569,15 @@ BEGIN
         RAISE EXCEPTION 'provider definition: processing_rules.max_retries must be an integer from 0 to 9999'
             USING ERRCODE = '22023';
     END IF;
+    -- content_changes_only: dispatch skips a blob.updated whose content is that of the version
+    -- before (a tag or metadata edit); delete_with_parent: soft-deleting a blob soft-deletes the
+    -- blobs this provider derived from it (see delete_blob)
+    FOREACH field IN ARRAY ARRAY['content_changes_only', 'delete_with_parent'] LOOP
+        IF p.processing_rules ? field AND jsonb_typeof(p.processing_rules -> field) <> 'boolean' THEN
+            RAISE EXCEPTION 'provider definition: processing_rules.% must be true or false, got %',
+                field, p.processing_rules -> field USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
     p.status := coalesce(memmie._def_field(def, 'status', 'string') #>> '{}', 'active');
     IF p.status NOT IN ('active', 'inactive', 'deprecated') THEN
         RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated', p.status
@@ -851,6 +864,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b        memmie.blobs;
     event_id uuid;
+    child    uuid;
 BEGIN
     PERFORM memmie._require(delete_blob.hard, 'hard');
     b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
@@ -865,11 +879,25 @@ BEGIN
         PERFORM pg_notify('memmie_events', event_id::text);
         DELETE FROM memmie.blobs x WHERE x.id = b.id;
         INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
-        SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+        SELECT b.user_id, u.storage_used FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
     ELSIF b.deleted_at IS NULL THEN
         PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
                                     '[{"op": "add", "path": "/deleted", "value": true}]',
                                     'user');
+        -- Blobs derived from it stay live and listed, unless the provider that derived one has
+        -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
+        -- turn). undelete_blob brings back only the blob it is given.
+        FOR child IN
+            SELECT DISTINCT e.child_blob_id
+            FROM memmie.blob_edges e
+            JOIN memmie.providers p ON p.id = e.provider_id
+            JOIN memmie.blobs c ON c.id = e.child_blob_id
+            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
+              AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
+            ORDER BY e.child_blob_id
+        LOOP
+            PERFORM memmie.delete_blob(child);
+        END LOOP;
     END IF;
 END
 $$;
@@ -924,6 +952,391 @@ BEGIN
         RAISE EXCEPTION 'blob % is deleted', b.id USING ERRCODE = 'P0002',
             HINT = 'undelete_blob() brings it back';
     END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Bulk writes inside one transaction stay flat (issue 15): user_contexts.blob_count and
+-- storage_used are noted per user in backend memory and written at commit with the reference
+-- counts (src/refcount.rs), instead of an UPDATE of the user's row at every write (each made a
+-- row version that every later lookup of the row in the transaction stepped over). Inside the
+-- transaction memmie._pending_user_counts() lists them; quota checks, check() and the usage
+-- snapshots add them. blob_count's trigger is native (count_blobs) for it.
+CREATE FUNCTION memmie."_pending_user_counts"() RETURNS TABLE (
+	"user_id" uuid,
+	"blob_count" bigint,
+	"storage_used" bigint
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pending_user_counts_wrapper';
+REVOKE ALL ON FUNCTION memmie._pending_user_counts() FROM PUBLIC;
+CREATE FUNCTION memmie."count_blobs"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'count_blobs_wrapper';
+REVOKE ALL ON FUNCTION memmie.count_blobs() FROM PUBLIC;
+DROP TRIGGER count_blobs_insert_delete ON memmie.blobs;
+DROP TRIGGER count_blobs_update ON memmie.blobs;
+DROP FUNCTION memmie._count_blobs();
+CREATE TRIGGER count_blobs_insert_delete AFTER INSERT OR DELETE ON memmie.blobs
+    FOR EACH ROW EXECUTE FUNCTION memmie.count_blobs();
+CREATE TRIGGER count_blobs_update AFTER UPDATE OF deleted_at, user_id ON memmie.blobs
+    FOR EACH ROW WHEN ((OLD.deleted_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL)
+                       OR OLD.user_id IS DISTINCT FROM NEW.user_id)
+    EXECUTE FUNCTION memmie.count_blobs();
+
+CREATE FUNCTION memmie._user_counts(p_user uuid, OUT storage_used bigint, OUT blob_count bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT u.storage_used + coalesce(p.storage_used, 0), u.blob_count + coalesce(p.blob_count, 0)
+    INTO storage_used, blob_count
+    FROM memmie.user_contexts u LEFT JOIN memmie._pending_user_counts() p ON p.user_id = u.user_id
+    WHERE u.user_id = p_user;
+END
+$$;
+REVOKE ALL ON FUNCTION memmie._user_counts(uuid) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION memmie._check_quotas(p_user uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    u memmie.user_contexts;
+    c record;
+BEGIN
+    SELECT * INTO u FROM memmie.user_contexts WHERE user_id = p_user;
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
+    IF u.storage_used > (u.quota_limits ->> 'max_storage_bytes')::numeric THEN
+        RAISE EXCEPTION 'user % would use % bytes, over the max_storage_bytes quota (%)',
+            p_user, u.storage_used, u.quota_limits ->> 'max_storage_bytes' USING ERRCODE = 'MM002';
+    END IF;
+    IF u.blob_count > (u.quota_limits ->> 'max_blobs')::numeric THEN
+        RAISE EXCEPTION 'user % would have % blobs, over the max_blobs quota (%)',
+            p_user, u.blob_count, u.quota_limits ->> 'max_blobs' USING ERRCODE = 'MM002';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
+                                       p_provider text, p_caused_by uuid DEFAULT NULL,
+                                       p_caused_event jsonb DEFAULT NULL,
+                                       p_event_type text DEFAULT 'blob.updated',
+                                       p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d        memmie.deltas;
+    prev     uuid;
+    event_id uuid;
+BEGIN
+    IF b.version > 1 THEN
+        SELECT v.delta_id INTO prev FROM memmie.blob_versions v
+        WHERE v.blob_id = b.id AND v.version = b.version - 1;
+    END IF;
+    IF p_pending_delta IS NULL THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
+                                   status, applied_at)
+        VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
+                p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
+        RETURNING * INTO d;
+    ELSE
+        -- a delta recorded as pending (complete_processing) is now applied
+        UPDATE memmie.deltas x
+        SET operation = p_operation, provider_id = p_provider, patch = p_patch,
+            from_version = b.version - 1, to_version = b.version, previous_delta_id = prev,
+            caused_by_delta_id = p_caused_by, caused_by_event = p_caused_event,
+            status = 'applied', applied_at = CURRENT_TIMESTAMP
+        WHERE x.id = p_pending_delta AND x.blob_id = b.id
+        RETURNING * INTO d;
+    END IF;
+    INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
+                                      content_type, metadata, tags, deleted, delta_id, created_by)
+    VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
+            b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    -- the day's usage (sql/metrics.sql), with the user's storage after this version
+    INSERT INTO memmie.usage_increments (user_id, blobs_created, deltas_applied, storage_bytes_used)
+    SELECT b.user_id, (p_event_type = 'blob.created')::int, 1, u.storage_used
+    FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
+    -- clock time, not transaction time: events of one transaction keep the order they happened in
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES (p_event_type, b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', d.id,
+                               'operation', p_operation, 'content_type', b.content_type,
+                               'created_by', p_provider), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    RETURN d;
+END
+$$;
+
+-- DAG changes update the user's row once per transaction, not at every edge (sql/dag.sql).
+CREATE OR REPLACE FUNCTION memmie._lock_user_dag(p_user uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memmie._lock_user(p_user);
+    UPDATE memmie.user_contexts SET updated_at = CURRENT_TIMESTAMP
+    WHERE user_id = p_user AND xmin <> pg_current_xact_id()::xid;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- set_quota(); user_contexts.quota_limits holds only the quotas memmie knows. A 0.2.0 row with
+-- another key (a misspelt "max_blob", never enforced) keeps it in settings.unknown_quota_limits,
+-- with a WARNING naming the user: nothing changes in what is enforced, and the upgrade goes on.
+CREATE FUNCTION memmie.set_quota(user_id uuid, limits jsonb) RETURNS memmie.user_contexts
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_user  uuid := memmie._require(set_quota.user_id, 'user_id');
+    -- the quotas there are (user_contexts' constraint in schema.sql names the same)
+    known   text[] := '{keep_versions,max_blobs,max_content_size,max_storage_bytes}';
+    unknown text;
+    bad     record;
+    c       record;
+    u       memmie.user_contexts;
+BEGIN
+    PERFORM memmie._require(set_quota.limits, 'limits');
+    IF jsonb_typeof(set_quota.limits) <> 'object' THEN
+        RAISE EXCEPTION 'limits must be a JSON object, got %', jsonb_typeof(set_quota.limits)
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', k), ', ' ORDER BY k) INTO unknown
+    FROM jsonb_object_keys(set_quota.limits) k WHERE k <> ALL (known);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown quota keys: %', unknown USING ERRCODE = '22023',
+            HINT = 'the quotas are ' || array_to_string(known, ', ');
+    END IF;
+    SELECT e.key, e.value INTO bad FROM jsonb_each(set_quota.limits) e
+    WHERE jsonb_typeof(e.value) <> 'null'
+      AND (jsonb_typeof(e.value) <> 'number' OR e.value::text !~ '^[0-9]{1,18}$')
+    ORDER BY e.key LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'quota "%" must be a non-negative integer or null, got %', bad.key, bad.value
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._lock_user(p_user);
+    UPDATE memmie.user_contexts x
+    SET quota_limits = jsonb_strip_nulls(x.quota_limits || set_quota.limits),
+        updated_at = CURRENT_TIMESTAMP
+    WHERE x.user_id = p_user
+    RETURNING * INTO u;
+    -- as the transaction sees them (the counts of its own writes are written at commit)
+    SELECT * INTO c FROM memmie._user_counts(p_user) c;
+    u.storage_used := c.storage_used;
+    u.blob_count := c.blob_count;
+    RETURN u;
+END
+$$;
+REVOKE ALL ON FUNCTION memmie.set_quota(uuid,jsonb) FROM PUBLIC;
+
+DO $$
+DECLARE
+    known pg_catalog.text[] := '{keep_versions,max_blobs,max_content_size,max_storage_bytes}';
+    u     record;
+BEGIN
+    FOR u IN SELECT c.user_id, c.quota_limits OPERATOR(pg_catalog.-) known AS unknown
+             FROM memmie.user_contexts c
+             WHERE (c.quota_limits OPERATOR(pg_catalog.-) known) OPERATOR(pg_catalog.<>) '{}'::pg_catalog.jsonb
+             ORDER BY c.user_id LOOP
+        RAISE WARNING 'user %: unknown quota keys % moved to settings.unknown_quota_limits (they were never enforced)',
+            u.user_id, u.unknown;
+        UPDATE memmie.user_contexts c
+        SET quota_limits = c.quota_limits OPERATOR(pg_catalog.-) (SELECT pg_catalog.array_agg(k) FROM pg_catalog.jsonb_object_keys(u.unknown) k),
+            settings = c.settings OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('unknown_quota_limits',
+                           COALESCE(c.settings OPERATOR(pg_catalog.->) 'unknown_quota_limits', '{}'::pg_catalog.jsonb)
+                           OPERATOR(pg_catalog.||) u.unknown)
+        WHERE c.user_id OPERATOR(pg_catalog.=) u.user_id;
+    END LOOP;
+END
+$$;
+ALTER TABLE memmie.user_contexts DROP CONSTRAINT user_contexts_quota_limits_check,
+    ADD CONSTRAINT user_contexts_quota_limits_check CHECK (
+        pg_catalog.jsonb_typeof(quota_limits) OPERATOR(pg_catalog.=) 'object'
+        AND NOT pg_catalog.jsonb_path_exists(quota_limits, '$.* ? (@.type() != "number" || @ < 0)')
+        AND (quota_limits OPERATOR(pg_catalog.-) '{keep_versions,max_blobs,max_content_size,max_storage_bytes}'::pg_catalog.text[])
+            OPERATOR(pg_catalog.=) '{}'::pg_catalog.jsonb);
+
+-- ---------------------------------------------------------------------------------------------
+-- find_blobs() takes content_type (a MIME pattern), roots_only, order_by and page_after_at (the
+-- cursor's sort value: the page_after row need not exist any more), last and defaulted so that
+-- existing calls keep working. A new signature is a new function: the old one is dropped and
+-- whatever was granted on it is granted on the new one (_find_blobs_sql likewise).
+CREATE TEMP TABLE _memmie_old_acl ON COMMIT DROP AS
+SELECT p.proname::pg_catalog.text AS name, p.proacl AS acl FROM pg_catalog.pg_proc p
+WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+    'memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer)'::pg_catalog.regprocedure,
+    'memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean)'::pg_catalog.regprocedure]);
+DROP FUNCTION memmie.find_blobs(uuid, text[], text, uuid, jsonb, text, boolean, uuid, integer);
+DROP FUNCTION memmie._find_blobs_sql(boolean, boolean, boolean, boolean, boolean, boolean, boolean);
+
+CREATE FUNCTION memmie._find_blobs_sql(has_tags boolean, has_created_by boolean, has_parent boolean,
+                                       has_metadata boolean, has_text boolean, include_deleted boolean,
+                                       has_page_after boolean, content_kind text DEFAULT NULL,
+                                       roots_only boolean DEFAULT false,
+                                       order_by text DEFAULT 'created_at') RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'SELECT b.* FROM memmie.blobs b WHERE b.user_id = $1'
+        || CASE WHEN include_deleted THEN '' ELSE ' AND b.deleted_at IS NULL' END
+        || CASE WHEN has_tags THEN ' AND b.tags @> $2' ELSE '' END
+        || CASE WHEN has_created_by THEN ' AND b.created_by = $3' ELSE '' END
+        || CASE WHEN has_parent THEN ' AND b.parent_blob_id = $4' ELSE '' END
+        || CASE WHEN has_metadata THEN ' AND b.metadata @> $5' ELSE '' END
+        || CASE WHEN has_text
+                THEN ' AND to_tsvector(''english''::regconfig, coalesce(b.metadata ->> ''title'', '''')'
+                     || ' || '' '' || coalesce(b.metadata ->> ''description'', ''''))'
+                     || ' @@ websearch_to_tsquery(''english''::regconfig, $6)'
+                ELSE '' END
+        || CASE content_kind
+                WHEN 'type' THEN ' AND lower(split_part(b.content_type, ''/'', 1)) = $10'
+                WHEN 'exact' THEN ' AND lower(btrim(split_part(b.content_type, '';'', 1))) = $10'
+                ELSE '' END
+        || CASE WHEN roots_only
+                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id)'
+                ELSE '' END
+        || CASE WHEN has_page_after THEN format(' AND (b.%I, b.id) < ($7, $8)', order_by) ELSE '' END
+        || format(' ORDER BY b.%I DESC, b.id DESC LIMIT $9', order_by)
+$$;
+REVOKE ALL ON FUNCTION memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean,text,boolean,text) FROM PUBLIC;
+
+CREATE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
+                                  parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
+                                  text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50,
+                                  content_type text DEFAULT NULL, roots_only boolean DEFAULT false,
+                                  order_by text DEFAULT 'created_at',
+                                  page_after_at timestamptz DEFAULT NULL)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    after_at timestamptz := find_blobs.page_after_at;
+    kind     text;
+    pattern  text;
+BEGIN
+    PERFORM memmie._require(find_blobs.user_id, 'user_id');
+    IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', find_blobs.max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.metadata_contains IS NOT NULL AND jsonb_typeof(find_blobs.metadata_contains) <> 'object' THEN
+        RAISE EXCEPTION 'metadata_contains must be a JSON object, got %', jsonb_typeof(find_blobs.metadata_contains)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.order_by IS NULL OR find_blobs.order_by NOT IN ('created_at', 'updated_at') THEN
+        RAISE EXCEPTION 'invalid order_by "%": expected created_at or updated_at', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(find_blobs.roots_only, 'roots_only');
+    IF find_blobs.content_type IS NOT NULL THEN
+        -- type/subtype (parameters ignored), type/* or */*, as in a provider's supported_types
+        PERFORM memmie._check_mime_pattern(find_blobs.content_type);
+        IF find_blobs.content_type LIKE '%/*' THEN
+            kind := CASE WHEN find_blobs.content_type <> '*/*' THEN 'type' END;
+            pattern := lower(left(find_blobs.content_type, -2));
+        ELSE
+            kind := 'exact';
+            pattern := lower(btrim(split_part(find_blobs.content_type, ';', 1)));
+        END IF;
+    END IF;
+    IF find_blobs.page_after_at IS NOT NULL AND find_blobs.page_after IS NULL THEN
+        RAISE EXCEPTION 'page_after_at needs page_after (the id of the row whose % it is)', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.page_after IS NOT NULL AND after_at IS NULL THEN
+        -- the cursor's sort value read from its row, which must still exist (with page_after_at
+        -- the row is not needed)
+        EXECUTE format('SELECT x.%I FROM memmie.blobs x WHERE x.id = $1 AND x.user_id = $2', find_blobs.order_by)
+            INTO after_at USING find_blobs.page_after, find_blobs.user_id;
+        IF after_at IS NULL THEN
+            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002',
+                HINT = format('pass page_after_at (the %s of the last row) too: then the cursor does not need the row',
+                              find_blobs.order_by);
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE memmie._find_blobs_sql(
+            find_blobs.tags IS NOT NULL, find_blobs.created_by IS NOT NULL,
+            find_blobs.parent_blob_id IS NOT NULL, find_blobs.metadata_contains IS NOT NULL,
+            find_blobs.text_query IS NOT NULL, coalesce(find_blobs.include_deleted, false),
+            find_blobs.page_after IS NOT NULL, kind, find_blobs.roots_only, find_blobs.order_by)
+        USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
+              find_blobs.metadata_contains, find_blobs.text_query, after_at, find_blobs.page_after,
+              find_blobs.max_rows, pattern;
+END
+$$;
+REVOKE ALL ON FUNCTION memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer,text,boolean,text,timestamp with time zone) FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT o.name, a.grantee, a.privilege_type, a.is_grantable
+             FROM pg_temp._memmie_old_acl o, pg_catalog.aclexplode(o.acl) a
+             WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', g.privilege_type,
+            CASE g.name WHEN 'find_blobs' THEN 'memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer,text,boolean,text,timestamp with time zone)'
+                        ELSE 'memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean,text,boolean,text)' END,
+            CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::pg_catalog.text END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+DROP TABLE pg_temp._memmie_old_acl;
+
+-- ---------------------------------------------------------------------------------------------
+-- Providers' processing_rules.content_changes_only: dispatch skips a blob.updated that kept the
+-- content (_provider_from_definition checks it, delete_blob above does delete_with_parent).
+CREATE OR REPLACE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    n         int;
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+BEGIN
+    IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
+       OR dispatch_events.max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', dispatch_events.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    WITH ev AS MATERIALIZED (
+        SELECT e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+        FROM memmie.events e
+        WHERE e.processed = false
+        ORDER BY e.created_at, e.id
+        LIMIT dispatch_events.max_events
+        FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE memmie.events e SET processed = true, processed_at = clock_timestamp()
+        FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
+        RETURNING 1
+    ), matched AS (
+        SELECT DISTINCT ON (b.id, p.id) b.id AS blob_id, p.id AS provider_id,
+               jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+        FROM ev
+        JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+        JOIN memmie.blob_versions v ON v.blob_id = b.id
+             AND v.version = (ev.payload ->> 'version')::int
+        JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+        LEFT JOIN memmie.blob_versions pv ON pv.blob_id = b.id AND pv.version = v.version - 1
+        WHERE memmie._matches(p, b, v)
+          -- a provider with processing_rules.content_changes_only skips a blob.updated that kept
+          -- the content (a tag or metadata edit)
+          AND NOT (ev.event_type = 'blob.updated'
+                   AND (p.processing_rules ->> 'content_changes_only')::boolean IS TRUE
+                   AND pv.content_hash IS NOT DISTINCT FROM v.content_hash AND pv.version IS NOT NULL)
+        ORDER BY b.id, p.id, ev.created_at
+    )
+    SELECT (SELECT count(*) FROM marked), array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)
+    INTO n, blobs, providers, metadata
+    FROM matched m;
+    PERFORM memmie._queue_processing(blobs, providers, metadata);
+    RETURN n;
 END
 $$;
 
@@ -1070,7 +1483,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
             'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
             'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
-            'distribute']
+            'set_quota', 'distribute']
         END
 $$;
 
@@ -1409,12 +1822,17 @@ $$;
 CREATE OR REPLACE FUNCTION memmie.find_blobs(user_id uuid, tags text[] DEFAULT NULL, created_by text DEFAULT NULL,
                                   parent_blob_id uuid DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
                                   text_query text DEFAULT NULL, include_deleted boolean DEFAULT false,
-                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50)
+                                  page_after uuid DEFAULT NULL, max_rows int DEFAULT 50,
+                                  content_type text DEFAULT NULL, roots_only boolean DEFAULT false,
+                                  order_by text DEFAULT 'created_at',
+                                  page_after_at timestamptz DEFAULT NULL)
 RETURNS SETOF memmie.blobs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    after memmie.blobs;
+    after_at timestamptz := find_blobs.page_after_at;
+    kind     text;
+    pattern  text;
 BEGIN
     PERFORM memmie._acting_user(find_blobs.user_id);
     IF find_blobs.max_rows IS NULL OR find_blobs.max_rows < 1 OR find_blobs.max_rows > 10000 THEN
@@ -1428,21 +1846,45 @@ BEGIN
     IF array_position(find_blobs.tags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'tags must not contain NULL' USING ERRCODE = '22023';
     END IF;
-    IF find_blobs.page_after IS NOT NULL THEN
-        SELECT * INTO after FROM memmie.blobs x
-        WHERE x.id = find_blobs.page_after AND x.user_id = find_blobs.user_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002';
+    IF find_blobs.order_by IS NULL OR find_blobs.order_by NOT IN ('created_at', 'updated_at') THEN
+        RAISE EXCEPTION 'invalid order_by "%": expected created_at or updated_at', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(find_blobs.roots_only, 'roots_only');
+    IF find_blobs.content_type IS NOT NULL THEN
+        -- type/subtype (parameters ignored), type/* or */*, as in a provider's supported_types
+        PERFORM memmie._check_mime_pattern(find_blobs.content_type);
+        IF find_blobs.content_type LIKE '%/*' THEN
+            kind := CASE WHEN find_blobs.content_type <> '*/*' THEN 'type' END;
+            pattern := lower(left(find_blobs.content_type, -2));
+        ELSE
+            kind := 'exact';
+            pattern := lower(btrim(split_part(find_blobs.content_type, ';', 1)));
+        END IF;
+    END IF;
+    IF find_blobs.page_after_at IS NOT NULL AND find_blobs.page_after IS NULL THEN
+        RAISE EXCEPTION 'page_after_at needs page_after (the id of the row whose % it is)', find_blobs.order_by
+            USING ERRCODE = '22023';
+    END IF;
+    IF find_blobs.page_after IS NOT NULL AND after_at IS NULL THEN
+        -- the cursor's sort value read from its row, which must still exist (with page_after_at
+        -- the row is not needed)
+        EXECUTE format('SELECT x.%I FROM memmie.blobs x WHERE x.id = $1 AND x.user_id = $2', find_blobs.order_by)
+            INTO after_at USING find_blobs.page_after, find_blobs.user_id;
+        IF after_at IS NULL THEN
+            RAISE EXCEPTION 'page_after blob % does not exist', find_blobs.page_after USING ERRCODE = 'P0002',
+                HINT = format('pass page_after_at (the %s of the last row) too: then the cursor does not need the row',
+                              find_blobs.order_by);
         END IF;
     END IF;
     RETURN QUERY EXECUTE memmie._find_blobs_sql(
             find_blobs.tags IS NOT NULL, find_blobs.created_by IS NOT NULL,
             find_blobs.parent_blob_id IS NOT NULL, find_blobs.metadata_contains IS NOT NULL,
             find_blobs.text_query IS NOT NULL, coalesce(find_blobs.include_deleted, false),
-            find_blobs.page_after IS NOT NULL)
+            find_blobs.page_after IS NOT NULL, kind, find_blobs.roots_only, find_blobs.order_by)
         USING find_blobs.user_id, find_blobs.tags, find_blobs.created_by::varchar, find_blobs.parent_blob_id,
-              find_blobs.metadata_contains, find_blobs.text_query, after.created_at, after.id,
-              find_blobs.max_rows;
+              find_blobs.metadata_contains, find_blobs.text_query, after_at, find_blobs.page_after,
+              find_blobs.max_rows, pattern;
 END
 $$;
 

@@ -193,7 +193,13 @@ BEGIN
         JOIN memmie.blob_versions v ON v.blob_id = b.id
              AND v.version = (ev.payload ->> 'version')::int
         JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+        LEFT JOIN memmie.blob_versions pv ON pv.blob_id = b.id AND pv.version = v.version - 1
         WHERE memmie._matches(p, b, v)
+          -- a provider with processing_rules.content_changes_only skips a blob.updated that kept
+          -- the content (a tag or metadata edit)
+          AND NOT (ev.event_type = 'blob.updated'
+                   AND (p.processing_rules ->> 'content_changes_only')::boolean IS TRUE
+                   AND pv.content_hash IS NOT DISTINCT FROM v.content_hash AND pv.version IS NOT NULL)
         ORDER BY b.id, p.id, ev.created_at
     )
     SELECT (SELECT count(*) FROM marked), array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)

@@ -143,6 +143,15 @@ BEGIN
         RAISE EXCEPTION 'provider definition: processing_rules.max_retries must be an integer from 0 to 9999'
             USING ERRCODE = '22023';
     END IF;
+    -- content_changes_only: dispatch skips a blob.updated whose content is that of the version
+    -- before (a tag or metadata edit); delete_with_parent: soft-deleting a blob soft-deletes the
+    -- blobs this provider derived from it (see delete_blob)
+    FOREACH field IN ARRAY ARRAY['content_changes_only', 'delete_with_parent'] LOOP
+        IF p.processing_rules ? field AND jsonb_typeof(p.processing_rules -> field) <> 'boolean' THEN
+            RAISE EXCEPTION 'provider definition: processing_rules.% must be true or false, got %',
+                field, p.processing_rules -> field USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
     p.status := coalesce(memmie._def_field(def, 'status', 'string') #>> '{}', 'active');
     IF p.status NOT IN ('active', 'inactive', 'deprecated') THEN
         RAISE EXCEPTION 'invalid provider status "%": expected active, inactive or deprecated', p.status

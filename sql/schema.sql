@@ -7,9 +7,13 @@
 CREATE TABLE memmie.user_contexts (
     user_id       uuid PRIMARY KEY,
     settings      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
+    -- the quotas memmie knows, each a non-negative number (memmie.set_quota checks the same,
+    -- with 22023 naming what is wrong)
     quota_limits  jsonb NOT NULL DEFAULT '{}' CHECK (
                       jsonb_typeof(quota_limits) = 'object'
-                      AND NOT jsonb_path_exists(quota_limits, '$.* ? (@.type() != "number" || @ < 0)')),
+                      AND NOT jsonb_path_exists(quota_limits, '$.* ? (@.type() != "number" || @ < 0)')
+                      AND quota_limits - '{keep_versions,max_blobs,max_content_size,max_storage_bytes}'::pg_catalog.text[]
+                          = '{}'::pg_catalog.jsonb),
     storage_used  bigint NOT NULL DEFAULT 0 CHECK (storage_used >= 0),
     blob_count    integer NOT NULL DEFAULT 0 CHECK (blob_count >= 0),
     created_at    timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,

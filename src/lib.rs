@@ -63,7 +63,11 @@ extension_sql_file!(
         state::check_mime,
     ]
 );
-extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["content"]);
+extension_sql_file!(
+    "../sql/helpers.sql",
+    name = "helpers",
+    requires = ["content", refcount::pending_user_counts]
+);
 extension_sql_file!(
     "../sql/access.sql",
     name = "access",
@@ -72,7 +76,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/counters.sql",
     name = "counters",
-    requires = ["helpers", refcount::content_refcount, refcount::user_storage_accounting]
+    requires = [
+        "helpers",
+        refcount::content_refcount,
+        refcount::user_storage_accounting,
+        refcount::count_blobs
+    ]
 );
 extension_sql_file!(
     "../sql/blobs.sql",
@@ -121,7 +130,12 @@ extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = ["pipelin
 extension_sql_file!(
     "../sql/check.sql",
     name = "check",
-    requires = ["pipeline", "partitions", refcount::pending_references]
+    requires = [
+        "pipeline",
+        "partitions",
+        refcount::pending_references,
+        refcount::pending_user_counts
+    ]
 );
 extension_sql_file!(
     "../sql/operations.sql",

@@ -48,39 +48,80 @@ const CONTENT_SUB: &CStr = c"UPDATE memmie.content_storage c \
     WHERE c.content_hash OPERATOR(pg_catalog.=) d.content_hash";
 
 // A user's first reference to a content adds its size to storage_used: after the upsert the
-// count equals what this statement added exactly when there was none before.
-const USER_ADD: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
-               pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_new GROUP BY user_id, content_hash), \
-    up AS (\
-        INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
-        SELECT user_id, content_hash, content_size, n FROM d \
-        ON CONFLICT (user_id, content_hash) \
-        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
-        RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.added \
-    FROM (SELECT up.user_id, pg_catalog.sum(up.content_size) AS added FROM up \
-          JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
-                AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
-          WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id) s \
-    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
-// A user's last reference to a content removes its size from storage_used.
-const USER_SUB: &CStr = c"WITH d AS (\
-        SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
-        FROM memmie_old GROUP BY user_id, content_hash), \
-    gone AS (\
-        DELETE FROM memmie.user_content_refs u USING d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
-        RETURNING u.user_id, u.content_size), \
-    kept AS (\
-        UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
-        WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
-          AND u.reference_count OPERATOR(pg_catalog.>) d.n) \
-    UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.-) s.removed \
-    FROM (SELECT user_id, pg_catalog.sum(content_size) AS removed FROM gone GROUP BY user_id) s \
-    WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id";
+// count equals what this statement added exactly when there was none before. USER_ADD returns
+// the change of each user's storage_used, which is kept pending (see `pending`) and written at
+// commit with the other counts.
+macro_rules! user_add_ctes {
+    () => {
+        "WITH d AS (\
+            SELECT user_id, content_hash, pg_catalog.max(content_size) AS content_size, \
+                   pg_catalog.count(*)::pg_catalog.int4 AS n \
+            FROM memmie_new GROUP BY user_id, content_hash), \
+        up AS (\
+            INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count) \
+            SELECT user_id, content_hash, content_size, n FROM d \
+            ON CONFLICT (user_id, content_hash) \
+            DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) excluded.reference_count \
+            RETURNING u.user_id, u.content_hash, u.content_size, u.reference_count) "
+    };
+}
+macro_rules! user_added {
+    () => {
+        "SELECT up.user_id, pg_catalog.sum(up.content_size)::pg_catalog.int8 AS change FROM up \
+        JOIN d ON d.user_id OPERATOR(pg_catalog.=) up.user_id \
+              AND d.content_hash OPERATOR(pg_catalog.=) up.content_hash \
+        WHERE up.reference_count OPERATOR(pg_catalog.=) d.n GROUP BY up.user_id"
+    };
+}
+// A user's last reference to a content removes its size from storage_used (USER_SUB returns the
+// change, negative).
+macro_rules! user_sub_ctes {
+    () => {
+        "WITH d AS (\
+            SELECT user_id, content_hash, pg_catalog.count(*)::pg_catalog.int4 AS n \
+            FROM memmie_old GROUP BY user_id, content_hash), \
+        gone AS (\
+            DELETE FROM memmie.user_content_refs u USING d \
+            WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+              AND u.reference_count OPERATOR(pg_catalog.<=) d.n \
+            RETURNING u.user_id, u.content_size), \
+        kept AS (\
+            UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) d.n FROM d \
+            WHERE u.user_id OPERATOR(pg_catalog.=) d.user_id AND u.content_hash OPERATOR(pg_catalog.=) d.content_hash \
+              AND u.reference_count OPERATOR(pg_catalog.>) d.n) "
+    };
+}
+macro_rules! user_removed {
+    () => {
+        "SELECT user_id, (OPERATOR(pg_catalog.-) pg_catalog.sum(content_size))::pg_catalog.int8 AS change \
+        FROM gone GROUP BY user_id"
+    };
+}
+// The change applied at once: on 0.2.0's schema, between installing this library and `ALTER
+// EXTENSION memmie UPDATE`, whose quota checks read user_contexts alone (as 0.2.0 did; its
+// blob_count trigger is its own PL/pgSQL one, also writing at once).
+macro_rules! applied_at_once {
+    ($($changes:tt)*) => {
+        concat!(
+            "UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) s.change \
+            FROM (",
+            $($changes)*,
+            ") s WHERE c.user_id OPERATOR(pg_catalog.=) s.user_id"
+        )
+    };
+}
+
+const fn c_str(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a statement with a NUL inside"),
+    }
+}
+
+const USER_ADD: &CStr = c_str(concat!(user_add_ctes!(), user_added!(), "\0"));
+const USER_SUB: &CStr = c_str(concat!(user_sub_ctes!(), user_removed!(), "\0"));
+const USER_ADD_AT_ONCE: &CStr = c_str(concat!(user_add_ctes!(), applied_at_once!(user_added!()), "\0"));
+const USER_SUB_AT_ONCE: &CStr = c_str(concat!(user_sub_ctes!(), applied_at_once!(user_removed!()), "\0"));
 
 thread_local! {
     // Keyed by statement and by the table the trigger is on: a plan reads the transition table by
@@ -129,8 +170,39 @@ fn run_steps_pinned(trigger: &PgTrigger<'_>, steps: &[&'static CStr]) -> Fallibl
                     "memmie reference counting: SPI_execute_plan returned {rc}"
                 )));
             }
+            if rc == pg_sys::SPI_OK_SELECT as i32 {
+                note_storage_rows()?;
+            }
         }
         pg_sys::SPI_finish();
+    }
+    Ok(())
+}
+
+/// The rows of the step just run (USER_ADD, USER_SUB): (user_id uuid, storage change int8), each
+/// noted as pending for its user.
+unsafe fn note_storage_rows() -> Fallible<()> {
+    let table = unsafe { pg_sys::SPI_tuptable };
+    if table.is_null() {
+        return Ok(());
+    }
+    let n = unsafe { pg_sys::SPI_processed } as usize;
+    for i in 0..n {
+        let (user, change) = unsafe {
+            let tuple = *(*table).vals.add(i);
+            let desc = (*table).tupdesc;
+            let (mut user_null, mut change_null) = (false, false);
+            let user = pg_sys::SPI_getbinval(tuple, desc, 1, &mut user_null);
+            let change = pg_sys::SPI_getbinval(tuple, desc, 2, &mut change_null);
+            (
+                <pgrx::Uuid as pgrx::FromDatum>::from_datum(user, user_null),
+                <i64 as pgrx::FromDatum>::from_datum(change, change_null),
+            )
+        };
+        let Some(user) = user else {
+            return Err(internal("memmie storage accounting: a change without its user"));
+        };
+        pending::note_user(user, 0, change.unwrap_or(0));
     }
     Ok(())
 }
@@ -204,6 +276,18 @@ pub mod pending {
     struct Level {
         subid: pg_sys::SubTransactionId,
         counts: HashMap<String, i64>,
+        /// Per user: the change of (blob_count, storage_used).
+        users: HashMap<[u8; 16], (i64, i64)>,
+    }
+
+    impl Level {
+        fn new(subid: pg_sys::SubTransactionId) -> Level {
+            Level {
+                subid,
+                counts: HashMap::new(),
+                users: HashMap::new(),
+            }
+        }
     }
 
     thread_local! {
@@ -217,30 +301,54 @@ pub mod pending {
         }
     }
 
-    /// Adds `n` references to `hash` in the current subtransaction.
-    pub(super) fn note(hash: Option<String>, n: i64) {
-        let Some(hash) = hash else { return };
+    /// Adds the per-user changes `users` into `into`.
+    fn add_users_into(
+        into: &mut HashMap<[u8; 16], (i64, i64)>,
+        users: impl IntoIterator<Item = ([u8; 16], (i64, i64))>,
+    ) {
+        for (user, (blobs, storage)) in users {
+            let entry = into.entry(user).or_insert((0, 0));
+            entry.0 += blobs;
+            entry.1 += storage;
+        }
+    }
+
+    /// Runs `f` on the current subtransaction's level (made when missing).
+    fn with_current(f: impl FnOnce(&mut Level)) {
         let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
         LEVELS.with(|levels| {
             let mut levels = levels.borrow_mut();
             if levels.last().is_none_or(|l| l.subid != subid) {
-                levels.push(Level {
-                    subid,
-                    counts: HashMap::new(),
-                });
+                levels.push(Level::new(subid));
             }
             if let Some(level) = levels.last_mut() {
-                add_into(&mut level.counts, [(hash, n)]);
+                f(level);
             }
         });
     }
 
+    /// Adds `n` references to `hash` in the current subtransaction.
+    pub(super) fn note(hash: Option<String>, n: i64) {
+        let Some(hash) = hash else { return };
+        with_current(|level| add_into(&mut level.counts, [(hash, n)]));
+    }
+
+    /// Adds `blobs` to the user's blob_count and `storage` to its storage_used in the current
+    /// subtransaction.
+    pub(super) fn note_user(user: pgrx::Uuid, blobs: i64, storage: i64) {
+        if blobs == 0 && storage == 0 {
+            return;
+        }
+        with_current(|level| add_users_into(&mut level.users, [(*user.as_bytes(), (blobs, storage))]));
+    }
+
     /// The levels from `subid` up, removed and merged.
-    fn take_from(levels: &mut Vec<Level>, subid: pg_sys::SubTransactionId) -> HashMap<String, i64> {
-        let mut merged: HashMap<String, i64> = HashMap::new();
+    fn take_from(levels: &mut Vec<Level>, subid: pg_sys::SubTransactionId) -> Level {
+        let mut merged = Level::new(subid);
         while levels.last().is_some_and(|l| l.subid >= subid) {
             if let Some(level) = levels.pop() {
-                add_into(&mut merged, level.counts);
+                add_into(&mut merged.counts, level.counts);
+                add_users_into(&mut merged.users, level.users);
             }
         }
         merged
@@ -260,6 +368,26 @@ pub mod pending {
             .into_iter()
             .filter(|(_, n)| *n != 0)
             .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The net change of (blob_count, storage_used) of every user noted in this transaction and
+    /// not written yet, without zeros, in user_id order.
+    pub fn net_users() -> Vec<([u8; 16], i64, i64)> {
+        let mut all: Vec<([u8; 16], i64, i64)> = LEVELS
+            .with(|levels| {
+                let mut merged: HashMap<[u8; 16], (i64, i64)> = HashMap::new();
+                for level in levels.borrow().iter() {
+                    add_users_into(&mut merged, level.users.iter().map(|(u, c)| (*u, *c)));
+                }
+                merged
+            })
+            .into_iter()
+            .filter(|(_, (blobs, storage))| *blobs != 0 || *storage != 0)
+            .map(|(user, (blobs, storage))| (user, blobs, storage))
+            .collect();
+        // uuid's order is the bytewise order of its 16 bytes
         all.sort_unstable();
         all
     }
@@ -289,22 +417,27 @@ pub mod pending {
         // Writing can itself cause notes (a user's trigger on content_storage writing versions):
         // those are written too, before the transaction goes on to commit.
         for _ in 0..16 {
-            let all = net();
+            let (all, users) = (net(), net_users());
             LEVELS.with(|levels| levels.borrow_mut().clear());
-            if all.is_empty() {
+            if all.is_empty() && users.is_empty() {
                 return Ok(());
             }
-            write(&all)?;
+            if !all.is_empty() {
+                write(&all)?;
+            }
+            if !users.is_empty() {
+                write_users(&users)?;
+            }
         }
         Err(internal(
             "memmie reference counting: the counts kept changing while they were written at commit",
         ))
     }
 
-    /// The owner of memmie.content_storage; None when it is gone (the extension dropped in
+    /// The owner of memmie's table `name`; None when it is gone (the extension dropped in
     /// this transaction: nothing left to count).
-    fn content_storage_owner() -> Option<pg_sys::Oid> {
-        let relid = crate::memmie_relid(c"content_storage")?;
+    fn owner_of(name: &CStr) -> Option<pg_sys::Oid> {
+        let relid = crate::memmie_relid(name)?;
         unsafe {
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
             let rel = pg_sys::relation_open(relid, lock);
@@ -323,7 +456,45 @@ pub mod pending {
     /// pinned search_path, so nothing the committing session created (a `pg_temp` type, an
     /// operator in `public`) is found while running with the owner's rights.
     fn write(all: &[(String, i64)]) -> Fallible<()> {
-        let Some(owner) = content_storage_owner() else {
+        as_owner_of(c"content_storage", || write_as_owner(all))
+    }
+
+    /// Writes the users' pending counts as the owner of user_contexts, as `write` does for
+    /// content_storage, one UPDATE per user in user_id order (two committing transactions lock
+    /// the rows in the same order). memmie's own writers hold the user's row lock already.
+    fn write_users(users: &[([u8; 16], i64, i64)]) -> Fallible<()> {
+        as_owner_of(c"user_contexts", || {
+            unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+            let uuid = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::UUIDOID);
+            let int8 = pgrx::PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
+            let written = users.iter().try_for_each(|(user, blobs, storage)| {
+                crate::plans::with_plan(ADD_USER, &[uuid, int8, int8], |client, stmt| {
+                    client
+                        .update(
+                            stmt,
+                            None,
+                            &[pgrx::Uuid::from_bytes(*user).into(), (*blobs).into(), (*storage).into()],
+                        )
+                        .map(|_| ())
+                })
+            });
+            unsafe { pg_sys::PopActiveSnapshot() };
+            written.map_err(|e| {
+                internal(format!(
+                    "memmie storage accounting: could not write the users' counts at commit: {e}"
+                ))
+            })
+        })
+    }
+
+    const ADD_USER: &str = "UPDATE memmie.user_contexts \
+        SET blob_count = blob_count OPERATOR(pg_catalog.+) $2, \
+            storage_used = storage_used OPERATOR(pg_catalog.+) $3 \
+        WHERE user_id OPERATOR(pg_catalog.=) $1";
+
+    /// Runs `f` as the owner of memmie's table `name` (nothing when the table is gone).
+    fn as_owner_of(name: &CStr, f: impl FnOnce() -> Fallible<()>) -> Fallible<()> {
+        let Some(owner) = owner_of(name) else {
             return Ok(());
         };
         let (mut user, mut context) = (pg_sys::InvalidOid, 0);
@@ -336,7 +507,7 @@ pub mod pending {
         }
         // (an ERROR raised inside aborts the transaction, which restores the user and the
         // search_path; an error returned is raised once both are restored)
-        let written = crate::plans::with_pinned_search_path(|| write_as_owner(all));
+        let written = crate::plans::with_pinned_search_path(f);
         unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
         written
     }
@@ -410,17 +581,15 @@ pub mod pending {
             SUBXACT_EVENT_COMMIT_SUB => LEVELS.with(|levels| {
                 let mut levels = levels.borrow_mut();
                 let merged = take_from(&mut levels, subid);
-                if merged.is_empty() {
+                if merged.counts.is_empty() && merged.users.is_empty() {
                     return;
                 }
                 if levels.last().is_none_or(|l| l.subid != parent) {
-                    levels.push(Level {
-                        subid: parent,
-                        counts: HashMap::new(),
-                    });
+                    levels.push(Level::new(parent));
                 }
                 if let Some(level) = levels.last_mut() {
-                    add_into(&mut level.counts, merged);
+                    add_into(&mut level.counts, merged.counts);
+                    add_users_into(&mut level.users, merged.users);
                 }
             }),
             _ => {}
@@ -443,12 +612,157 @@ fn pending_references() -> TableIterator<'static, (name!(content_hash, String), 
     TableIterator::new(pending::net())
 }
 
+/// The changes of users' blob_count and storage_used this transaction has made and not yet
+/// written (they are written when it commits): what quota checks, `check()` and the usage
+/// snapshots add to the stored counts.
+#[pg_extern(name = "_pending_user_counts", volatile, parallel_unsafe)]
+fn pending_user_counts() -> TableIterator<
+    'static,
+    (
+        name!(user_id, pgrx::Uuid),
+        name!(blob_count, i64),
+        name!(storage_used, i64),
+    ),
+> {
+    TableIterator::new(
+        pending::net_users()
+            .into_iter()
+            .map(|(user, blobs, storage)| (pgrx::Uuid::from_bytes(user), blobs, storage)),
+    )
+}
+
+/// AFTER INSERT OR DELETE ON memmie.blobs FOR EACH ROW, and AFTER UPDATE OF deleted_at, user_id
+/// when either changes: user_contexts.blob_count = the user's blobs that are not deleted,
+/// whatever removes them (memmie's functions, a cascade from a parent blob, plain DML). The
+/// change is noted per user and written at commit with the other counts (updating the user's
+/// row at each blob made a chain of row versions that every later lookup of it walked: a
+/// transaction of many writes slowed down with each one).
+#[pg_trigger]
+fn count_blobs<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
+    if let Err(e) = note_blob_count(trigger) {
+        raise(e)
+    }
+    Ok(None)
+}
+
+fn note_blob_count(trigger: &PgTrigger<'_>) -> Fallible<()> {
+    // the user_id of a row version that is not deleted (None for a deleted one)
+    let live_of = |tuple: Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Fallible<Option<pgrx::Uuid>> {
+        let Some(tuple) = tuple else { return Ok(None) };
+        let deleted = tuple
+            .get_by_name::<pgrx::datum::TimestampWithTimeZone>("deleted_at")
+            .map_err(|e| internal(format!("memmie.count_blobs: cannot read deleted_at: {e}")))?;
+        if deleted.is_some() {
+            return Ok(None);
+        }
+        tuple
+            .get_by_name::<pgrx::Uuid>("user_id")
+            .map_err(|e| internal(format!("memmie.count_blobs: cannot read user_id: {e}")))
+    };
+    let (old, new) = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) => (None, live_of(trigger.new())?),
+        Ok(PgTriggerOperation::Delete) => (live_of(trigger.old())?, None),
+        Ok(PgTriggerOperation::Update) => (live_of(trigger.old())?, live_of(trigger.new())?),
+        _ => (None, None),
+    };
+    if let Some(user) = old {
+        pending::note_user(user, -1, 0);
+    }
+    if let Some(user) = new {
+        pending::note_user(user, 1, 0);
+    }
+    Ok(())
+}
+
 /// AFTER INSERT / DELETE / UPDATE ON memmie.blob_versions FOR EACH STATEMENT, with transition
 /// tables memmie_new / memmie_old.
 #[pg_trigger]
 fn user_storage_accounting<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    if let Err(e) = run_steps(trigger, &steps_for(trigger, USER_ADD, USER_SUB)) {
+    let steps = match counts_at_commit() {
+        Ok(true) => steps_for(trigger, USER_ADD, USER_SUB),
+        Ok(false) => steps_for(trigger, USER_ADD_AT_ONCE, USER_SUB_AT_ONCE),
+        Err(e) => raise(e),
+    };
+    if let Err(e) = run_steps(trigger, &steps) {
         raise(e)
     }
     Ok(None)
+}
+
+thread_local! {
+    static COUNTS_AT_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the schema adds the pending counts where it reads them (0.3.0's: it has
+/// memmie._pending_user_counts()). Once seen, remembered for the backend (a schema does not go
+/// back to 0.2.0's).
+fn counts_at_commit() -> Fallible<bool> {
+    if COUNTS_AT_COMMIT.with(|c| c.get()) {
+        return Ok(true);
+    }
+    let found = Spi::get_one::<bool>("SELECT pg_catalog.to_regprocedure('memmie._pending_user_counts()') IS NOT NULL")
+        .map_err(|e| internal(format!("memmie storage accounting: cannot read the schema: {e}")))?
+        .unwrap_or(false);
+    COUNTS_AT_COMMIT.with(|c| c.set(found));
+    Ok(found)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const USER: &str = "00000000-0000-0000-0000-0000000007e5";
+
+    fn pending_of_user() -> Vec<(i64, i64)> {
+        super::pending::net_users()
+            .into_iter()
+            .filter(|(u, _, _)| pgrx::Uuid::from_bytes(*u).to_string() == USER)
+            .map(|(_, blobs, storage)| (blobs, storage))
+            .collect()
+    }
+
+    // The users' counts are pending in the writing transaction: a subtransaction that aborts
+    // takes its share with it, one that commits hands it to its parent, a hard delete in the same
+    // transaction nets out to nothing.
+    #[pg_test]
+    fn user_counts_follow_subtransactions() {
+        let create = |content: &str| {
+            format!("PERFORM memmie.create_blob('{USER}', convert_to('{content}', 'UTF8'), 'text/plain');")
+        };
+        Spi::run(&format!("DO $$ BEGIN {} END $$", create("four"))).unwrap();
+        assert_eq!(pending_of_user(), vec![(1, 4)]);
+        // aborted: dropped
+        Spi::run(&format!(
+            "DO $$ BEGIN BEGIN {} RAISE EXCEPTION 'undo'; EXCEPTION WHEN OTHERS THEN NULL; END; END $$",
+            create("seven!!")
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![(1, 4)]);
+        // committed subtransaction: kept; the same content again adds a blob, not storage
+        Spi::run(&format!(
+            "DO $$ BEGIN BEGIN {} {} EXCEPTION WHEN OTHERS THEN NULL; END; END $$",
+            create("six!!!"),
+            create("four")
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![(3, 10)]);
+        // the stored row has none of it yet; memmie._user_counts adds it
+        let stored = Spi::get_two::<i64, i32>(&format!(
+            "SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '{USER}'"
+        ))
+        .unwrap();
+        assert_eq!(stored, (Some(0), Some(0)));
+        let seen = Spi::get_two::<i64, i64>(&format!(
+            "SELECT storage_used, blob_count FROM memmie._user_counts('{USER}')"
+        ))
+        .unwrap();
+        assert_eq!(seen, (Some(10), Some(3)));
+        // hard-deleting them all: nothing left to write
+        Spi::run(&format!(
+            "SELECT memmie.delete_blob(id, hard => true) FROM memmie.blobs WHERE user_id = '{USER}'"
+        ))
+        .unwrap();
+        assert_eq!(pending_of_user(), vec![]);
+    }
 }

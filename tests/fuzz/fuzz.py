@@ -263,10 +263,19 @@ class Fuzzer:
             (2, lambda: self.call('blob_history', 'SELECT count(*) FROM memmie.blob_history(%s)', [b()])),
             (3, lambda: self.call('find_blobs', 'SELECT count(*) FROM memmie.find_blobs(%s, tags => %s::text[], created_by => %s, '
                                   'parent_blob_id => %s, metadata_contains => %s::jsonb, text_query => %s, include_deleted => %s, '
-                                  'page_after => %s, max_rows => %s)',
+                                  'page_after => %s, max_rows => %s, content_type => %s, roots_only => %s, order_by => %s, '
+                                  'page_after_at => %s::timestamptz)',
                                   [self.user(), self.tags(), r.choice([None, 'user', 'fz-a', '']), r.choice([None, b()]),
                                    r.choice([None, '{}', '{"title": "a"}', '[]']), r.choice([None, 'a', self.text(20), '!!', '']),
-                                   r.random() < 0.3, r.choice([None, b()]), r.choice([None, 1, 0, -1, 10 ** 6])])),
+                                   r.random() < 0.3, r.choice([None, b()]), r.choice([None, 1, 0, -1, 10 ** 6]),
+                                   r.choice([None, None, 'text/*', 'application/json', '*/*', 'image', '*/x', 'a*/b', '', self.mime()]),
+                                   r.choice([False, True, None]), r.choice(['created_at', 'updated_at', 'id', None, '']),
+                                   r.choice([None, None, '2026-01-01', 'infinity', '-infinity'])])),
+            (1, lambda: self.call('set_quota', 'SELECT memmie.set_quota(%s, %s::jsonb)',
+                                  [self.user(), r.choice(['{}', '{"max_blobs": 100000}', '{"max_blob": 1}', '{"max_blobs": -1}',
+                                                          '{"max_storage_bytes": 1.5}', '{"max_content_size": null}', '[]',
+                                                          '{"max_blobs": "x"}', '{"max_storage_bytes": 1e400}', None,
+                                                          '{"max_content_size": 100000000, "max_blobs": null}'])])),
             (3, lambda: self.call('derive_blob', 'SELECT memmie.derive_blob(%s::uuid[], %s, %s, %s, %s)',
                                   [[b() for _ in range(r.randint(0, 3))], r.choice(self.providers + ['user', '', 'x' * 300]),
                                    r.choice(['summary', '', None]), self.content(), self.mime()])),

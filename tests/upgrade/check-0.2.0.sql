@@ -15,3 +15,6 @@ SELECT 'the app role squashes the old history', memmie.squash_history((SELECT id
 SELECT 'the head replayed from the new base', memmie.blob_state((SELECT id FROM public.ids WHERE name = 'long')) -> 'content';
 RESET ROLE;
 SELECT check_name, ok FROM memmie.check() WHERE NOT ok;
+SELECT 'unknown quota key moved', quota_limits, settings FROM memmie.user_contexts
+WHERE user_id = '00000000-0000-0000-0000-00000000aa01';
+SELECT 'set_quota on the upgraded data', quota_limits FROM memmie.set_quota('00000000-0000-0000-0000-00000000aa01', '{"max_blobs": 1000}');

@@ -15,3 +15,21 @@ INSERT INTO public.ids SELECT 'long', (memmie.create_blob('00000000-0000-0000-00
 SELECT count(memmie.apply_delta((SELECT id FROM public.ids WHERE name = 'long'), format('[{"op": "replace", "path": "/content/n", "value": %s}]', i)::jsonb))
 FROM generate_series(2, 40) i;
 RESET ROLE;
+-- a quota key 0.2.0 took but never enforced (0.3.0's constraint refuses it; the upgrade moves it
+-- to settings.unknown_quota_limits)
+UPDATE memmie.user_contexts SET quota_limits = '{"max_blob": 5, "max_blobs": 100}'
+WHERE user_id = '00000000-0000-0000-0000-00000000aa01';
+-- 0.2.0's schema with this library loaded (before ALTER EXTENSION UPDATE): quotas still hold
+-- inside the writing statement (the storage change is written at once there)
+INSERT INTO memmie.user_contexts (user_id, quota_limits)
+VALUES ('00000000-0000-0000-0000-00000000aa0f', '{"max_storage_bytes": 50}');
+DO $$
+BEGIN
+    BEGIN
+        PERFORM memmie.create_blob('00000000-0000-0000-0000-00000000aa0f', convert_to(repeat('q', 100), 'UTF8'), 'text/plain');
+        RAISE EXCEPTION 'max_storage_bytes not enforced on the 0.2.0 schema';
+    EXCEPTION WHEN SQLSTATE 'MM002' THEN
+        NULL;
+    END;
+END
+$$;

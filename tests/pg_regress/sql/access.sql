@@ -101,6 +101,7 @@ INSERT INTO t.acc_calls VALUES
 ('rollup_metrics', $$SELECT memmie.rollup_metrics()$$),
 ('refresh_views', $$SELECT memmie.refresh_views() IS NOT NULL$$),
 ('refresh_user_blob_summary', $$SELECT memmie.refresh_user_blob_summary()$$),
+('set_quota', $$SELECT memmie.set_quota(t.acc('b_user')::uuid, '{"max_blobs": 1000}')$$),
 ('schedule_maintenance', $$SELECT memmie.schedule_maintenance('*/5 * * * *')$$),
 ('unschedule_maintenance', $$SELECT memmie.unschedule_maintenance()$$),
 ('distribute', $$SELECT memmie.distribute()$$),

@@ -4,10 +4,10 @@ BEGIN;
 CREATE TEMP VIEW drift AS
 SELECT (SELECT count(*) FROM t.content_now c
         WHERE c.reference_count <> (SELECT count(*) FROM memmie.blob_versions v WHERE v.content_hash = c.content_hash)) AS bad_refcounts,
-       (SELECT count(*) FROM memmie.user_contexts u
+       (SELECT count(*) FROM t.users_now u
         WHERE u.storage_used <> coalesce((SELECT sum(content_size) FROM (SELECT DISTINCT v.content_hash, v.content_size
                                           FROM memmie.blob_versions v WHERE v.user_id = u.user_id) x), 0)) AS bad_storage,
-       (SELECT count(*) FROM memmie.user_contexts u
+       (SELECT count(*) FROM t.users_now u
         WHERE u.blob_count <> (SELECT count(*) FROM memmie.blobs b WHERE b.user_id = u.user_id AND b.deleted_at IS NULL)) AS bad_blob_counts;
 
 SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f1', 'aaa', 'text/plain')).id AS a \gset
@@ -24,7 +24,7 @@ SELECT :'a', v, '00000000-0000-0000-0000-0000000000f1',
 FROM generate_series(2, 7) v;
 SELECT * FROM drift;
 SELECT reference_count FROM t.content_now WHERE content_hash = :'h5';
-SELECT storage_used FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000f1';
+SELECT storage_used FROM t.users_now WHERE user_id = '00000000-0000-0000-0000-0000000000f1';
 
 -- One UPDATE moving some versions to another content, and one moving a version to another user.
 UPDATE memmie.blob_versions SET content_hash = memmie.sha256('aaa'), content_size = 3

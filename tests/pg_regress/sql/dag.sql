@@ -162,3 +162,15 @@ SELECT count(*) FROM memmie.ancestors((SELECT id FROM big WHERE i = 4001));
 ROLLBACK TO s;
 RESET ROLE;
 ROLLBACK;
+
+-- DAG changes update the user's row once per transaction (it makes a concurrent REPEATABLE READ
+-- edge writer fail to serialize; isolation spec edge_cycle_race), not at every edge.
+BEGIN;
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000b9', 'root', 'text/plain')).id AS r9 \gset
+SELECT (memmie.derive_blob(ARRAY[:'r9'::uuid], 'p', 't', 'one', 'text/plain')).id AS c9 \gset
+SELECT ctid AS row_after_first FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000b9' \gset
+SELECT (memmie.derive_blob(ARRAY[:'r9'::uuid], 'p', 't', 'two', 'text/plain')).id AS c10 \gset
+SELECT (memmie.derive_blob(ARRAY[:'r9'::uuid], 'p', 't', 'three', 'text/plain')).depth AS third_child;
+SELECT (memmie.add_edge(:'c9', :'c10', 'p', 'link')).transform_type AS edge;
+SELECT ctid = :'row_after_first' AS row_not_updated_again FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000b9';
+ROLLBACK;

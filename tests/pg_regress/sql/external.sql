@@ -8,7 +8,7 @@ SELECT b.version, b.content_hash = repeat('ab', 32) AS hash, b.content_size, b.c
 FROM memmie.blobs b JOIN x ON x.id = b.id;
 SELECT storage_backend, storage_path, original_size, compressed_size, content IS NULL AS no_bytes, mime_type, reference_count
 FROM t.content_now WHERE content_hash = repeat('ab', 32);
-SELECT storage_used, blob_count FROM memmie.user_contexts WHERE user_id = '00000000-0000-0000-0000-0000000000d1';
+SELECT storage_used, blob_count FROM t.users_now WHERE user_id = '00000000-0000-0000-0000-0000000000d1';
 -- the state has no /content (memmie cannot read it); the history is a create
 SELECT memmie.blob_state(id) - 'content_hash' AS state FROM x WHERE name = 'doc';
 SELECT operation, to_version FROM memmie.blob_history((SELECT id FROM x WHERE name = 'doc'));

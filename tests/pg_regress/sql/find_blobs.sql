@@ -43,3 +43,51 @@ SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d1', 
 SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d1', page_after => '00000000-0000-0000-0000-000000000000')$$);
 SELECT count(*) AS malformed_query_is_fine FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d1', text_query => '"unbalanced & | !');
 ROLLBACK;
+
+-- content_type (a MIME pattern), roots_only, order_by, and a cursor that outlives its row.
+BEGIN;
+CREATE TEMP TABLE kinds AS
+SELECT i, (memmie.create_blob('00000000-0000-0000-0000-0000000000d3', convert_to('kind ' || i, 'UTF8'),
+           (ARRAY['image/png', 'image/jpeg', 'text/plain; charset=utf-8', 'Text/Markdown', 'application/pdf'])[i % 5 + 1],
+           jsonb_build_object('n', i))).id AS id
+FROM generate_series(1, 10) i;
+-- distinct times (updated_at is the transaction's time otherwise: its trigger held off meanwhile)
+ALTER TABLE memmie.blobs DISABLE TRIGGER update_blobs_updated_at;
+UPDATE memmie.blobs b SET created_at = '2026-01-01'::timestamptz + make_interval(mins => k.i),
+                          updated_at = '2026-06-01'::timestamptz - make_interval(mins => k.i)
+FROM kinds k WHERE b.id = k.id;
+ALTER TABLE memmie.blobs ENABLE TRIGGER update_blobs_updated_at;
+-- children of blob 1 and 2 (a parent through create_blob, and one through add_edge only)
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000d3', 'child', 'image/png', '{"n": 11}',
+                           parent_blob_id => (SELECT id FROM kinds WHERE i = 1))).id AS child \gset
+UPDATE memmie.blobs SET created_at = '2025-01-01' WHERE id = :'child';
+SELECT memmie.add_edge((SELECT id FROM kinds WHERE i = 1), (SELECT id FROM kinds WHERE i = 2), 'user', 'link') IS NOT NULL AS edge;
+SELECT string_agg(metadata->>'n', ',') AS images FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'image/*');
+SELECT string_agg(metadata->>'n', ',') AS png FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'IMAGE/PNG');
+SELECT string_agg(metadata->>'n', ',') AS text_plain_any_params FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'text/plain');
+SELECT string_agg(metadata->>'n', ',') AS text_any FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'text/*');
+SELECT count(*) AS everything FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => '*/*');
+SELECT string_agg(metadata->>'n', ',') AS roots FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true);
+SELECT string_agg(metadata->>'n', ',') AS root_images FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, content_type => 'image/*');
+SELECT string_agg(metadata->>'n', ',') AS by_created FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, order_by => 'created_at', max_rows => 3);
+SELECT (memmie.apply_delta((SELECT id FROM kinds WHERE i = 8), '[{"op": "add", "path": "/metadata/edited", "value": true}]')).to_version AS edited_8;
+SELECT string_agg(metadata->>'n', ',') AS by_updated FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, order_by => 'updated_at');
+-- pages by updated_at with the cursor's values: the last row of page 1 hard-deleted in between
+SELECT string_agg(metadata->>'n', ',') AS upd_page1 FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, order_by => 'updated_at', max_rows => 4);
+SELECT id AS cur_id, updated_at AS cur_at FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, order_by => 'updated_at', max_rows => 4) OFFSET 3 \gset
+SELECT memmie.delete_blob(:'cur_id', hard => true);
+SELECT string_agg(metadata->>'n', ',') AS upd_page2 FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => true, order_by => 'updated_at', max_rows => 4, page_after => :'cur_id', page_after_at => :'cur_at');
+-- the same by created_at: page_after alone needs the row (P0002, with a hint), not with page_after_at
+SELECT id AS c_id, created_at AS c_at FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', max_rows => 3) OFFSET 2 \gset
+SELECT memmie.delete_blob(:'c_id', hard => true);
+SELECT t.err(format($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', page_after => %L)$$, :'c_id')) AS row_gone;
+SELECT string_agg(metadata->>'n', ',') AS after_gone_row FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', max_rows => 3, page_after => :'c_id', page_after_at => :'c_at');
+-- Errors: 22023.
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', order_by => 'name')$$) AS bad_order_by;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', order_by => NULL)$$) AS null_order_by;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'image')$$) AS bad_pattern;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => 'im*ge/png')$$) AS bad_wildcard;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', content_type => '*/png')$$) AS bad_star_type;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', roots_only => NULL)$$) AS null_roots_only;
+SELECT t.err($$SELECT memmie.find_blobs('00000000-0000-0000-0000-0000000000d3', page_after_at => now())$$) AS at_without_id;
+ROLLBACK;

@@ -57,7 +57,7 @@ SELECT count(*) AS versions_kept FROM memmie.blob_versions WHERE blob_id = :'gon
 CREATE TEMP TABLE before_squash AS
 SELECT v.version, memmie.blob_state(:'n', v.version) AS state, v.content_hash
 FROM memmie.blob_versions v WHERE v.blob_id = :'n';
-SELECT u.storage_used AS storage_before FROM memmie.user_contexts u
+SELECT u.storage_used AS storage_before FROM t.users_now u
 WHERE u.user_id = '00000000-0000-0000-0000-0000000000e1' \gset
 
 -- Squash the versions before 6 (five of them)
@@ -77,7 +77,7 @@ SELECT t.err(format($$SELECT memmie.revert_blob(%L, 2)$$, :'n')) AS revert_to_2;
 SELECT b.version, c.reference_count
 FROM before_squash b JOIN t.content_now c ON c.content_hash = b.content_hash
 WHERE b.version < 6 ORDER BY b.version;
-SELECT :storage_before - u.storage_used AS storage_released FROM memmie.user_contexts u
+SELECT :storage_before - u.storage_used AS storage_released FROM t.users_now u
 WHERE u.user_id = '00000000-0000-0000-0000-0000000000e1';
 -- the event
 SELECT event_type, payload - 'blob_id' AS payload FROM memmie.events

@@ -38,7 +38,7 @@ SELECT sum(blobs_created) AS blobs_created, sum(blobs_processed) AS blobs_proces
 FROM memmie.user_usage('00000000-0000-0000-0000-0000000000c1');
 SELECT u.storage_bytes_used = c.storage_used AS storage_is_the_users
 FROM memmie.user_usage('00000000-0000-0000-0000-0000000000c1') u
-JOIN memmie.user_contexts c ON c.user_id = u.user_id ORDER BY u.metric_date DESC LIMIT 1;
+JOIN t.users_now c ON c.user_id = u.user_id ORDER BY u.metric_date DESC LIMIT 1;
 SELECT count(*) AS increments_left FROM memmie.usage_increments WHERE user_id = '00000000-0000-0000-0000-0000000000c1';
 SELECT memmie.fold_usage() AS nothing_to_fold;
 

@@ -161,3 +161,38 @@ SELECT memmie.delete_blob((SELECT id FROM n WHERE name = 'vers'), hard => true);
 SELECT t.err(format($$SELECT memmie.complete_processing(%L, 'w1', '{}')$$, :'vers_pid')) AS complete_after_delete;
 SELECT t.err(format($$SELECT memmie.heartbeat_job(%L, 'w1')$$, :'vers_pid')) AS heartbeat_after_delete;
 ROLLBACK;
+
+-- Provider options (processing_rules): content_changes_only, delete_with_parent.
+BEGIN;
+SELECT memmie.dispatch_events(100000) >= 0 AS earlier_events_dispatched;
+SELECT id FROM memmie.register_provider('{"id": "thumb", "name": "Thumb", "version": "1",
+    "trigger_events": ["blob.created", "blob.updated"], "supported_types": ["image/*"],
+    "processing_rules": {"content_changes_only": true, "delete_with_parent": true}}');
+SELECT id FROM memmie.register_provider('{"id": "caption", "name": "Caption", "version": "1",
+    "trigger_events": ["blob.created", "blob.updated"], "supported_types": ["image/*"]}');
+SELECT (memmie.create_blob('00000000-0000-0000-0000-0000000000f7', 'PNG1', 'image/png')).id AS pic \gset
+SELECT memmie.dispatch_events(100) AS created_dispatched;
+-- a tag-only edit: caption runs again, thumb does not; a content change: both
+SELECT (memmie.apply_delta(:'pic', '[{"op": "add", "path": "/tags/-", "value": "holiday"}]')).to_version AS tag_edit;
+SELECT memmie.dispatch_events(100) AS tag_edit_dispatched;
+SELECT (memmie.update_content(:'pic', 'PNG2')).version AS content_edit;
+SELECT memmie.dispatch_events(100) AS content_edit_dispatched;
+SELECT provider_id, array_agg(processed_version ORDER BY processed_version) AS versions
+FROM memmie.provider_processing WHERE blob_id = :'pic' GROUP BY 1 ORDER BY 1;
+-- children: thumb's and caption's; soft-deleting the picture deletes thumb's child only (and
+-- what thumb derived from that child in turn), not caption's; undelete brings back the picture only
+SELECT (memmie.derive_blob(ARRAY[:'pic'::uuid], 'thumb', 'thumbnail', 'small', 'image/png')).id AS thumb \gset
+SELECT (memmie.derive_blob(ARRAY[:'thumb'::uuid], 'thumb', 'thumbnail', 'smaller', 'image/png')).id AS thumb2 \gset
+SELECT (memmie.derive_blob(ARRAY[:'pic'::uuid], 'caption', 'caption', 'a picture', 'text/plain')).id AS caption \gset
+SELECT memmie.delete_blob(:'pic');
+SELECT b.created_by, b.content_type, b.deleted_at IS NOT NULL AS deleted, b.version
+FROM memmie.blobs b WHERE b.id IN (:'pic', :'thumb', :'thumb2', :'caption') ORDER BY b.depth, b.created_by;
+SELECT e.event_type, count(*) FROM memmie.events e
+WHERE e.aggregate_id IN (:'thumb', :'thumb2') AND e.event_type = 'blob.deleted' GROUP BY 1;
+SELECT (memmie.undelete_blob(:'pic')).version AS undeleted;
+SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS live, count(*) AS all_rows
+FROM memmie.blobs WHERE id IN (:'pic', :'thumb', :'thumb2', :'caption');
+-- Errors: 22023 for an option that is not a boolean.
+SELECT t.err($$SELECT memmie.register_provider('{"id": "bad", "name": "Bad", "version": "1", "processing_rules": {"content_changes_only": "yes"}}')$$) AS not_boolean;
+SELECT t.err($$SELECT memmie.register_provider('{"id": "bad", "name": "Bad", "version": "1", "processing_rules": {"delete_with_parent": 1}}')$$) AS not_boolean_either;
+ROLLBACK;

@@ -27,6 +27,13 @@ SELECT c.content_hash, c.storage_backend, c.storage_path, c.original_size, c.com
        c.mime_type, c.last_accessed, c.reference_count + coalesce(p.n, 0)::int AS reference_count,
        c.reference_count AS stored_reference_count
 FROM memmie.content_storage c LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash;
+-- user_contexts the same way: storage_used and blob_count are written at commit too
+-- (memmie._pending_user_counts()).
+CREATE VIEW t.users_now AS
+SELECT u.user_id, u.settings, u.quota_limits, u.storage_used + coalesce(p.storage_used, 0) AS storage_used,
+       u.blob_count + coalesce(p.blob_count, 0) AS blob_count, u.storage_used AS stored_storage_used,
+       u.blob_count AS stored_blob_count, u.created_at, u.updated_at
+FROM memmie.user_contexts u LEFT JOIN memmie._pending_user_counts() p ON p.user_id = u.user_id;
 
 SELECT extname, extversion, nspname
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'memmie';
