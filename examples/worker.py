@@ -19,8 +19,8 @@ The loop:
   1. LISTEN memmie_events and memmie_jobs; wake on a notification or every --poll seconds.
   2. memmie.dispatch_events() turns new blob events into processings (each with a
      'memmie.process' job); memmie.claim_jobs() leases up to --max-jobs of them for --lease.
-  3. Per job: read the input version's bytes (memmie.blob_content) and the provider definition
-     of the exact version the processing names (memmie.provider_versions), run the command with
+  3. Per job: read the input version's bytes and the provider definition of the exact version
+     the processing names (memmie.processing_input, while holding the lease), run the command with
      the bytes on stdin in its own process group, and take stdout as one derived child blob
      (empty stdout: the processing completes with no child). The command also gets MEMMIE_BLOB_ID,
      MEMMIE_BLOB_VERSION, MEMMIE_CONTENT_TYPE, MEMMIE_PROVIDER_ID and MEMMIE_PROCESSING_ID in its
@@ -54,8 +54,8 @@ dispatch/claim/run round, then exit), --exit-when-idle (exit once nothing is lef
 undispatched event, no queued or running 'memmie.process' job), -v (log every job).
 
 Needs Python 3.9+ and psycopg 3 (Debian: apt-get install python3-psycopg). The database role
-needs EXECUTE on memmie's functions and SELECT on memmie.provider_versions, memmie.blob_versions,
-memmie.events and memmie.jobs.
+needs memmie's worker level (SELECT memmie.grant_worker('the_role')) and nothing more: it reads a
+job's input through memmie.processing_input, only while it holds the job's lease.
 """
 
 import argparse
@@ -109,7 +109,6 @@ class Worker:
         self.held = {}          # job id -> local (monotonic) time its lease runs out
         self.woken = False      # a notification arrived since the last round
         self.stopping = 0       # number of SIGTERM/SIGINT received
-        self.definitions = {}   # (provider id, version) -> definition (immutable per version)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -185,11 +184,8 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     def idle(self):
-        return self.conn.execute(
-            "SELECT NOT EXISTS (SELECT FROM memmie.events WHERE NOT processed)"
-            "   AND NOT EXISTS (SELECT FROM memmie.jobs WHERE job_type = %s"
-            "                   AND status IN ('queued', 'running')) AS idle", (JOB_TYPE,)
-        ).fetchone()["idle"]
+        row = self.conn.execute("SELECT * FROM memmie.pending_work(%s)", (JOB_TYPE,)).fetchone()
+        return row["undispatched_events"] == 0 and row["open_jobs"] == 0
 
     # ---------------------------------------------------------------- one round
     def round(self):
@@ -247,8 +243,7 @@ class Worker:
             return          # lost while it waited its turn
         started = time.monotonic()
         try:
-            definition = self.definition(inp["provider_id"], inp["provider_version"])
-            content, content_type = self.input(inp["blob_id"], inp["version"])
+            definition, content, content_type = self.input(job_id)
             config = definition.get("config") or {}
             out = self.run_command(job, config, definition.get("timeout_seconds", 30), content,
                                    content_type)
@@ -288,24 +283,17 @@ class Worker:
             log.exception("job %s: unexpected error", job_id)
             self.finish_failed(job, "worker error: %r" % ex, True)
 
-    def definition(self, provider_id, version):
-        key = (provider_id, version)
-        if key not in self.definitions:
-            row = self.conn.execute(
-                "SELECT definition FROM memmie.provider_versions WHERE provider_id = %s AND version = %s",
-                key).fetchone()
-            if row is None:
-                raise JobFailed("provider %s version %s is not registered" % key, False)
-            self.definitions[key] = row["definition"]
-        return self.definitions[key]
-
-    def input(self, blob_id, version):
+    def input(self, job_id):
+        """The processing's input, read while this worker holds the job's lease (MM005 else)."""
         row = self.conn.execute(
-            "SELECT memmie.blob_content(%s, %s) AS content,"
-            "       (SELECT content_type FROM memmie.blob_versions"
-            "        WHERE blob_id = %s AND version = %s) AS content_type",
-            (blob_id, version, blob_id, version)).fetchone()
-        return row["content"], row["content_type"]
+            "SELECT content, content_type, definition, storage_backend, storage_path"
+            "  FROM memmie.processing_input(%s::uuid, %s)", (job_id, self.worker_id)).fetchone()
+        if row["definition"] is None:
+            raise JobFailed("the provider version of processing %s is not registered" % job_id, False)
+        if row["content"] is None:
+            raise JobFailed("the input is kept in %s at %s; this worker reads content kept in PostgreSQL only"
+                            % (row["storage_backend"], row["storage_path"]), False)
+        return row["definition"], row["content"], row["content_type"]
 
     def run_command(self, job, config, timeout, content, content_type):
         argv = config.get("command")

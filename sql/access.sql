@@ -134,7 +134,8 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
         WHEN 'worker' THEN ARRAY[
             'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
-            'fail_job', 'complete_processing', 'fail_processing', 'processing_input']
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
+            'pending_work']
         WHEN 'admin' THEN ARRAY[
             'register_provider', 'set_provider_status', 'backfill', 'reprocess',
             'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',

@@ -291,3 +291,13 @@ BEGIN
     RETURN j;
 END
 $$;
+
+-- What is left to do, for a worker deciding whether it is idle: events not dispatched yet, and
+-- jobs queued or running (of job_type when given). Counts only: no user's data.
+CREATE FUNCTION memmie.pending_work(job_type text DEFAULT NULL)
+RETURNS TABLE (undispatched_events bigint, open_jobs bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (SELECT count(*) FROM memmie.events e WHERE NOT e.processed),
+           (SELECT count(*) FROM memmie.jobs j
+            WHERE j.status IN ('queued', 'running') AND ($1 IS NULL OR j.job_type = $1))
+$$;

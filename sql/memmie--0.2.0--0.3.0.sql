@@ -1476,7 +1476,8 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
             'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
         WHEN 'worker' THEN ARRAY[
             'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
-            'fail_job', 'complete_processing', 'fail_processing', 'processing_input']
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
+            'pending_work']
         WHEN 'admin' THEN ARRAY[
             'register_provider', 'set_provider_status', 'backfill', 'reprocess',
             'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
@@ -2256,7 +2257,17 @@ BEGIN
 END
 $$;
 
--- Workers read a job's input while they hold its lease.
+-- Workers read a job's input while they hold its lease, and see how much work is left.
+-- What is left to do, for a worker deciding whether it is idle: events not dispatched yet, and
+-- jobs queued or running (of job_type when given). Counts only: no user's data.
+CREATE FUNCTION memmie.pending_work(job_type text DEFAULT NULL)
+RETURNS TABLE (undispatched_events bigint, open_jobs bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (SELECT count(*) FROM memmie.events e WHERE NOT e.processed),
+           (SELECT count(*) FROM memmie.jobs j
+            WHERE j.status IN ('queued', 'running') AND ($1 IS NULL OR j.job_type = $1))
+$$;
+
 CREATE FUNCTION memmie.processing_input(processing_id uuid, worker_id text)
 RETURNS TABLE (blob_id uuid, version int, content_type text, content bytea, metadata jsonb,
                provider_id text, provider_version text, definition jsonb,

@@ -57,6 +57,10 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 DSN=$(dsn_kv dbname "$DB"; [ -z "$host" ] || dsn_kv host "$host"; [ -z "$port" ] || dsn_kv port "$port"
       [ -z "$user" ] || dsn_kv user "$user")
+# the workers connect as a worker-level role (memmie.grant_worker), nothing more
+WORKER_ROLE=memmie_e2e_worker
+WORKER_DSN=$(dsn_kv dbname "$DB"; [ -z "$host" ] || dsn_kv host "$host"; [ -z "$port" ] || dsn_kv port "$port"
+             dsn_kv user "$WORKER_ROLE")
 
 PY=${MEMMIE_PYTHON:-}
 if [ -z "$PY" ]; then
@@ -104,7 +108,7 @@ start_worker() {   # start_worker SLOT
     local slot=$1
     GEN=$((GEN + 1))
     WIDS[$slot]="e2e-w$slot-$GEN"
-    "$PY" "$ROOT/examples/worker.py" --dsn "$DSN" --worker-id "${WIDS[$slot]}" --lease "$LEASE" \
+    "$PY" "$ROOT/examples/worker.py" --dsn "$WORKER_DSN" --worker-id "${WIDS[$slot]}" --lease "$LEASE" \
         --max-jobs 4 --poll 1 >>"$WORK/worker$slot.log" 2>&1 &
     PIDS[$slot]=$!
 }
@@ -115,6 +119,8 @@ WORKER_PROBLEMS=""
 if [ "${E2E_CHECK_ONLY:-0}" != 1 ]; then
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
     q "CREATE EXTENSION memmie" >/dev/null
+    q "DO \$\$ BEGIN CREATE ROLE $WORKER_ROLE LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
+    q "SELECT memmie.grant_worker('$WORKER_ROLE')" >/dev/null
     q "SELECT memmie.ensure_partitions()" >/dev/null
     "${PSQL[@]}" -d "$DB" >/dev/null <<'SQL'
 SELECT memmie.register_provider('{
@@ -244,6 +250,15 @@ CREATE TEMP TABLE chain AS
     LEFT JOIN memmie.blob_edges e2 ON e2.parent_blob_id = e1.child_blob_id AND e2.provider_id = 'e2e-under';
 CREATE TEMP TABLE pp AS
     SELECT * FROM memmie.provider_processing WHERE provider_id IN ('e2e-upper', 'e2e-under');
+
+INSERT INTO chk (name, ok, detail)
+SELECT 'the workers ran as memmie_e2e_worker: worker level only, no privilege on users'' tables',
+       (SELECT array_agg(level) FROM memmie.grantees WHERE role_name = 'memmie_e2e_worker') = '{worker}'
+           AND NOT has_table_privilege('memmie_e2e_worker', 'memmie.blobs', 'SELECT')
+           AND NOT has_table_privilege('memmie_e2e_worker', 'memmie.jobs', 'SELECT,UPDATE')
+           AND NOT has_function_privilege('memmie_e2e_worker', 'memmie.blob_content(uuid, integer)', 'EXECUTE')
+           AND has_function_privilege('memmie_e2e_worker', 'memmie.processing_input(uuid, text)', 'EXECUTE'),
+       (SELECT string_agg(level, ', ') FROM memmie.grantees WHERE role_name = 'memmie_e2e_worker');
 
 INSERT INTO chk (name, ok, detail)
 SELECT format('%s source blobs created by user', :n), count(*) = :n, count(*) || ' found' FROM src;

@@ -84,6 +84,7 @@ INSERT INTO t.acc_calls VALUES
 ('fail_job', $$SELECT memmie.fail_job('acc-no-such-job', 'acc-w', 'x')$$),
 ('complete_processing', $$SELECT memmie.complete_processing('acc00000-0000-0000-0000-0000000000ff', 'acc-w', '{}')$$),
 ('fail_processing', $$SELECT memmie.fail_processing('acc00000-0000-0000-0000-0000000000ff', 'acc-w', 'x')$$),
+('pending_work', $$SELECT count(*) FROM memmie.pending_work('memmie.process')$$),
 ('processing_input', $$SELECT memmie.processing_input('acc00000-0000-0000-0000-0000000000ff', 'acc-w')$$),
 ('register_provider', $$SELECT memmie.register_provider('{"id": "acc-prov2", "name": "B", "version": "1", "trigger_events": ["blob.created"], "supported_types": ["text/*"]}')$$),
 ('set_provider_status', $$SELECT memmie.set_provider_status('acc-prov', 'active')$$),
