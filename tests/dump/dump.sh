@@ -26,8 +26,14 @@ result() {   # result NAME EXPECTED-FILE GOT-FILE
 for db in memmie_dump_src memmie_dump_custom memmie_dump_plain; do
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" || exit 1
 done
+"${PSQL[@]}" -d postgres -o /dev/null <<'SQL' || exit 1
+DO $$ BEGIN CREATE ROLE memmie_dump_app; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN CREATE ROLE memmie_dump_worker; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+SQL
 "${PSQL[@]}" -d memmie_dump_src -o /dev/null <<'SQL' || { echo "not ok - filling the source database"; echo "0 passed, 1 failed"; exit 1; }
 CREATE EXTENSION memmie;
+SELECT memmie.grant_app('memmie_dump_app'), memmie.grant_worker('memmie_dump_worker');
+GRANT USAGE ON SCHEMA public TO memmie_dump_app;
 SELECT memmie.ensure_partitions(2);
 CREATE TABLE public.ids (name text PRIMARY KEY, id uuid);
 INSERT INTO public.ids SELECT 'doc', (memmie.create_blob('00000000-0000-0000-0000-0000000000b1', convert_to(repeat('some words ', 200), 'UTF8'), 'text/plain', '{"title": "Doc"}', '{a}')).id;
@@ -58,6 +64,7 @@ VALUES ('test', '00000000-0000-0000-0000-0000000000b1', 'blob', '{}', '2031-06-1
 SELECT memmie.create_partitions('memmie.events', '2031-06-14', 3);
 SELECT memmie.create_partitions('memmie.deltas', '2031-06-01', 2);
 SQL
+"${PSQL[@]}" -d memmie_dump_src -o /dev/null -c "GRANT SELECT ON public.ids TO memmie_dump_app" || exit 1
 grep -q 'events_2031_06_15' <("${PSQL[@]}" -d memmie_dump_src -c "SELECT relname FROM pg_class WHERE relname LIKE 'events_2031%'") \
     || { echo "not ok - the source has partitions made after install"; failed=$((failed + 1)); }
 
@@ -101,6 +108,34 @@ else
     snapshot memmie_dump_plain >"$tmp/plain"
     result "pg_dump (plain) | psql: every row, partition and count equal, check() all ok" "$tmp/src" "$tmp/plain"
 fi
+
+# The access levels come back: the grantees, their privileges, the row-level security policies,
+# and a role of the app level bound to a user sees that user's rows only.
+access() {
+    "${PSQL[@]}" -d "$1" <<'SQL'
+SELECT role_name, level FROM memmie.grantees ORDER BY 1, 2;
+SELECT r, has_function_privilege(r, 'memmie.create_blob(uuid, bytea, text, jsonb, text[], uuid, text)', 'EXECUTE'),
+       has_function_privilege(r, 'memmie.claim_jobs(text, integer, interval, text[])', 'EXECUTE'),
+       has_table_privilege(r, 'memmie.blobs', 'SELECT'), has_table_privilege(r, 'memmie.blobs', 'INSERT,UPDATE,DELETE')
+FROM unnest(ARRAY['memmie_dump_app', 'memmie_dump_worker']) r ORDER BY 1;
+SELECT tablename, policyname FROM pg_policies WHERE schemaname = 'memmie' ORDER BY 1, 2;
+SET ROLE memmie_dump_app;
+SET memmie.user_id = '00000000-0000-0000-0000-0000000000b1';
+SELECT 'b1 sees', count(*), count(*) FILTER (WHERE user_id <> memmie.current_user_id()) FROM memmie.blobs;
+SELECT 'b1 finds', count(*) FROM memmie.find_blobs('00000000-0000-0000-0000-0000000000b1');
+SELECT 'b2''s blob', count(*) FROM memmie.blobs WHERE id = (SELECT id FROM public.ids WHERE name = 'other');
+RESET memmie.user_id;
+RESET ROLE;
+SQL
+}
+access memmie_dump_src >"$tmp/access.src" 2>&1
+if ! grep -q "^b1 sees|[1-9][0-9]*|0$" "$tmp/access.src"; then
+    echo "not ok - the source's app role sees its user's rows only"; cat "$tmp/access.src"; failed=$((failed + 1))
+fi
+for db in memmie_dump_custom memmie_dump_plain; do
+    access $db >"$tmp/access.$db" 2>&1
+    result "$db: grantees, their privileges, the policies and one user's view as the source's" "$tmp/access.src" "$tmp/access.$db"
+done
 
 # memmie keeps working in the restored database
 cat >"$tmp/expected.after" <<'TXT'
