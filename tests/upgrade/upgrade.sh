@@ -70,11 +70,17 @@ hop() {   # hop FROM_VERSION
     for db in memmie_upgrade memmie_fresh; do "${PSQL[@]}" -d postgres -c "DROP DATABASE $db"; done
 }
 
-"${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS memmie_upgrade_app" -c "CREATE ROLE memmie_upgrade_app" || exit 1
+# the application role gets the grants README "Privileges" of the old version documents
+# (grants.sql); the worker and admin roles exist on the old version with no grant, and are given
+# their levels after the update (check-0.2.0.sql)
+ROLES=(memmie_upgrade_app memmie_upgrade_worker memmie_upgrade_admin)
+for r in "${ROLES[@]}"; do
+    "${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS $r" -c "CREATE ROLE $r" || exit 1
+done
 for from in $(cat "$here/versions"); do
     hop "$from" || fail "$from: the upgrade could not be run (see above)"
 done
 for db in memmie_upgrade memmie_fresh; do "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db"; done
-"${PSQL[@]}" -d postgres -c "DROP ROLE memmie_upgrade_app"
+for r in "${ROLES[@]}"; do "${PSQL[@]}" -d postgres -c "DROP ROLE $r"; done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
