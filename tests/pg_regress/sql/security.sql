@@ -157,6 +157,16 @@ BEGIN
     PERFORM undelete_blob(j, expected_version => 2);
     PERFORM delete_blob(j, expected_version => 3);
     PERFORM delete_blob(j, hard => true);
+    -- the functions of the access levels, long histories and quotas (0.3.0)
+    PERFORM current_user_id(), count(*) FROM access_levels();
+    PERFORM * FROM pending_work('memmie.process');
+    PERFORM apply_delta(d, '[{"op": "replace", "path": "/content/n", "value": 4}]');
+    PERFORM squash_history(d, 3);
+    PERFORM set_quota(u, '{"max_blobs": 1000, "keep_versions": 50}');
+    BEGIN
+        PERFORM distribute();   -- 55000 here (no Citus), after its checks ran
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL;
+    END;
     RETURN 'ok';
 END $$;
 SET search_path = public, memmie;
@@ -164,6 +174,9 @@ SELECT id FROM memmie.register_provider('{"id": "sec-summarizer", "name": "S", "
     "trigger_events": ["blob.created", "blob.updated"], "supported_types": ["application/json", "text/*"]}');
 SELECT (memmie.set_provider_status('sec-summarizer', 'active')).status;
 SELECT t.sec_tour('5ec00000-0000-0000-0000-000000000002', 'a');
+-- the owner's own: granting and revoking the levels
+SELECT memmie.grant_app('memmie_sec_mallory'), memmie.grant_worker('memmie_sec_mallory'),
+       memmie.grant_admin('memmie_sec_mallory'), memmie.revoke_access('memmie_sec_mallory');
 SELECT memmie.backfill('sec-summarizer') >= 0 AS backfilled;
 -- operations (the background worker runs maintenance() as a superuser)
 SELECT memmie.ensure_partitions() >= 0 AS ensured;
