@@ -112,6 +112,24 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Citus
+
+-- True when memmie's tables have been placed on a Citus cluster (memmie.distribute()): the
+-- functions that must work differently there (the counting, the queue, GC, the event feed, the
+-- DAG) take their distributed path. False on a single node, and with Citus loaded but memmie's
+-- tables still local (the catalog of Citus is read only when the extension is there).
+CREATE FUNCTION memmie._distributed() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass);
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Quotas
 
 -- A content's size against the user's max_content_size quota.

@@ -2502,6 +2502,24 @@ WHERE memmie._snapshot_interval() OPERATOR(pg_catalog.>) 0
   AND v.version OPERATOR(pg_catalog.%) memmie._snapshot_interval() OPERATOR(pg_catalog.=) 0;
 
 -- ---------------------------------------------------------------------------------------------
+-- Citus
+
+-- True when memmie's tables have been placed on a Citus cluster (memmie.distribute()): the
+-- functions that must work differently there (the counting, the queue, GC, the event feed, the
+-- DAG) take their distributed path. False on a single node, and with Citus loaded but memmie's
+-- tables still local (the catalog of Citus is read only when the extension is there).
+CREATE FUNCTION memmie._distributed() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass);
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- memmie on Citus (issue 16): distribute() places the tables on a Citus cluster (admin level;
 -- sql/distribute.sql), and a partition made after it gets user_id in its key. Before the
 -- privileges below, which revoke them from PUBLIC and make distribute() SECURITY DEFINER.
