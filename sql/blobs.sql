@@ -129,7 +129,7 @@ BEGIN
     -- every snapshot_interval-th version keeps its whole state: replay starts there (blob_state)
     interval_ := memmie._snapshot_interval();
     IF interval_ > 0 AND nb.version % interval_ = 0 THEN
-        INSERT INTO memmie.blob_snapshots (blob_id, version, state) VALUES (nb.id, nb.version, s);
+        INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state) VALUES (nb.id, nb.version, nb.user_id, s);
     END IF;
     RETURN d;
 END
@@ -477,7 +477,7 @@ BEGIN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
     END IF;
     SELECT * INTO snap FROM memmie.blob_snapshots x
-    WHERE x.blob_id = b.id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
+    WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
     IF snap.state IS NULL THEN
         SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
         FROM memmie.deltas d
@@ -560,8 +560,8 @@ BEGIN
         RETURN 0;
     END IF;
     -- the new base keeps its state whole (it may be a snapshot already)
-    INSERT INTO memmie.blob_snapshots (blob_id, version, state)
-    VALUES (b.id, p_before, memmie._state_of(b, p_before))
+    INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state)
+    VALUES (b.id, p_before, b.user_id, memmie._state_of(b, p_before))
     ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
     DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < p_before;
     GET DIAGNOSTICS n = ROW_COUNT;

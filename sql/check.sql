@@ -35,7 +35,7 @@ BEGIN
         FROM memmie.blob_versions v
         FULL JOIN (SELECT x.blob_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
                ON d.blob_id = v.blob_id AND d.to_version = v.version
-        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version
+        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version AND k.user_id = v.user_id
         ORDER BY 1, 2
     LOOP
         IF r.blob_id IS DISTINCT FROM cur THEN

@@ -10,7 +10,7 @@
 --   reference tables (a copy on every node): providers, provider_versions, provider_metrics,
 --     grantees (the access levels: read by the row-level security policies on every shard);
 --   distributed by user_id, co-located with user_contexts: user_contexts, blobs, blob_versions,
---     user_content_refs, deltas, events, provider_processing, jobs, usage_metrics,
+--     blob_snapshots, user_content_refs, deltas, events, provider_processing, jobs, usage_metrics,
 --     usage_increments;
 --   distributed by content_hash, on its own: content_storage (one row per content, shared by
 --     users on any node);
@@ -85,7 +85,7 @@ BEGIN
     -- Every table placed: nothing to do (a second call).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
                        'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
-                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.user_content_refs',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
                        'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                        'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
@@ -110,6 +110,8 @@ BEGIN
                'def', CASE WHEN c.conrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass
                              OR c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
                              OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                               THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
                            WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
                                THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
                                         (SELECT a.attname FROM pg_catalog.pg_attribute a
@@ -134,6 +136,7 @@ BEGIN
     FOR k IN SELECT * FROM (VALUES
         ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
         ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
         ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
@@ -194,6 +197,7 @@ BEGIN
         (4, 'memmie.user_contexts', 'distributed', 'user_id'),
         (5, 'memmie.blobs', 'distributed', 'user_id'),
         (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
         (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
         (8, 'memmie.deltas', 'distributed', 'user_id'),
         (9, 'memmie.events', 'distributed', 'user_id'),

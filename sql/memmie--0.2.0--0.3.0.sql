@@ -335,7 +335,7 @@ BEGIN
         FROM memmie.blob_versions v
         FULL JOIN (SELECT x.blob_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
                ON d.blob_id = v.blob_id AND d.to_version = v.version
-        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version
+        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version AND k.user_id = v.user_id
         ORDER BY 1, 2
     LOOP
         IF r.blob_id IS DISTINCT FROM cur THEN
@@ -2318,6 +2318,8 @@ $$;
 CREATE TABLE memmie.blob_snapshots (
     blob_id uuid NOT NULL,
     version integer NOT NULL,
+    -- the blob's user (its versions' user): on a Citus cluster the table is distributed by it
+    user_id uuid NOT NULL,
     state   jsonb NOT NULL CHECK (jsonb_typeof(state) = 'object'),
     PRIMARY KEY (blob_id, version),
     CONSTRAINT fk_version FOREIGN KEY (blob_id, version)
@@ -2370,7 +2372,7 @@ BEGIN
     -- every snapshot_interval-th version keeps its whole state: replay starts there (blob_state)
     interval_ := memmie._snapshot_interval();
     IF interval_ > 0 AND nb.version % interval_ = 0 THEN
-        INSERT INTO memmie.blob_snapshots (blob_id, version, state) VALUES (nb.id, nb.version, s);
+        INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state) VALUES (nb.id, nb.version, nb.user_id, s);
     END IF;
     RETURN d;
 END
@@ -2387,7 +2389,7 @@ BEGIN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
     END IF;
     SELECT * INTO snap FROM memmie.blob_snapshots x
-    WHERE x.blob_id = b.id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
+    WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
     IF snap.state IS NULL THEN
         SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
         FROM memmie.deltas d
@@ -2435,8 +2437,8 @@ BEGIN
         RETURN 0;
     END IF;
     -- the new base keeps its state whole (it may be a snapshot already)
-    INSERT INTO memmie.blob_snapshots (blob_id, version, state)
-    VALUES (b.id, p_before, memmie._state_of(b, p_before))
+    INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state)
+    VALUES (b.id, p_before, b.user_id, memmie._state_of(b, p_before))
     ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
     DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < p_before;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -2494,8 +2496,8 @@ $$;
 
 REVOKE ALL ON FUNCTION memmie._apply_keep_versions() FROM PUBLIC;
 
-INSERT INTO memmie.blob_snapshots (blob_id, version, state)
-SELECT v.blob_id, v.version,
+INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state)
+SELECT v.blob_id, v.version, v.user_id,
        memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
 FROM memmie.blob_versions v
 WHERE memmie._snapshot_interval() OPERATOR(pg_catalog.>) 0
@@ -2587,7 +2589,7 @@ BEGIN
     -- Every table placed: nothing to do (a second call).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
                        'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
-                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.user_content_refs',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
                        'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                        'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
@@ -2612,6 +2614,8 @@ BEGIN
                'def', CASE WHEN c.conrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass
                              OR c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
                              OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                               THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
                            WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
                                THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
                                         (SELECT a.attname FROM pg_catalog.pg_attribute a
@@ -2636,6 +2640,7 @@ BEGIN
     FOR k IN SELECT * FROM (VALUES
         ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
         ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
         ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
@@ -2696,6 +2701,7 @@ BEGIN
         (4, 'memmie.user_contexts', 'distributed', 'user_id'),
         (5, 'memmie.blobs', 'distributed', 'user_id'),
         (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
         (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
         (8, 'memmie.deltas', 'distributed', 'user_id'),
         (9, 'memmie.events', 'distributed', 'user_id'),

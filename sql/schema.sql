@@ -121,6 +121,8 @@ CREATE INDEX idx_blob_versions_content ON memmie.blob_versions (content_hash);
 CREATE TABLE memmie.blob_snapshots (
     blob_id uuid NOT NULL,
     version integer NOT NULL,
+    -- the blob's user (its versions' user): on a Citus cluster the table is distributed by it
+    user_id uuid NOT NULL,
     state   jsonb NOT NULL CHECK (jsonb_typeof(state) = 'object'),
     PRIMARY KEY (blob_id, version),
     CONSTRAINT fk_version FOREIGN KEY (blob_id, version)

@@ -8,10 +8,10 @@ FROM generate_series(1, 8) i,
               WHERE pl.shardid = get_shard_id_for_distribution_column('memmie.blobs', citus_test.user_n(i))) s;
 
 -- check: [distributed] the tables are placed as distribute() says
-SELECT count(*) FILTER (WHERE d.partmethod = 'n') = 4 AND count(*) FILTER (WHERE d.partmethod = 'h') = 11
+SELECT count(*) FILTER (WHERE d.partmethod = 'n') = 4 AND count(*) FILTER (WHERE d.partmethod = 'h') = 12
    AND count(DISTINCT d.colocationid) FILTER (WHERE d.partmethod = 'h' AND t <> 'memmie.content_storage') = 1
 FROM unnest(ARRAY['memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics', 'memmie.grantees',
-                  'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.user_content_refs',
+                  'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
                   'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                   'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) t
 JOIN pg_dist_partition d ON d.logicalrelid = t::regclass;
