@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # tests/citus/citus.sh PGBIN WORKDIR: memmie on a 3-node Citus cluster (PostgreSQL 15).
 #
-# Starts a coordinator and two workers on 127.0.0.1 (ports MEMMIE_CITUS_PORT, +1, +2; default
-# 5710-5712), each with its own data directory under WORKDIR, shared_preload_libraries = 'citus'
-# and trust authentication for 127.0.0.1 only (and the node's own Unix socket). Adds the workers,
-# runs CREATE EXTENSION citus (every node) and memmie (coordinator; Citus propagates it), then
+# Starts a coordinator and two workers (tests/citus/cluster.sh: ports MEMMIE_CITUS_PORT, +1, +2;
+# default 5710-5712; data directories under WORKDIR), runs CREATE EXTENSION memmie on the
+# coordinator (Citus propagates it), then
 # memmie.distribute(), then tests/citus/workload.sql step by step, then the invariants in
 # tests/citus/invariants.sql, then: no prepared transaction left on any node, no ERROR in any
 # node's log other than those of the steps that failed. Stops every node at the end (trap).
@@ -21,75 +20,25 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PGBIN=${1:?usage: citus.sh PGBIN WORKDIR}
 WORK=${2:?usage: citus.sh PGBIN WORKDIR}
-BASE_PORT=${MEMMIE_CITUS_PORT:-5710}
 DB=memmie_citus
-NODES=(coordinator worker1 worker2)
-ME=$(id -un)
-RUNAS=$ME; [ "$(id -u)" = 0 ] && RUNAS=postgres
-as_owner() { if [ "$ME" = "$RUNAS" ]; then "$@"; else runuser -u "$RUNAS" -- "$@"; fi; }
+source "$HERE/cluster.sh"
+NODES=("${CITUS_NODES[@]}")
 
 PASSED=0 FAILED=0
 ok()     { PASSED=$((PASSED + 1)); echo "ok - $*"; }
 not_ok() { FAILED=$((FAILED + 1)); echo "not ok - $*"; }
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" = 0 ]; exit $?; }
 
-port_of() { echo $((BASE_PORT + $1)); }
-dir_of()  { echo "$WORK/${NODES[$1]}"; }
-# psql on node I (over TCP, as the nodes talk to each other)
-node_psql() { local i=$1; shift; "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$(port_of "$i")" -U postgres "$@"; }
-
-stop_all() {
-    local i
-    for i in "${!NODES[@]}"; do
-        [ -d "$(dir_of "$i")/data" ] && as_owner "$PGBIN/pg_ctl" -D "$(dir_of "$i")/data" -m fast stop >/dev/null 2>&1
-    done
-    return 0
-}
 # MEMMIE_CITUS_CONTROL=1 is the control run: the same cluster, workload and checks, but the steps
 # and checks marked [distributed] are skipped, so memmie's tables stay local to the coordinator
 # (the workload and the checks pass there; what fails in a real run fails because of Citus).
 # MEMMIE_CITUS_KEEP=1 leaves the nodes running after the workload (to look at them by hand;
 # stop them with pg_ctl -D WORKDIR/NODE/data stop) and skips the log checks.
-[ -n "${MEMMIE_CITUS_KEEP:-}" ] || trap stop_all EXIT
+[ -n "${MEMMIE_CITUS_KEEP:-}" ] || trap citus_cluster_stop EXIT
 
-mkdir -p "$WORK"; chmod 755 "$WORK"
-[ "$ME" = "$RUNAS" ] || chown "$RUNAS" "$WORK"
-for i in "${!NODES[@]}"; do
-    d=$(dir_of "$i"); port=$(port_of "$i")
-    rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"
-    [ "$ME" = "$RUNAS" ] || chown "$RUNAS" "$d"
-    if ! as_owner "$PGBIN/initdb" -D "$d/data" -U postgres -E UTF8 --locale=C.UTF-8 --no-sync \
-            --auth-local=trust --auth-host=reject >"$d/initdb.log" 2>&1; then
-        cat "$d/initdb.log"; not_ok "initdb ${NODES[$i]}"; finish
-    fi
-    # trust for this machine's loopback address only; everything else is refused
-    as_owner sh -c "printf '%s\n' 'local all all trust' 'host all all 127.0.0.1/32 trust' >'$d/data/pg_hba.conf'"
-    as_owner sh -c "cat >>'$d/data/postgresql.conf'" <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$d'
-shared_preload_libraries = 'citus'
-fsync = off
-max_prepared_transactions = 100
-log_min_messages = warning
-log_line_prefix = '%m [%p] %d '
-CONF
-    if ! as_owner "$PGBIN/pg_ctl" -D "$d/data" -w -l "$d/server.log" start >/dev/null; then
-        tail -20 "$d/server.log"; not_ok "start ${NODES[$i]} on port $port"; finish
-    fi
-    node_psql "$i" -d postgres -c "CREATE DATABASE $DB" -c "\\c $DB" -c "CREATE EXTENSION citus" \
-        || { not_ok "CREATE EXTENSION citus on ${NODES[$i]}"; finish; }
-done
-ok "3 nodes started (ports $(port_of 0)-$(port_of 2)), citus in each"
-
-if node_psql 0 -d "$DB" -v ON_ERROR_STOP=1 \
-        -c "SELECT citus_set_coordinator_host('127.0.0.1', $(port_of 0))" \
-        -c "SELECT citus_add_node('127.0.0.1', $(port_of 1))" \
-        -c "SELECT citus_add_node('127.0.0.1', $(port_of 2))" >/dev/null; then
-    ok "workers added: $(node_psql 0 -d "$DB" -At -c "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND isactive AND shouldhaveshards")"
-else
-    not_ok "citus_add_node"; finish
-fi
+citus_cluster_start "$PGBIN" "$WORK" "$DB" || { not_ok "a 3-node Citus cluster"; finish; }
+ok "3 nodes started (ports $(citus_port_of 0)-$(citus_port_of 2)), citus in each"
+ok "workers added: $(node_psql 0 -d "$DB" -At -c "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND isactive AND shouldhaveshards")"
 if node_psql 0 -d "$DB" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION memmie" >/dev/null; then
     ok "CREATE EXTENSION memmie on the coordinator, on the workers: $(node_psql 1 -d "$DB" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'memmie'"), $(node_psql 2 -d "$DB" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'memmie'")"
 else
@@ -155,14 +104,14 @@ for i in "${!NODES[@]}"; do
     if [ "$n" = 0 ]; then ok "no prepared transaction left on ${NODES[$i]}"; else not_ok "$n prepared transactions left on ${NODES[$i]}"; fi
 done
 if [ -n "${MEMMIE_CITUS_KEEP:-}" ]; then
-    echo "# the nodes keep running: $PGBIN/psql -h 127.0.0.1 -p $(port_of 0) -U postgres $DB"; finish
+    echo "# the nodes keep running: $PGBIN/psql -h 127.0.0.1 -p $(citus_port_of 0) -U postgres $DB"; finish
 fi
-stop_all
+citus_cluster_stop
 for i in "${!NODES[@]}"; do
-    n=$(grep -c ' ERROR: ' "$(dir_of "$i")/server.log")
+    n=$(grep -c ' ERROR: ' "$(citus_dir_of "$i")/server.log")
     if [ "$n" = 0 ]; then ok "no ERROR in the log of ${NODES[$i]}"; else
-        not_ok "$n ERRORs in the log of ${NODES[$i]} ($(dir_of "$i")/server.log), the first:"
-        grep ' ERROR: ' "$(dir_of "$i")/server.log" | sed 's/^[^E]*ERROR: //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/#   /'
+        not_ok "$n ERRORs in the log of ${NODES[$i]} ($(citus_dir_of "$i")/server.log), the first:"
+        grep ' ERROR: ' "$(citus_dir_of "$i")/server.log" | sed 's/^[^E]*ERROR: //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/#   /'
     fi
 done
 finish
