@@ -4,6 +4,11 @@
 -- 1 KiB each. derive_blob makes children of one parent. apply_delta runs on one blob: a
 -- metadata edit (the content stays, as a tag edit) and a JSON content edit (each version a new
 -- content, so the user's storage grows each call).
+-- The alternative for one blob: a plain table updated as memmie updates a blob's head row, with
+-- PostgreSQL alone: one row, 2,000 UPDATEs in one transaction, once changing only an unindexed
+-- column (a HOT update) and once an indexed one (as an edit of metadata, tags or content does
+-- in memmie.blobs). Every earlier version of that row stays until the transaction ends, and each
+-- lookup of the row by its key steps over them: PostgreSQL itself grows here.
 \ir runs.psql
 
 -- Runs `batches` batches of `batch` calls of q (a statement with $1 = the call's number, $2 =
@@ -19,14 +24,15 @@ DECLARE
     reads numeric[] := '{}';
 BEGIN
     FOR b IN 1..batches LOOP
-        SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)) INTO b0 FROM pg_class c WHERE c.relnamespace = 'memmie'::regnamespace;
+        SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)) INTO b0 FROM pg_class c
+        WHERE c.relnamespace IN ('memmie'::regnamespace, 'bench'::regnamespace);
         t0 := clock_timestamp();
         FOR i IN (b - 1) * batch + 1 .. b * batch LOOP
             EXECUTE q USING i, arg;
         END LOOP;
         times := times || round((extract(epoch FROM clock_timestamp() - t0) * 1000 / batch)::numeric, 4);
         reads := reads || round(((SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)) FROM pg_class c
-                                  WHERE c.relnamespace = 'memmie'::regnamespace) - b0) / batch::numeric, 1);
+                                  WHERE c.relnamespace IN ('memmie'::regnamespace, 'bench'::regnamespace)) - b0) / batch::numeric, 1);
     END LOOP;
     INSERT INTO bench.bulk_runs VALUES (benchmark, run, times, reads);
 END $$;
@@ -83,10 +89,35 @@ BEGIN
     END LOOP;
 END $$;
 
+-- the same on a plain table shaped as memmie.blobs' head row, a new row per run
+CREATE TABLE bench.plain_heads (id uuid PRIMARY KEY, version int NOT NULL, updated_at timestamptz NOT NULL,
+                                metadata jsonb NOT NULL, hits int NOT NULL DEFAULT 0);
+CREATE INDEX ON bench.plain_heads (updated_at);
+CREATE INDEX ON bench.plain_heads USING gin (metadata jsonb_path_ops);
+CREATE PROCEDURE bench.bulk_plain(runs int, kind text) LANGUAGE plpgsql AS $$
+DECLARE
+    head uuid;
+BEGIN
+    FOR r IN 1..runs LOOP
+        head := gen_random_uuid();
+        INSERT INTO bench.plain_heads VALUES (head, 1, now(), '{}');
+        COMMIT;
+        PERFORM bench.batches('PostgreSQL: UPDATE of one row (' || kind || '), 5 x 400 in one transaction', r,
+               CASE kind WHEN 'unindexed column, HOT'
+                   THEN $q$UPDATE bench.plain_heads SET hits = hits + 1 WHERE id = $2$q$
+                   ELSE $q$UPDATE bench.plain_heads SET version = version + 1, updated_at = clock_timestamp(),
+                                   metadata = jsonb_build_object('n', $1) WHERE id = $2$q$ END,
+               5, 400, head);
+        COMMIT;
+    END LOOP;
+END $$;
+
 CALL bench.bulk_create(:bench_runs);
 CALL bench.bulk_derive(:bench_runs);
 CALL bench.bulk_apply(:bench_runs, 'metadata');
 CALL bench.bulk_apply(:bench_runs, 'content');
+CALL bench.bulk_plain(:bench_runs, 'unindexed column, HOT');
+CALL bench.bulk_plain(:bench_runs, 'indexed columns, as memmie.blobs');
 
 -- Into bench.results: the median ms per call of batch 1 and of batch 5, and their ratio; the
 -- same for the buffer reads per call (the same in every run: the median is that value).
@@ -101,12 +132,13 @@ FROM (SELECT benchmark,
              percentile_cont(0.5) WITHIN GROUP (ORDER BY reads[5] / reads[1]) AS rratio,
              min(run) AS first, count(*)::int AS n
       FROM bench.bulk_runs GROUP BY benchmark) m,
-     LATERAL (VALUES ('memmie: batch 1 (calls 1-400)', round(m.b1::numeric, 3), 'ms per call'),
-                     ('memmie: batch 5 (calls 1601-2000)', round(m.b5::numeric, 3), 'ms per call'),
-                     ('memmie: batch 5 / batch 1', round(m.ratio::numeric, 3), 'ratio of ms (target <= 1.2), not ms'),
-                     ('memmie: batch 1 buffer reads', round(m.r1::numeric, 1), 'buffer reads per call, not ms'),
-                     ('memmie: batch 5 buffer reads', round(m.r5::numeric, 1), 'buffer reads per call, not ms'),
-                     ('memmie: batch 5 / batch 1 buffer reads', round(m.rratio::numeric, 3), 'ratio of buffer reads, not ms'))
+     LATERAL (SELECT CASE WHEN m.benchmark LIKE 'PostgreSQL:%' THEN 'PostgreSQL' ELSE 'memmie' END AS who) w,
+     LATERAL (VALUES (w.who || ': batch 1 (calls 1-400)', round(m.b1::numeric, 3), 'ms per call'),
+                     (w.who || ': batch 5 (calls 1601-2000)', round(m.b5::numeric, 3), 'ms per call'),
+                     (w.who || ': batch 5 / batch 1', round(m.ratio::numeric, 3), 'ratio of ms (target <= 1.2), not ms'),
+                     (w.who || ': batch 1 buffer reads', round(m.r1::numeric, 1), 'buffer reads per call, not ms'),
+                     (w.who || ': batch 5 buffer reads', round(m.r5::numeric, 1), 'buffer reads per call, not ms'),
+                     (w.who || ': batch 5 / batch 1 buffer reads', round(m.rratio::numeric, 3), 'ratio of buffer reads, not ms'))
              v(variant, ms, per)
 ORDER BY m.first, benchmark;
 SELECT benchmark, run, times AS ms_per_call_by_batch, reads AS buffer_reads_per_call_by_batch
