@@ -3204,6 +3204,47 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker
+    -- (memmie._clock(): clock_timestamp() as a STABLE function, which Citus accepts in the WHERE
+    -- of a distributed DELETE; a volatile one it refuses)
+    DELETE FROM memmie.jobs j WHERE j.expires_at < memmie._clock() AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    report := report || jsonb_build_object('versions_squashed', memmie._apply_keep_versions());
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
 -- data runs as the owner (sql/privileges.sql).

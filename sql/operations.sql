@@ -82,7 +82,9 @@ BEGIN
         '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
     report := report || jsonb_build_object('views', memmie.refresh_views());
     -- jobs past expires_at are never handed out; a running one is left to its worker
-    DELETE FROM memmie.jobs j WHERE j.expires_at < clock_timestamp() AND j.status <> 'running';
+    -- (memmie._clock(): clock_timestamp() as a STABLE function, which Citus accepts in the WHERE
+    -- of a distributed DELETE; a volatile one it refuses)
+    DELETE FROM memmie.jobs j WHERE j.expires_at < memmie._clock() AND j.status <> 'running';
     GET DIAGNOSTICS n = ROW_COUNT;
     report := report || jsonb_build_object('expired_jobs_removed', n);
     report := report || jsonb_build_object('event_partitions_dropped',
