@@ -43,7 +43,8 @@ BEGIN
         CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
         JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
         WHERE q.keep >= 1 AND b.version > q.keep
-          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id) < b.version - q.keep + 1
+          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.user_id = b.user_id)
+              < b.version - q.keep + 1
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
