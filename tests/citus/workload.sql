@@ -114,8 +114,10 @@ INSERT INTO citus_test.ids
 SELECT 'note', 'u' || i, (memmie.create_blob(citus_test.user_n(i), convert_to('a long text ' || i, 'UTF8'), 'text/plain')).id::text
 FROM generate_series(1, 8) i;
 
--- step: dispatch_events
+-- step: dispatch_events, two dispatchers
 SELECT citus_test.need('note', 8);
+SELECT memmie.dispatch_events(10000);
+-- and:
 SELECT memmie.dispatch_events(10000);
 
 -- step: claim_jobs, two workers
