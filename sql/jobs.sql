@@ -82,6 +82,120 @@ BEGIN
 END
 $$;
 
+-- The claim on a Citus cluster (claim_jobs takes this path when memmie._distributed()): there
+-- jobs is distributed by user_id, and Citus refuses row locks (FOR UPDATE SKIP LOCKED) in a query
+-- over many shards. So the claim is optimistic, in two steps:
+--   1. candidates without row locks: one query over every shard, in claim_jobs' order (run_after,
+--      created_at, id), a few more than needed (some may be taken meanwhile);
+--   2. each candidate claimed by (id, user_id), one shard: FOR UPDATE SKIP LOCKED of the row with
+--      its conditions checked again (status 'queued', due, not expired), then the UPDATE.
+-- A job is never handed to two workers: step 2 locks the row and reads its latest committed
+-- version (under READ COMMITTED a locked row is checked again as it is now), so of two workers
+-- only the first sees it queued; the second skips it, or finds it running. A row another
+-- session holds is skipped, not waited for, so one busy job does not stall the others. Up to
+-- three rounds when candidates were taken by others (each goes on after the last one tried).
+-- Expired leases are taken back the same way (at most 100 per call). No volatile function in
+-- the UPDATEs (Citus refuses them): p_now is the call's clock_timestamp(). Callable on a single
+-- node too (tests/isolation/specs/claim_race_sharded.spec); p_types in the plain form (or NULL).
+CREATE FUNCTION memmie._claim_jobs_sharded(p_worker text, p_max int, p_lease interval, p_types text[],
+                                           p_now timestamptz)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids       text[];
+    users     uuid[];
+    v_id      text;
+    v_user    uuid;
+    v_msg     text;
+    after_run timestamptz;
+    after_at  timestamptz;
+    after_id  text;
+    last_run  timestamptz;
+    last_at   timestamptz;
+    limit_was int;
+    j         memmie.jobs;
+    n         int := 0;
+BEGIN
+    SELECT array_agg(x.id ORDER BY x.lease_expires_at), array_agg(x.user_id ORDER BY x.lease_expires_at)
+    INTO ids, users
+    FROM (SELECT e.id, e.user_id, e.lease_expires_at FROM memmie.jobs e
+          WHERE e.status = 'running' AND e.lease_expires_at < p_now
+          ORDER BY e.lease_expires_at
+          LIMIT 100) x;
+    FOR i IN 1 .. coalesce(cardinality(ids), 0) LOOP
+        v_id := ids[i];
+        v_user := users[i];
+        -- (the message made here: format() of the row's columns is STABLE, which Citus refuses
+        -- in a distributed UPDATE)
+        SELECT format('lease of worker %s expired at %s', e.worker_id, e.lease_expires_at)
+        INTO v_msg
+        FROM memmie.jobs e
+        WHERE e.id = v_id AND e.user_id = v_user
+          AND e.status = 'running' AND e.lease_expires_at < p_now
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE memmie.jobs e
+        SET status = CASE WHEN e.retry_count < e.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(e.retry_count + 1, e.max_retries),
+            error_message = v_msg,
+            completed_at = CASE WHEN e.retry_count < e.max_retries THEN NULL ELSE p_now END,
+            run_after = p_now, worker_id = NULL, lease_expires_at = NULL
+        WHERE e.id = v_id AND e.user_id = v_user;
+    END LOOP;
+
+    FOR r IN 1 .. 3 LOOP
+        SELECT array_agg(x.id ORDER BY x.run_after, x.created_at, x.id),
+               array_agg(x.user_id ORDER BY x.run_after, x.created_at, x.id),
+               (array_agg(x.run_after ORDER BY x.run_after DESC, x.created_at DESC, x.id DESC))[1],
+               (array_agg(x.created_at ORDER BY x.run_after DESC, x.created_at DESC, x.id DESC))[1]
+        INTO ids, users, last_run, last_at
+        FROM (SELECT e.id, e.user_id, e.run_after, e.created_at FROM memmie.jobs e
+              WHERE e.status = 'queued' AND e.run_after <= p_now
+                AND (e.expires_at IS NULL OR e.expires_at > p_now)
+                AND (p_types IS NULL OR e.job_type = ANY (p_types))
+                AND (after_id IS NULL OR (e.run_after, e.created_at, e.id::text) > (after_run, after_at, after_id))
+                -- (SELECT 1: an empty select list trips citusdata/citus#5094)
+                AND (e.job_type <> 'memmie.process' OR NOT EXISTS (
+                         SELECT 1 FROM memmie.providers p
+                         WHERE p.id = e.input ->> 'provider_id' AND p.status <> 'active'))
+              ORDER BY e.run_after, e.created_at, e.id
+              LIMIT 2 * (p_max - n) + 8) x;
+        EXIT WHEN ids IS NULL;
+        limit_was := 2 * (p_max - n) + 8;
+        FOR i IN 1 .. cardinality(ids) LOOP
+            v_id := ids[i];
+            v_user := users[i];
+            WITH l AS MATERIALIZED (
+                SELECT e.id FROM memmie.jobs e
+                WHERE e.id = v_id AND e.user_id = v_user
+                  AND e.status = 'queued' AND e.run_after <= p_now
+                  AND (e.expires_at IS NULL OR e.expires_at > p_now)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE memmie.jobs e
+            SET status = 'running', worker_id = p_worker,
+                lease_expires_at = p_now + p_lease, lease_duration = p_lease,
+                heartbeat_at = p_now, started_at = p_now, progress = 0
+            FROM l WHERE e.id = l.id AND e.user_id = v_user
+            RETURNING e.* INTO j;
+            IF j.id IS NOT NULL THEN
+                n := n + 1;
+                RETURN NEXT j;
+                IF n >= p_max THEN
+                    RETURN;
+                END IF;
+                j := NULL;
+            END IF;
+        END LOOP;
+        -- another round only when this one found as many as it asked for (there may be more)
+        EXIT WHEN cardinality(ids) < limit_was;
+        after_run := last_run;
+        after_at := last_at;
+        after_id := ids[cardinality(ids)];
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
                                   lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
 RETURNS SETOF memmie.jobs
@@ -103,6 +217,16 @@ BEGIN
     -- used), or failed when none is left. (t_now is a variable, not clock_timestamp() in the
     -- query, so that both conditions are index conditions.)
     t_now := clock_timestamp();
+    -- On a Citus cluster the claim goes shard by shard (memmie._claim_jobs_sharded, below); on a
+    -- single node it stays the one-statement claim tuned here.
+    IF memmie._distributed() THEN
+        IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+            claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));
+        END IF;
+        RETURN QUERY SELECT * FROM memmie._claim_jobs_sharded(claim_jobs.worker_id, claim_jobs.max_jobs,
+                                                              claim_jobs.lease, claim_jobs.job_types, t_now);
+        RETURN;
+    END IF;
     -- (looked for first: a query costs a fraction of an UPDATE that finds nothing)
     IF EXISTS (SELECT FROM memmie.jobs j WHERE j.status = 'running' AND j.lease_expires_at < memmie._clock()) THEN
         WITH expired AS MATERIALIZED (

@@ -2775,6 +2775,504 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- hqueue: the queue, the event feed and partitions on Citus (issue 16)
+--
+-- On a Citus cluster (memmie._distributed()) claim_jobs, dispatch_events and the event feed take
+-- a path of their own (sql/jobs.sql, sql/pipeline.sql: the reasons are there); on a single node
+-- they stay as they were. The partition upkeep's changes are in the library (src/partitions.rs).
+CREATE OR REPLACE FUNCTION memmie._claim_jobs_sharded(p_worker text, p_max int, p_lease interval, p_types text[],
+                                           p_now timestamptz)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids       text[];
+    users     uuid[];
+    v_id      text;
+    v_user    uuid;
+    v_msg     text;
+    after_run timestamptz;
+    after_at  timestamptz;
+    after_id  text;
+    last_run  timestamptz;
+    last_at   timestamptz;
+    limit_was int;
+    j         memmie.jobs;
+    n         int := 0;
+BEGIN
+    SELECT array_agg(x.id ORDER BY x.lease_expires_at), array_agg(x.user_id ORDER BY x.lease_expires_at)
+    INTO ids, users
+    FROM (SELECT e.id, e.user_id, e.lease_expires_at FROM memmie.jobs e
+          WHERE e.status = 'running' AND e.lease_expires_at < p_now
+          ORDER BY e.lease_expires_at
+          LIMIT 100) x;
+    FOR i IN 1 .. coalesce(cardinality(ids), 0) LOOP
+        v_id := ids[i];
+        v_user := users[i];
+        -- (the message made here: format() of the row's columns is STABLE, which Citus refuses
+        -- in a distributed UPDATE)
+        SELECT format('lease of worker %s expired at %s', e.worker_id, e.lease_expires_at)
+        INTO v_msg
+        FROM memmie.jobs e
+        WHERE e.id = v_id AND e.user_id = v_user
+          AND e.status = 'running' AND e.lease_expires_at < p_now
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE memmie.jobs e
+        SET status = CASE WHEN e.retry_count < e.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(e.retry_count + 1, e.max_retries),
+            error_message = v_msg,
+            completed_at = CASE WHEN e.retry_count < e.max_retries THEN NULL ELSE p_now END,
+            run_after = p_now, worker_id = NULL, lease_expires_at = NULL
+        WHERE e.id = v_id AND e.user_id = v_user;
+    END LOOP;
+
+    FOR r IN 1 .. 3 LOOP
+        SELECT array_agg(x.id ORDER BY x.run_after, x.created_at, x.id),
+               array_agg(x.user_id ORDER BY x.run_after, x.created_at, x.id),
+               (array_agg(x.run_after ORDER BY x.run_after DESC, x.created_at DESC, x.id DESC))[1],
+               (array_agg(x.created_at ORDER BY x.run_after DESC, x.created_at DESC, x.id DESC))[1]
+        INTO ids, users, last_run, last_at
+        FROM (SELECT e.id, e.user_id, e.run_after, e.created_at FROM memmie.jobs e
+              WHERE e.status = 'queued' AND e.run_after <= p_now
+                AND (e.expires_at IS NULL OR e.expires_at > p_now)
+                AND (p_types IS NULL OR e.job_type = ANY (p_types))
+                AND (after_id IS NULL OR (e.run_after, e.created_at, e.id::text) > (after_run, after_at, after_id))
+                -- (SELECT 1: an empty select list trips citusdata/citus#5094)
+                AND (e.job_type <> 'memmie.process' OR NOT EXISTS (
+                         SELECT 1 FROM memmie.providers p
+                         WHERE p.id = e.input ->> 'provider_id' AND p.status <> 'active'))
+              ORDER BY e.run_after, e.created_at, e.id
+              LIMIT 2 * (p_max - n) + 8) x;
+        EXIT WHEN ids IS NULL;
+        limit_was := 2 * (p_max - n) + 8;
+        FOR i IN 1 .. cardinality(ids) LOOP
+            v_id := ids[i];
+            v_user := users[i];
+            WITH l AS MATERIALIZED (
+                SELECT e.id FROM memmie.jobs e
+                WHERE e.id = v_id AND e.user_id = v_user
+                  AND e.status = 'queued' AND e.run_after <= p_now
+                  AND (e.expires_at IS NULL OR e.expires_at > p_now)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE memmie.jobs e
+            SET status = 'running', worker_id = p_worker,
+                lease_expires_at = p_now + p_lease, lease_duration = p_lease,
+                heartbeat_at = p_now, started_at = p_now, progress = 0
+            FROM l WHERE e.id = l.id AND e.user_id = v_user
+            RETURNING e.* INTO j;
+            IF j.id IS NOT NULL THEN
+                n := n + 1;
+                RETURN NEXT j;
+                IF n >= p_max THEN
+                    RETURN;
+                END IF;
+                j := NULL;
+            END IF;
+        END LOOP;
+        -- another round only when this one found as many as it asked for (there may be more)
+        EXIT WHEN cardinality(ids) < limit_was;
+        after_run := last_run;
+        after_at := last_at;
+        after_id := ids[cardinality(ids)];
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.claim_jobs(worker_id text, max_jobs int DEFAULT 1,
+                                  lease interval DEFAULT '5 minutes', job_types text[] DEFAULT NULL)
+RETURNS SETOF memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    t_now timestamptz;
+BEGIN
+    IF claim_jobs.worker_id IS NULL OR btrim(claim_jobs.worker_id) = '' OR length(claim_jobs.worker_id) > 255 THEN
+        PERFORM memmie._check_text(claim_jobs.worker_id, 'worker_id', 255);
+    END IF;
+    IF claim_jobs.max_jobs IS NULL OR claim_jobs.max_jobs < 1 OR claim_jobs.max_jobs > 10000 THEN
+        RAISE EXCEPTION 'max_jobs must be between 1 and 10000, got %', claim_jobs.max_jobs USING ERRCODE = '22023';
+    END IF;
+    IF claim_jobs.lease IS NULL OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', claim_jobs.lease USING ERRCODE = '22023';
+    END IF;
+    -- Take back jobs whose lease expired (at most 100 per call): queued again (one more attempt
+    -- used), or failed when none is left. (t_now is a variable, not clock_timestamp() in the
+    -- query, so that both conditions are index conditions.)
+    t_now := clock_timestamp();
+    -- On a Citus cluster the claim goes shard by shard (memmie._claim_jobs_sharded, below); on a
+    -- single node it stays the one-statement claim tuned here.
+    IF memmie._distributed() THEN
+        IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+            claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));
+        END IF;
+        RETURN QUERY SELECT * FROM memmie._claim_jobs_sharded(claim_jobs.worker_id, claim_jobs.max_jobs,
+                                                              claim_jobs.lease, claim_jobs.job_types, t_now);
+        RETURN;
+    END IF;
+    -- (looked for first: a query costs a fraction of an UPDATE that finds nothing)
+    IF EXISTS (SELECT FROM memmie.jobs j WHERE j.status = 'running' AND j.lease_expires_at < memmie._clock()) THEN
+        WITH expired AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'running' AND j.lease_expires_at < t_now
+            ORDER BY j.lease_expires_at
+            LIMIT 100
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END,
+            retry_count = least(j.retry_count + 1, j.max_retries),
+            error_message = format('lease of worker %s expired at %s', j.worker_id, j.lease_expires_at),
+            completed_at = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE t_now END,
+            run_after = t_now, worker_id = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id;
+    END IF;
+
+    -- The claim is written twice on purpose. A LIMIT given as a parameter makes PostgreSQL plan
+    -- the statement anew on every call (about half of a one-job claim's time) or, once it
+    -- settles on a generic plan, sort every queued job. The usual worker's call, one job of one
+    -- type, has its own statement with LIMIT 1, planned once: the type is a range of one value
+    -- and leads the ORDER BY, so that only idx_jobs_queued_type gives the order (with an
+    -- equality, the plan made without knowing the type guesses how much of the queue is of it
+    -- and may walk idx_jobs_queued past every queued job of the other types). Every other call
+    -- is planned with its arguments, where the conditions on job_types fold to the one that
+    -- applies (one type: idx_jobs_queued_type; none: idx_jobs_queued).
+    -- A provider's processings (job_type 'memmie.process', input.provider_id) are held while
+    -- the provider is inactive or deprecated (set_provider_status): skipped, still queued, and
+    -- handed out again once it is active. One primary-key lookup of memmie.providers per
+    -- candidate, inside the cached plan.
+    IF array_ndims(claim_jobs.job_types) > 1 OR array_lower(claim_jobs.job_types, 1) <> 1 THEN
+        claim_jobs.job_types := ARRAY(SELECT unnest(claim_jobs.job_types));   -- the plain form
+    END IF;
+    IF claim_jobs.max_jobs = 1 AND cardinality(claim_jobs.job_types) = 1 THEN
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND j.job_type >= claim_jobs.job_types[1] AND j.job_type <= claim_jobs.job_types[1]
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.job_type, j.run_after, j.created_at, j.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    ELSE
+        RETURN QUERY
+        WITH c AS MATERIALIZED (
+            SELECT j.id FROM memmie.jobs j
+            WHERE j.status = 'queued' AND j.run_after <= t_now
+              AND (j.expires_at IS NULL OR j.expires_at > t_now)
+              AND (claim_jobs.job_types IS NULL
+                   OR (cardinality(claim_jobs.job_types) = 1 AND j.job_type = claim_jobs.job_types[1])
+                   OR (cardinality(claim_jobs.job_types) > 1 AND j.job_type = ANY (claim_jobs.job_types)))
+              AND (j.job_type <> 'memmie.process' OR NOT EXISTS (
+                       SELECT FROM memmie.providers p
+                       WHERE p.id = j.input ->> 'provider_id' AND p.status <> 'active'))
+            ORDER BY j.run_after, j.created_at, j.id
+            LIMIT claim_jobs.max_jobs
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE memmie.jobs j
+        SET status = 'running', worker_id = claim_jobs.worker_id,
+            lease_expires_at = t_now + claim_jobs.lease, lease_duration = claim_jobs.lease,
+            heartbeat_at = t_now, started_at = t_now, progress = 0
+        FROM c WHERE j.id = c.id
+        RETURNING j.*;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._sequence_events_sharded(p_max int) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    pos bigint[];
+    n   int;
+BEGIN
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0));
+    SELECT array_agg(x.id ORDER BY x.created_at, x.id) INTO ids
+    FROM (SELECT e.id, e.created_at FROM memmie.events e
+          WHERE e.position IS NULL
+          ORDER BY e.created_at, e.id
+          LIMIT p_max) x;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    pos := ARRAY(SELECT nextval('memmie.event_position_seq') FROM generate_series(1, cardinality(ids)));
+    UPDATE memmie.events e SET position = s.pos
+    FROM unnest(ids, pos) s(id, pos)
+    WHERE e.id = s.id AND e.position IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._sequence_events(p_max int DEFAULT 10000) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int;
+BEGIN
+    IF memmie._distributed() THEN
+        RETURN memmie._sequence_events_sharded(p_max);
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0)) THEN
+        RETURN 0;   -- another session is sequencing; its positions appear when it commits
+    END IF;
+    UPDATE memmie.events e SET position = s.pos
+    FROM (SELECT u.id, u.created_at, nextval('memmie.event_position_seq') AS pos
+          FROM (SELECT x.id, x.created_at FROM memmie.events x
+                WHERE x.position IS NULL
+                ORDER BY x.created_at, x.id
+                LIMIT p_max
+                FOR UPDATE SKIP LOCKED) u) s
+    WHERE e.id = s.id AND e.created_at = s.created_at;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.events_since(after_position bigint DEFAULT 0, max_events int DEFAULT 100)
+RETURNS SETOF memmie.events
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM memmie._require(events_since.after_position, 'after_position');
+    IF events_since.max_events IS NULL OR events_since.max_events < 1 OR events_since.max_events > 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, got %', events_since.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    IF memmie._distributed() THEN
+        IF NOT pg_catalog.citus_is_coordinator() THEN
+            RAISE EXCEPTION 'memmie.events_since() runs on the Citus coordinator, not on a worker'
+                USING ERRCODE = '55000',
+                      DETAIL = 'the positions of the feed are given and read under a lock of the coordinator';
+        END IF;
+        -- reads under the sequencing lock, which _sequence_events_sharded takes: no round of
+        -- positions is half committed meanwhile (see there)
+    END IF;
+    PERFORM memmie._sequence_events();
+    RETURN QUERY SELECT * FROM memmie.events e
+                 WHERE e.position > events_since.after_position
+                 ORDER BY e.position
+                 LIMIT events_since.max_events;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._dispatch_events_sharded(p_max int) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now     timestamptz := clock_timestamp();
+    users     uuid[];
+    ids       uuid[];
+    u         uuid;
+    uids      uuid[];
+    after_at  timestamptz;
+    after_id  uuid;
+    last_at   timestamptz;
+    limit_was int;
+    ev_id     uuid[] := '{}';
+    ev_at     timestamptz[] := '{}';
+    ev_type   text[] := '{}';
+    ev_agg    uuid[] := '{}';
+    ev_aggt   text[] := '{}';
+    ev_pay    jsonb[] := '{}';
+    ev_user   uuid[] := '{}';
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+BEGIN
+    FOR r IN 1 .. 3 LOOP
+        SELECT array_agg(x.user_id ORDER BY x.created_at, x.id), array_agg(x.id ORDER BY x.created_at, x.id),
+               max(x.created_at)
+        INTO users, ids, last_at
+        FROM (SELECT e.user_id, e.id, e.created_at FROM memmie.events e
+              WHERE e.processed = false
+                AND (after_at IS NULL OR (e.created_at, e.id) > (after_at, after_id))
+              ORDER BY e.created_at, e.id
+              LIMIT p_max - cardinality(ev_id)) x;
+        limit_was := p_max - cardinality(ev_id);
+        EXIT WHEN ids IS NULL;
+        FOR u, uids IN SELECT x.u, array_agg(x.id) FROM unnest(users, ids) x(u, id) GROUP BY x.u LOOP
+            WITH c AS MATERIALIZED (
+                SELECT e.id, e.created_at FROM memmie.events e
+                WHERE e.user_id = u AND e.processed = false AND e.id = ANY (uids)
+                FOR UPDATE SKIP LOCKED
+            ), marked AS (
+                UPDATE memmie.events e SET processed = true, processed_at = t_now
+                FROM c WHERE e.user_id = u AND e.id = c.id AND e.created_at = c.created_at
+                RETURNING e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+            )
+            SELECT ev_id || coalesce(array_agg(m.id), '{}'), ev_at || coalesce(array_agg(m.created_at), '{}'),
+                   ev_type || coalesce(array_agg(m.event_type::text), '{}'), ev_agg || coalesce(array_agg(m.aggregate_id), '{}'),
+                   ev_aggt || coalesce(array_agg(m.aggregate_type::text), '{}'), ev_pay || coalesce(array_agg(m.payload), '{}'),
+                   ev_user || coalesce(array_agg(u), '{}')
+            INTO ev_id, ev_at, ev_type, ev_agg, ev_aggt, ev_pay, ev_user
+            FROM marked m;
+        END LOOP;
+        -- another round only when this one found as many as it asked for (there may be more)
+        EXIT WHEN cardinality(ev_id) >= p_max OR cardinality(ids) < limit_was;
+        after_at := last_at;
+        after_id := ids[cardinality(ids)];
+    END LOOP;
+    IF cardinality(ev_id) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)
+    INTO blobs, providers, metadata
+    FROM (SELECT DISTINCT ON (b.user_id, b.id, p.id) b.id AS blob_id, p.id AS provider_id,
+                 jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+          FROM unnest(ev_id, ev_at, ev_type, ev_agg, ev_aggt, ev_pay, ev_user)
+                   AS ev(id, created_at, event_type, aggregate_id, aggregate_type, payload, user_id)
+          JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id AND b.user_id = ev.user_id
+          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.user_id = b.user_id
+               AND v.version = (ev.payload ->> 'version')::int
+          JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+          LEFT JOIN memmie.blob_versions pv ON pv.blob_id = b.id AND pv.user_id = b.user_id
+               AND pv.version = v.version - 1
+          -- (the rows spelled out: a whole-row reference would be a shard's row type on a worker)
+          WHERE memmie._matches(ROW(p.*)::memmie.providers, ROW(b.*)::memmie.blobs, ROW(v.*)::memmie.blob_versions)
+            AND NOT (ev.event_type = 'blob.updated'
+                     AND (p.processing_rules ->> 'content_changes_only')::boolean IS TRUE
+                     AND pv.content_hash IS NOT DISTINCT FROM v.content_hash AND pv.version IS NOT NULL)
+          ORDER BY b.user_id, b.id, p.id, ev.created_at) m;
+    PERFORM memmie._queue_processing(blobs, providers, metadata);
+    RETURN cardinality(ev_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    n         int;
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+BEGIN
+    IF dispatch_events.max_events IS NULL OR dispatch_events.max_events < 1
+       OR dispatch_events.max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', dispatch_events.max_events
+            USING ERRCODE = '22023';
+    END IF;
+    IF memmie._distributed() THEN
+        RETURN memmie._dispatch_events_sharded(dispatch_events.max_events);
+    END IF;
+    WITH ev AS MATERIALIZED (
+        SELECT e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+        FROM memmie.events e
+        WHERE e.processed = false
+        ORDER BY e.created_at, e.id
+        LIMIT dispatch_events.max_events
+        FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE memmie.events e SET processed = true, processed_at = clock_timestamp()
+        FROM ev WHERE e.id = ev.id AND e.created_at = ev.created_at
+        RETURNING 1
+    ), matched AS (
+        SELECT DISTINCT ON (b.id, p.id) b.id AS blob_id, p.id AS provider_id,
+               jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+        FROM ev
+        JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id
+        JOIN memmie.blob_versions v ON v.blob_id = b.id
+             AND v.version = (ev.payload ->> 'version')::int
+        JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+        LEFT JOIN memmie.blob_versions pv ON pv.blob_id = b.id AND pv.version = v.version - 1
+        WHERE memmie._matches(p, b, v)
+          -- a provider with processing_rules.content_changes_only skips a blob.updated that kept
+          -- the content (a tag or metadata edit)
+          AND NOT (ev.event_type = 'blob.updated'
+                   AND (p.processing_rules ->> 'content_changes_only')::boolean IS TRUE
+                   AND pv.content_hash IS NOT DISTINCT FROM v.content_hash AND pv.version IS NOT NULL)
+        ORDER BY b.id, p.id, ev.created_at
+    )
+    SELECT (SELECT count(*) FROM marked), array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)
+    INTO n, blobs, providers, metadata
+    FROM matched m;
+    PERFORM memmie._queue_processing(blobs, providers, metadata);
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._apply_keep_versions() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r     record;
+    total bigint := 0;
+BEGIN
+    FOR r IN
+        SELECT b.id, b.version - q.keep + 1 AS before_version
+        FROM memmie.user_contexts u
+        CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
+        JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
+        WHERE q.keep >= 1 AND b.version > q.keep
+          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.user_id = b.user_id)
+              < b.version - q.keep + 1
+        ORDER BY b.user_id, b.id
+    LOOP
+        BEGIN
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, NULL);
+        EXCEPTION WHEN no_data_found THEN
+            -- (P0002: deleted since the query read it; nothing to keep)
+            NULL;
+        END;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker
+    -- (memmie._clock(): clock_timestamp() as a STABLE function, which Citus accepts in the WHERE
+    -- of a distributed DELETE; a volatile one it refuses)
+    DELETE FROM memmie.jobs j WHERE j.expires_at < memmie._clock() AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    report := report || jsonb_build_object('versions_squashed', memmie._apply_keep_versions());
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
 -- data runs as the owner (sql/privileges.sql).
 DO $$

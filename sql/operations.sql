@@ -43,7 +43,8 @@ BEGIN
         CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
         JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
         WHERE q.keep >= 1 AND b.version > q.keep
-          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id) < b.version - q.keep + 1
+          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.user_id = b.user_id)
+              < b.version - q.keep + 1
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
@@ -82,7 +83,9 @@ BEGIN
         '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
     report := report || jsonb_build_object('views', memmie.refresh_views());
     -- jobs past expires_at are never handed out; a running one is left to its worker
-    DELETE FROM memmie.jobs j WHERE j.expires_at < clock_timestamp() AND j.status <> 'running';
+    -- (memmie._clock(): clock_timestamp() as a STABLE function, which Citus accepts in the WHERE
+    -- of a distributed DELETE; a volatile one it refuses)
+    DELETE FROM memmie.jobs j WHERE j.expires_at < memmie._clock() AND j.status <> 'running';
     GET DIAGNOSTICS n = ROW_COUNT;
     report := report || jsonb_build_object('expired_jobs_removed', n);
     report := report || jsonb_build_object('event_partitions_dropped',

@@ -102,6 +102,60 @@ CREATE TRIGGER sync_processing AFTER UPDATE OF status ON memmie.jobs
 -- ---------------------------------------------------------------------------------------------
 -- Event positions
 
+-- The event feed on a Citus cluster (_sequence_events takes this path when memmie._distributed()).
+-- events is distributed by user_id: the single-node statement (one multi-shard UPDATE with a
+-- locking subquery and nextval in it) is refused there, and worse, a reader could see half of
+-- a sequencing round: the round commits on each worker in turn (two-phase commit), so a reader
+-- in between might see position 10 (worker 1) and not yet 9 (worker 2), read past 9 and never
+-- see it. So on the cluster:
+--   1. Sequencing happens on the coordinator only, one session at a time: it waits for the
+--      transaction advisory lock (pg_advisory_xact_lock, a lock of the coordinator), and
+--      events_since holds the same lock while it reads (memmie.events_since). The lock is let go
+--      only when the holder's transaction has ended on every node (PostgreSQL releases locks
+--      after the commit callbacks, in which Citus commits the prepared transactions of the
+--      workers), so a reader sees all of a round's positions or none of them.
+--   2. Under the lock: the events without a position, in (created_at, id) order, read without
+--      row locks (one query over every shard); their positions drawn from
+--      memmie.event_position_seq on the coordinator in that order, after the lock was taken,
+--      so every one is above every position given by an earlier round; then one UPDATE over
+--      the shards writes them (a row another session changes meanwhile is waited for: the
+--      dispatchers never wait for this one (they skip locked rows), so no deadlock).
+-- Why no consumer misses an event: a reader sees a position only when the round that gave it
+-- has committed everywhere (1). Every later round draws from the sequence after taking the lock,
+-- so after that round, and gives only higher positions. An event not committed yet when a
+-- round reads (or committed on a worker the round's read did not see yet) gets its position in
+-- a later round: higher than any a reader may have seen. An event whose position was written
+-- in a round that rolled back gets a new, higher one later. Numbers drawn and not used (an event
+-- gone meanwhile) leave holes in the numbering, never an event below the reader's position.
+-- Called on a worker it gives no positions (0): the sequence and the lock are the coordinator's.
+CREATE FUNCTION memmie._sequence_events_sharded(p_max int) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    pos bigint[];
+    n   int;
+BEGIN
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0));
+    SELECT array_agg(x.id ORDER BY x.created_at, x.id) INTO ids
+    FROM (SELECT e.id, e.created_at FROM memmie.events e
+          WHERE e.position IS NULL
+          ORDER BY e.created_at, e.id
+          LIMIT p_max) x;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    pos := ARRAY(SELECT nextval('memmie.event_position_seq') FROM generate_series(1, cardinality(ids)));
+    UPDATE memmie.events e SET position = s.pos
+    FROM unnest(ids, pos) s(id, pos)
+    WHERE e.id = s.id AND e.position IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 -- Gives the committed events that have none a position, in order. Only one session sequences
 -- at a time and holds that right until it commits, so a position is never given out below one
 -- that a reader may already have seen: a consumer of events_since() misses nothing.
@@ -110,6 +164,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n int;
 BEGIN
+    IF memmie._distributed() THEN
+        RETURN memmie._sequence_events_sharded(p_max);
+    END IF;
     IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.sequence_events', 0)) THEN
         RETURN 0;   -- another session is sequencing; its positions appear when it commits
     END IF;
@@ -136,6 +193,15 @@ BEGIN
         RAISE EXCEPTION 'max_events must be between 1 and 10000, got %', events_since.max_events
             USING ERRCODE = '22023';
     END IF;
+    IF memmie._distributed() THEN
+        IF NOT pg_catalog.citus_is_coordinator() THEN
+            RAISE EXCEPTION 'memmie.events_since() runs on the Citus coordinator, not on a worker'
+                USING ERRCODE = '55000',
+                      DETAIL = 'the positions of the feed are given and read under a lock of the coordinator';
+        END IF;
+        -- reads under the sequencing lock, which _sequence_events_sharded takes: no round of
+        -- positions is half committed meanwhile (see there)
+    END IF;
     PERFORM memmie._sequence_events();
     RETURN QUERY SELECT * FROM memmie.events e
                  WHERE e.position > events_since.after_position
@@ -160,6 +226,100 @@ LANGUAGE sql STABLE AS $$
        AND memmie._provider_accepts(p, v.content_type, v.content_size)
 $$;
 
+-- dispatch_events on a Citus cluster (it takes this path when memmie._distributed()): events is
+-- distributed by user_id and Citus refuses FOR UPDATE SKIP LOCKED over many shards. So:
+--   1. the undispatched events, oldest first, without row locks (one query over every shard);
+--   2. user by user (one shard each), those of them still undispatched are locked (FOR UPDATE
+--      SKIP LOCKED) and marked processed in one statement: an event another dispatcher holds
+--      or has marked meanwhile is left to it, so with two dispatchers at once each event is
+--      dispatched once, and neither waits for the other; up to three rounds of 1 and 2 (each
+--      going on after the last event the one before tried) while fewer than p_max were marked;
+--   3. the events marked matched with the providers as on a single node, the joins between
+--      blobs and versions on (id, user_id) (co-located), and their processings queued.
+-- processed_at is the call's clock_timestamp() (Citus refuses a volatile function in a
+-- distributed UPDATE). Callable on a single node too (tests/isolation/specs/dispatch_race_sharded.spec).
+CREATE FUNCTION memmie._dispatch_events_sharded(p_max int) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now     timestamptz := clock_timestamp();
+    users     uuid[];
+    ids       uuid[];
+    u         uuid;
+    uids      uuid[];
+    after_at  timestamptz;
+    after_id  uuid;
+    last_at   timestamptz;
+    limit_was int;
+    ev_id     uuid[] := '{}';
+    ev_at     timestamptz[] := '{}';
+    ev_type   text[] := '{}';
+    ev_agg    uuid[] := '{}';
+    ev_aggt   text[] := '{}';
+    ev_pay    jsonb[] := '{}';
+    ev_user   uuid[] := '{}';
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+BEGIN
+    FOR r IN 1 .. 3 LOOP
+        SELECT array_agg(x.user_id ORDER BY x.created_at, x.id), array_agg(x.id ORDER BY x.created_at, x.id),
+               max(x.created_at)
+        INTO users, ids, last_at
+        FROM (SELECT e.user_id, e.id, e.created_at FROM memmie.events e
+              WHERE e.processed = false
+                AND (after_at IS NULL OR (e.created_at, e.id) > (after_at, after_id))
+              ORDER BY e.created_at, e.id
+              LIMIT p_max - cardinality(ev_id)) x;
+        limit_was := p_max - cardinality(ev_id);
+        EXIT WHEN ids IS NULL;
+        FOR u, uids IN SELECT x.u, array_agg(x.id) FROM unnest(users, ids) x(u, id) GROUP BY x.u LOOP
+            WITH c AS MATERIALIZED (
+                SELECT e.id, e.created_at FROM memmie.events e
+                WHERE e.user_id = u AND e.processed = false AND e.id = ANY (uids)
+                FOR UPDATE SKIP LOCKED
+            ), marked AS (
+                UPDATE memmie.events e SET processed = true, processed_at = t_now
+                FROM c WHERE e.user_id = u AND e.id = c.id AND e.created_at = c.created_at
+                RETURNING e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload
+            )
+            SELECT ev_id || coalesce(array_agg(m.id), '{}'), ev_at || coalesce(array_agg(m.created_at), '{}'),
+                   ev_type || coalesce(array_agg(m.event_type::text), '{}'), ev_agg || coalesce(array_agg(m.aggregate_id), '{}'),
+                   ev_aggt || coalesce(array_agg(m.aggregate_type::text), '{}'), ev_pay || coalesce(array_agg(m.payload), '{}'),
+                   ev_user || coalesce(array_agg(u), '{}')
+            INTO ev_id, ev_at, ev_type, ev_agg, ev_aggt, ev_pay, ev_user
+            FROM marked m;
+        END LOOP;
+        -- another round only when this one found as many as it asked for (there may be more)
+        EXIT WHEN cardinality(ev_id) >= p_max OR cardinality(ids) < limit_was;
+        after_at := last_at;
+        after_id := ids[cardinality(ids)];
+    END LOOP;
+    IF cardinality(ev_id) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(m.blob_id), array_agg(m.provider_id), array_agg(m.metadata)
+    INTO blobs, providers, metadata
+    FROM (SELECT DISTINCT ON (b.user_id, b.id, p.id) b.id AS blob_id, p.id AS provider_id,
+                 jsonb_build_object('event_id', ev.id, 'event_type', ev.event_type) AS metadata
+          FROM unnest(ev_id, ev_at, ev_type, ev_agg, ev_aggt, ev_pay, ev_user)
+                   AS ev(id, created_at, event_type, aggregate_id, aggregate_type, payload, user_id)
+          JOIN memmie.blobs b ON ev.aggregate_type = 'blob' AND b.id = ev.aggregate_id AND b.user_id = ev.user_id
+          JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.user_id = b.user_id
+               AND v.version = (ev.payload ->> 'version')::int
+          JOIN memmie.providers p ON ev.event_type = ANY (p.trigger_events)
+          LEFT JOIN memmie.blob_versions pv ON pv.blob_id = b.id AND pv.user_id = b.user_id
+               AND pv.version = v.version - 1
+          -- (the rows spelled out: a whole-row reference would be a shard's row type on a worker)
+          WHERE memmie._matches(ROW(p.*)::memmie.providers, ROW(b.*)::memmie.blobs, ROW(v.*)::memmie.blob_versions)
+            AND NOT (ev.event_type = 'blob.updated'
+                     AND (p.processing_rules ->> 'content_changes_only')::boolean IS TRUE
+                     AND pv.content_hash IS NOT DISTINCT FROM v.content_hash AND pv.version IS NOT NULL)
+          ORDER BY b.user_id, b.id, p.id, ev.created_at) m;
+    PERFORM memmie._queue_processing(blobs, providers, metadata);
+    RETURN cardinality(ev_id);
+END
+$$;
+
 CREATE FUNCTION memmie.dispatch_events(max_events int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -173,6 +333,9 @@ BEGIN
        OR dispatch_events.max_events > 100000 THEN
         RAISE EXCEPTION 'max_events must be between 1 and 100000, got %', dispatch_events.max_events
             USING ERRCODE = '22023';
+    END IF;
+    IF memmie._distributed() THEN
+        RETURN memmie._dispatch_events_sharded(dispatch_events.max_events);
     END IF;
     WITH ev AS MATERIALIZED (
         SELECT e.id, e.created_at, e.event_type, e.aggregate_id, e.aggregate_type, e.payload

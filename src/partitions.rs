@@ -189,9 +189,43 @@ fn missing(parent: pg_sys::Oid, planned: Vec<Planned>) -> Result<Vec<Planned>> {
         .collect())
 }
 
+/// Whether memmie's tables are on a Citus cluster (`memmie._distributed()`, sql/helpers.sql).
+/// False under a schema older than that function (this library with the SQL of 0.2.0, before
+/// `ALTER EXTENSION memmie UPDATE`: such a schema was never distributed).
+fn distributed() -> Result<bool> {
+    let known = Spi::get_one::<bool>("SELECT pg_catalog.to_regprocedure('memmie._distributed()') IS NOT NULL")
+        .map_err(spi_error)?
+        .unwrap_or(false);
+    if !known {
+        return Ok(false);
+    }
+    Spi::get_one::<bool>("SELECT memmie._distributed()")
+        .map_err(spi_error)
+        .map(|d| d.unwrap_or(false))
+}
+
 /// For each partition to make, whether rows of its range wait in the DEFAULT partition (one
-/// query for all of them).
-fn waiting_in_default(t: &Managed, todo: &[Planned]) -> Result<Vec<bool>> {
+/// query for all of them; on a Citus cluster one per range).
+fn waiting_in_default(t: &Managed, todo: &[Planned], dist: bool) -> Result<Vec<bool>> {
+    if dist {
+        // The DEFAULT partition is distributed there, and Citus refuses the correlated subquery
+        // over unnest() below ("correlated subqueries are not supported when the FROM clause
+        // contains a set returning function"): one EXISTS per range, each over every shard
+        // (a partition upkeep makes a handful of partitions at a time).
+        let query = format!(
+            "SELECT EXISTS (SELECT 1 FROM memmie.{} d WHERE d.created_at >= $1::timestamptz AND d.created_at < $2::timestamptz)",
+            default_of(t)
+        );
+        return todo
+            .iter()
+            .map(|p| {
+                pgrx::check_for_interrupts!();
+                Spi::get_one_with_args::<bool>(&query, &[p.from.clone().into(), p.to.clone().into()])
+                    .map_err(spi_error)
+                    .map(|found| found.unwrap_or(false))
+            })
+            .collect();
+    }
     let lo: Vec<String> = todo.iter().map(|p| p.from.clone()).collect();
     let hi: Vec<String> = todo.iter().map(|p| p.to.clone()).collect();
     let hits: Vec<i64> = Spi::get_one_with_args::<Vec<i64>>(
@@ -223,7 +257,8 @@ const DETACH_DEFAULT_AT: usize = 8;
 /// Creates partition `p` of `t`; rows of its range waiting in the DEFAULT partition (`waiting`)
 /// move into it. `detached`: the DEFAULT partition is detached at the moment.
 /// `options`: the WITH clause of the new partition (see [`partition_options`]).
-fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: &str) -> Result<()> {
+/// `dist`: the tables are on a Citus cluster (see below).
+fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: &str, dist: bool) -> Result<()> {
     let table = quote_ident(t.table);
     let name = quote_ident(&p.name);
     let default = default_of(t);
@@ -234,27 +269,58 @@ fn create_one(t: &Managed, p: &Planned, waiting: bool, detached: bool, options: 
         p.name.replace('\'', "''")
     );
     let (from, to) = (&p.from, &p.to);
-    let moved = format!(
-        "WITH moved AS (DELETE FROM memmie.{default} WHERE created_at >= '{from}' AND created_at < '{to}' RETURNING *) \
-         INSERT INTO memmie.{name} SELECT * FROM moved"
+    let range = format!("created_at >= '{from}' AND created_at < '{to}'");
+    let create = format!(
+        "CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{from}') TO ('{to}') {options}"
     );
-    let sql = if waiting && !detached {
+    // One statement per SPI call: Citus refuses a string of several commands when it passes
+    // the DDL on to the workers ("cannot insert multiple commands into a prepared statement").
+    let statements: Vec<String> = if dist && waiting {
+        // On Citus the DEFAULT partition and every partition made with PARTITION OF are
+        // distributed, and a local table attached to them would be copied into shards and left
+        // on the coordinator's disk. So the waiting rows step aside into a temporary table of
+        // this transaction, the partition is made in place, and they go into it.
+        vec![
+            format!("CREATE TEMPORARY TABLE memmie_moved (LIKE memmie.{table}) ON COMMIT DROP"),
+            format!(
+                "WITH moved AS (DELETE FROM memmie.{default} WHERE {range} RETURNING *) \
+                 INSERT INTO pg_temp.memmie_moved SELECT * FROM moved"
+            ),
+            create,
+            index,
+            format!("INSERT INTO memmie.{name} SELECT * FROM pg_temp.memmie_moved"),
+            "DROP TABLE pg_temp.memmie_moved".into(),
+        ]
+    } else if waiting && !detached {
         // An attached DEFAULT partition may not keep rows of the new range: move them, index,
         // attach.
-        format!(
-            "CREATE TABLE memmie.{name} (LIKE memmie.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) {options}; \
-             {moved}; {index}; \
-             ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')"
-        )
+        vec![
+            format!(
+                "CREATE TABLE memmie.{name} (LIKE memmie.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE) {options}"
+            ),
+            format!(
+                "WITH moved AS (DELETE FROM memmie.{default} WHERE {range} RETURNING *) \
+                 INSERT INTO memmie.{name} SELECT * FROM moved"
+            ),
+            index,
+            format!("ALTER TABLE memmie.{table} ATTACH PARTITION memmie.{name} FOR VALUES FROM ('{from}') TO ('{to}')"),
+        ]
+    } else if waiting {
+        vec![
+            create,
+            index,
+            format!(
+                "WITH moved AS (DELETE FROM memmie.{default} WHERE {range} RETURNING *) \
+                 INSERT INTO memmie.{name} SELECT * FROM moved"
+            ),
+        ]
     } else {
-        let create = format!("CREATE TABLE memmie.{name} PARTITION OF memmie.{table} FOR VALUES FROM ('{from}') TO ('{to}') {options}; {index}");
-        if waiting {
-            format!("{create}; {moved}")
-        } else {
-            create
-        }
+        vec![create, index]
     };
-    Spi::run(&sql).map_err(spi_error)
+    for sql in &statements {
+        Spi::run(sql).map_err(spi_error)?;
+    }
+    Ok(())
 }
 
 /// The WITH clause that gives a new partition of `t` the storage parameters of its DEFAULT
@@ -276,7 +342,7 @@ fn default_of(t: &Managed) -> String {
 }
 
 fn default_has_rows(t: &Managed) -> Result<bool> {
-    Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT FROM memmie.{})", default_of(t)))
+    Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM memmie.{})", default_of(t)))
         .map_err(spi_error)
         .map(|found| found.unwrap_or(false))
 }
@@ -325,7 +391,8 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
         quote_ident(t.table)
     ))
     .map_err(spi_error)?;
-    let waiting = waiting_in_default(t, &todo)?;
+    let dist = distributed()?;
+    let waiting = waiting_in_default(t, &todo, dist)?;
     let options = partition_options(t)?;
     let detach = todo.len() >= DETACH_DEFAULT_AT && (waiting.contains(&true) || default_has_rows(t)?);
     if detach {
@@ -333,7 +400,7 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
     }
     for (p, w) in todo.iter().zip(waiting) {
         pgrx::check_for_interrupts!();
-        create_one(t, p, w, detach, &options)?;
+        create_one(t, p, w, detach, &options, dist)?;
     }
     if detach {
         default_partition(t, true)?;
@@ -428,7 +495,7 @@ fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>
         for name in old {
             pgrx::check_for_interrupts!();
             let pending = Spi::get_one::<bool>(&format!(
-                "SELECT EXISTS (SELECT FROM memmie.{} WHERE NOT processed)",
+                "SELECT EXISTS (SELECT 1 FROM memmie.{} WHERE NOT processed)",
                 quote_ident(&name)
             ))
             .map_err(spi_error)?

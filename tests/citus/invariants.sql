@@ -53,6 +53,14 @@ FROM citus_test.ids c JOIN memmie.jobs j ON j.id = c.id WHERE c.kind LIKE 'claim
 SELECT (SELECT count(*) FROM memmie.events_since(0, 10000)) = (SELECT count(*) FROM memmie.events)
    AND (SELECT count(*) FROM memmie.events) > 0;
 
+-- check: every note dispatched, once: one summarizer processing each
+SELECT count(*) = 8 AND count(DISTINCT p.blob_id) = 8
+FROM citus_test.ids n JOIN memmie.provider_processing p ON p.blob_id = n.id::uuid AND p.provider_id = 'summarizer'
+WHERE n.kind = 'note';
+
+-- check: every event has a position of its own (events_since gave each one, none twice)
+SELECT count(*) = count(DISTINCT position) AND count(position) = count(*) AND count(*) > 0 FROM memmie.events;
+
 -- check: gc_content removed the orphan content
 SELECT NOT EXISTS (SELECT 1 FROM memmie.content_storage c JOIN citus_test.ids i ON i.kind = 'orphan' AND c.content_hash = i.id)
    AND EXISTS (SELECT 1 FROM citus_test.ids WHERE kind = 'orphan');

@@ -114,8 +114,10 @@ INSERT INTO citus_test.ids
 SELECT 'note', 'u' || i, (memmie.create_blob(citus_test.user_n(i), convert_to('a long text ' || i, 'UTF8'), 'text/plain')).id::text
 FROM generate_series(1, 8) i;
 
--- step: dispatch_events
+-- step: dispatch_events, two dispatchers
 SELECT citus_test.need('note', 8);
+SELECT memmie.dispatch_events(10000);
+-- and:
 SELECT memmie.dispatch_events(10000);
 
 -- step: claim_jobs, two workers
@@ -136,6 +138,21 @@ SELECT memmie.enqueue_job('test.job', citus_test.user_n(i), jsonb_build_object('
 INSERT INTO citus_test.ids SELECT 'claim-c', worker_id, id FROM memmie.claim_jobs('worker-c', 4, '5 minutes', '{test.job}');
 SELECT memmie.complete_job(id, name, '{"done": true}') FROM citus_test.ids WHERE kind = 'claim-c';
 
+-- step: claim_jobs takes back an expired lease (then another worker gets the job)
+SELECT memmie.enqueue_job('test.lease', citus_test.user_n(5), '{}', job_id => 'lease-job');
+INSERT INTO citus_test.ids SELECT 'lease-1', worker_id, id FROM memmie.claim_jobs('worker-l1', 1, '5 minutes', '{test.lease}');
+SELECT citus_test.need('lease-1', 1);
+UPDATE memmie.jobs SET lease_expires_at = now() - interval '1 second'
+WHERE id = 'lease-job' AND user_id = citus_test.user_n(5);
+INSERT INTO citus_test.ids SELECT 'lease-2', worker_id, id FROM memmie.claim_jobs('worker-l2', 1, '5 minutes', '{test.lease}');
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM citus_test.ids WHERE kind = 'lease-2') <> 1
+       OR (SELECT retry_count FROM memmie.jobs WHERE id = 'lease-job') <> 1 THEN
+        RAISE EXCEPTION 'the expired lease was not taken back';
+    END IF;
+END $$;
+
 -- step: events_since
 SELECT count(*) FROM memmie.events_since(0, 10000);
 
@@ -144,6 +161,12 @@ INSERT INTO citus_test.ids SELECT 'orphan', 'orphan', memmie.put_content(convert
 SELECT count(*) FROM memmie.gc_content('0 seconds');
 
 -- step: ensure_partitions while DEFAULT holds rows
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM memmie.events_default) OR NOT EXISTS (SELECT 1 FROM memmie.deltas_default) THEN
+        RAISE EXCEPTION 'the DEFAULT partitions hold no rows: the earlier steps wrote none';
+    END IF;
+END $$;
 SELECT memmie.ensure_partitions();
 
 -- step: create_partitions
