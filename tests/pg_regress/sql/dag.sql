@@ -104,8 +104,8 @@ INSERT INTO big SELECT i, md5('memmie big dag ' || i)::uuid FROM generate_series
 SET LOCAL session_replication_role = replica;  -- bulk rows: no per-row triggers, no FK checks
 INSERT INTO memmie.blobs (id, user_id, content_hash, content_size, content_type)
 SELECT id, '00000000-0000-0000-0000-0000000000b9', repeat('0', 64), 0, 'text/plain' FROM big;
-INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
-SELECT p.id, c.id, 'big', e.t
+INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type, user_id)
+SELECT p.id, c.id, 'big', e.t, '00000000-0000-0000-0000-0000000000b9'::uuid
 FROM (SELECT 0 AS p, k AS c, 'derived' AS t FROM generate_series(1, 2000) k
       UNION ALL SELECT k, 2000 + k, 'derived' FROM generate_series(1, 2000) k
       UNION ALL SELECT 0, 2000 + k, 'merge' FROM generate_series(100, 2000, 100) k
