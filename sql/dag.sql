@@ -116,7 +116,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
     END IF;
-    IF memmie._would_cycle(parent.id, child.id) THEN
+    IF memmie._would_cycle(parent.id, child.id, parent.user_id) THEN
         RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
             DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
     END IF;

@@ -1929,7 +1929,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
     END IF;
-    IF memmie._would_cycle(parent.id, child.id) THEN
+    IF memmie._would_cycle(parent.id, child.id, parent.user_id) THEN
         RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
             DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
     END IF;
@@ -2791,6 +2791,18 @@ ALTER TABLE memmie.blob_edges ADD COLUMN user_id uuid;
 UPDATE memmie.blob_edges e SET user_id = b.user_id
 FROM memmie.blobs b WHERE b.id OPERATOR(pg_catalog.=) e.child_blob_id;
 ALTER TABLE memmie.blob_edges ALTER COLUMN user_id SET NOT NULL;
+
+-- The cycle check of add_edge (above) with the blobs' user: on a Citus cluster it reads that
+-- user's edges only, on the user's shard (src/dag.rs).
+CREATE FUNCTION memmie."_would_cycle"(
+	"parent" uuid,
+	"child" uuid,
+	"user_id" uuid
+) RETURNS bool
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'would_cycle_of_user_wrapper';
 
 -- The blob, its ancestors (negative depth) and descendants (positive depth), and every edge
 -- between them. PL/pgSQL, and the blobs and edges read by the user's id: on a Citus cluster a

@@ -607,7 +607,8 @@ fn ancestors(
 }
 
 /// Whether an edge parent -> child would close a cycle: true when `parent` is `child` or is
-/// reachable from `child`.
+/// reachable from `child`. (0.2.0's; add_edge calls the one with the user since 0.3.0. On a Citus
+/// cluster this one looks the child's user up first: a query to every shard of `blobs`.)
 #[pg_extern(name = "_would_cycle", stable, strict, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn would_cycle(parent: Uuid, child: Uuid) -> bool {
@@ -624,6 +625,18 @@ fn would_cycle(parent: Uuid, child: Uuid) -> bool {
     } else {
         None
     };
+    or_raise(walk(child, Direction::Descendants, None, Some(parent), user)).reached
+}
+
+/// The same, for blobs of `user_id` (both blobs of an edge are one user's): on a Citus cluster
+/// only that user's edges are read, on the user's shard.
+#[pg_extern(name = "_would_cycle", stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn would_cycle_of_user(parent: Uuid, child: Uuid, user_id: Uuid) -> bool {
+    if parent == child {
+        return true;
+    }
+    let user = or_raise(edges_distributed()).then_some(user_id);
     or_raise(walk(child, Direction::Descendants, None, Some(parent), user)).reached
 }
 
