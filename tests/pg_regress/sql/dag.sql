@@ -120,6 +120,8 @@ CREATE FUNCTION pg_temp.walk_all(how text) RETURNS void LANGUAGE sql AS $$
     INSERT INTO walks SELECT how, 'ancestors of 4001', a.* FROM memmie.ancestors((SELECT id FROM big WHERE i = 4001)) a;
     INSERT INTO walks SELECT how, '4001 -> 0 closes a cycle', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 4001), (SELECT id FROM big WHERE i = 0))::int;
     INSERT INTO walks SELECT how, '0 -> 4001 closes none', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 0), (SELECT id FROM big WHERE i = 4001))::int;
+    INSERT INTO walks SELECT how, '4001 -> 0 closes a cycle (user)', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 4001), (SELECT id FROM big WHERE i = 0), '00000000-0000-0000-0000-0000000000b9')::int;
+    INSERT INTO walks SELECT how, '0 -> 4001 closes none (user)', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 0), (SELECT id FROM big WHERE i = 4001), '00000000-0000-0000-0000-0000000000b9')::int;
 $$;
 SET client_min_messages = debug1;
 SELECT pg_temp.walk_all('whole table');
