@@ -203,10 +203,10 @@ BEGIN
     RETURNING * INTO b;
     IF parent.id IS NOT NULL THEN
         INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                       version_map)
+                                       version_map, user_id)
         VALUES (parent.id, b.id, p_by, p_transform,
                 jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                     'child_version', 1)));
+                                                     'child_version', 1)), p_user);
     END IF;
     PERFORM memmie._record_version(b, p_operation,
         jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
@@ -428,8 +428,8 @@ BEGIN
             SELECT DISTINCT e.child_blob_id
             FROM memmie.blob_edges e
             JOIN memmie.providers p ON p.id = e.provider_id
-            JOIN memmie.blobs c ON c.id = e.child_blob_id
-            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
+            JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
+            WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND c.deleted_at IS NULL
               AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
             ORDER BY e.child_blob_id
         LOOP
@@ -613,7 +613,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 WHEN 'exact' THEN ' AND lower(btrim(split_part(b.content_type, '';'', 1))) = $10'
                 ELSE '' END
         || CASE WHEN roots_only
-                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id)'
+                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id AND e.user_id = b.user_id)'
                 ELSE '' END
         || CASE WHEN has_page_after THEN format(' AND (b.%I, b.id) < ($7, $8)', order_by) ELSE '' END
         || format(' ORDER BY b.%I DESC, b.id DESC LIMIT $9', order_by)

@@ -167,20 +167,23 @@ BEGIN
     SELECT count(*) INTO total FROM memmie.user_contexts;
     RETURN QUERY SELECT * FROM memmie._check_row('user_accounting', bad, sample, format('%s users', total));
 
-    -- edges join blobs of one user; every parent_blob_id has its edge
+    -- edges join blobs of one user, the edge's; every parent_blob_id has its edge (the joins are
+    -- on user_id, so that on a Citus cluster they stay within each user's shards)
     SELECT count(*), string_agg(x.what, '; ') FILTER (WHERE x.rn <= 3)
     INTO bad, sample
     FROM (SELECT y.what, row_number() OVER (ORDER BY y.what) AS rn FROM (
               SELECT format('edge %s -> %s crosses users', e.parent_blob_id, e.child_blob_id) AS what
-              FROM memmie.blob_edges e JOIN memmie.blobs p ON p.id = e.parent_blob_id
-              JOIN memmie.blobs c ON c.id = e.child_blob_id
-              WHERE p.user_id <> c.user_id
+              FROM memmie.blob_edges e
+              LEFT JOIN memmie.blobs p ON p.id = e.parent_blob_id AND p.user_id = e.user_id
+              LEFT JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
+              WHERE p.id IS NULL OR c.id IS NULL
               UNION ALL
               SELECT format('blob %s has parent %s without an edge', b.id, b.parent_blob_id)
               FROM memmie.blobs b
               WHERE b.parent_blob_id IS NOT NULL
                 AND NOT EXISTS (SELECT FROM memmie.blob_edges e
-                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id)) y) x;
+                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id
+                                  AND e.user_id = b.user_id)) y) x;
     SELECT count(*) INTO total FROM memmie.blob_edges;
     RETURN QUERY SELECT * FROM memmie._check_row('edges', bad, sample, format('%s edges', total));
 

@@ -68,12 +68,12 @@ BEGIN
                              first, p_by, 'transform', p_transform,
                              coalesce(p_caused_by, memmie._head_delta(first)), p_caused_event);
     FOR i IN 2 .. cardinality(p_parents) LOOP
-        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i];
+        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i] AND x.user_id = p_user;
         INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                       version_map)
+                                       version_map, user_id)
         VALUES (parent.id, b.id, p_by, p_transform,
                 jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                     'child_version', 1)));
+                                                     'child_version', 1)), p_user);
     END LOOP;
     RETURN b;
 END
@@ -116,45 +116,54 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
     END IF;
-    IF memmie._would_cycle(parent.id, child.id) THEN
+    IF memmie._would_cycle(parent.id, child.id, parent.user_id) THEN
         RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
             DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
     END IF;
     INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                   metadata, version_map)
+                                   metadata, version_map, user_id)
     VALUES (parent.id, child.id, add_edge.provider_id, add_edge.transform_type, add_edge.metadata,
             jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                 'child_version', child.version)))
+                                                 'child_version', child.version)), parent.user_id)
     ON CONFLICT ON CONSTRAINT unique_edge DO NOTHING
     RETURNING * INTO e;
     IF e.id IS NULL THEN
         -- the same edge exists already: adding it again is a no-op
         SELECT * INTO e FROM memmie.blob_edges x
         WHERE x.parent_blob_id = parent.id AND x.child_blob_id = child.id
-          AND x.provider_id = add_edge.provider_id;
+          AND x.provider_id = add_edge.provider_id AND x.user_id = parent.user_id;
     END IF;
     RETURN e;
 END
 $$;
 
 -- The blob, its ancestors (negative depth) and descendants (positive depth), and every edge
--- between them.
+-- between them. PL/pgSQL, and the blobs and edges read by the user's id: on a Citus cluster a
+-- LANGUAGE sql function whose parameter filters a distributed table cannot be planned, and a
+-- user's DAG lies on that user's shards (one router query each).
 CREATE FUNCTION memmie.lineage(blob_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH n AS (
-        SELECT lineage.blob_id AS id, 0 AS depth
-        UNION ALL
-        SELECT a.blob_id, -a.depth FROM memmie.ancestors(lineage.blob_id) a
-        UNION ALL
-        SELECT d.blob_id, d.depth FROM memmie.descendants(lineage.blob_id) d
-    )
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids    uuid[];
+    depths int[];
+    u      uuid;
+BEGIN
+    -- ancestors() and descendants() say what is wrong with blob_id (NULL, missing, not visible)
+    SELECT array_agg(n.id), array_agg(n.depth) INTO ids, depths
+    FROM (SELECT a.blob_id AS id, -a.depth AS depth FROM memmie.ancestors(lineage.blob_id) a
+          UNION ALL
+          SELECT d.blob_id, d.depth FROM memmie.descendants(lineage.blob_id) d) n;
+    u := (memmie._visible_blob(lineage.blob_id)).user_id;
+    ids := lineage.blob_id || coalesce(ids, '{}');
+    depths := 0 || coalesce(depths, '{}');
+    RETURN jsonb_build_object(
         'nodes', (SELECT jsonb_agg(jsonb_build_object(
                              'blob_id', b.id, 'depth', n.depth, 'version', b.version,
                              'content_type', b.content_type, 'created_by', b.created_by,
                              'deleted', b.deleted_at IS NOT NULL)
                          ORDER BY n.depth, b.id)
-                  FROM n JOIN memmie.blobs b ON b.id = n.id),
+                  FROM unnest(ids, depths) n(id, depth)
+                  JOIN memmie.blobs b ON b.id = n.id AND b.user_id = u),
         'edges', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                      'parent_blob_id', e.parent_blob_id,
                                      'child_blob_id', e.child_blob_id,
@@ -163,8 +172,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                                      'version_map', e.version_map)
                                  ORDER BY e.parent_blob_id, e.child_blob_id, e.provider_id)
                            FROM memmie.blob_edges e
-                           WHERE e.parent_blob_id IN (SELECT id FROM n)
-                             AND e.child_blob_id IN (SELECT id FROM n)), '[]'))
+                           WHERE e.user_id = u
+                             AND e.parent_blob_id = ANY (ids)
+                             AND e.child_blob_id = ANY (ids)), '[]'));
+END
 $$;
 
 -- Size and shape of the DAG below root_blob_id (the root included, at level 0).

@@ -10,17 +10,16 @@
 --   reference tables (a copy on every node): providers, provider_versions, provider_metrics,
 --     grantees (the access levels: read by the row-level security policies on every shard);
 --   distributed by user_id, co-located with user_contexts: user_contexts, blobs, blob_versions,
---     blob_snapshots, user_content_refs, deltas, events, provider_processing, jobs, usage_metrics,
---     usage_increments;
+--     blob_snapshots, blob_edges (an edge joins two blobs of its user: a user's whole DAG lies
+--     on the user's shards, and traversals read it there, src/dag.rs), user_content_refs,
+--     deltas, events, provider_processing, jobs, usage_metrics, usage_increments;
 --   distributed by content_hash, on its own: content_storage (one row per content, shared by
---     users on any node);
---   blob_edges stays a table of the coordinator until it has a user_id column (it has none: an
---     edge is found from its blob ids alone); its foreign keys to blobs are dropped.
+--     users on any node).
 -- Key changes made first (Citus wants the distribution column in every primary key, unique
 -- constraint and foreign key between distributed tables): the keys of blobs, blob_versions,
--- deltas and events partitions, provider_processing, jobs and usage_metrics get user_id; the
--- foreign keys to blobs become (id, user_id) pairs; blob_versions loses its foreign key to
--- content_storage (not co-located).
+-- blob_edges (and its unique_edge), deltas and events partitions, provider_processing, jobs and
+-- usage_metrics get user_id; the foreign keys to blobs become (id, user_id) pairs;
+-- blob_versions loses its foreign key to content_storage (not co-located).
 CREATE FUNCTION memmie._citus_key(p_table regclass, p_name text, p_def text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 -- Makes constraint p_name of p_table be p_def (a definition as pg_get_constraintdef prints it):
@@ -85,13 +84,14 @@ BEGIN
     -- Every table placed: nothing to do (a second call).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
                        'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
-                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
+                       'memmie.blob_edges', 'memmie.user_content_refs',
                        'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                        'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
         RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
-            'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+            'coordinator_only', pg_catalog.jsonb_build_array());
     END IF;
     -- DDL on distributed and reference tables in one transaction: one connection per node
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
@@ -102,13 +102,12 @@ BEGIN
     -- (a table placed while a local table references it, or it references a local one, makes
     -- Citus convert the local one, which fails: the extension made it on every node). On the way
     -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
-    -- user), and some are not made again: blob_versions to content_storage (not co-located),
-    -- blob_edges to blobs (blob_edges stays local) and provider_processing.output_blob_id
-    -- (ON DELETE SET NULL: Citus refuses SET NULL in a key with the distribution column).
+    -- user; an edge joins two blobs of its user), and some are not made again: blob_versions to
+    -- content_storage (not co-located) and provider_processing.output_blob_id (ON DELETE SET
+    -- NULL: Citus refuses SET NULL in a key with the distribution column).
     SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
-               'def', CASE WHEN c.conrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass
-                             OR c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+               'def', CASE WHEN c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
                              OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
                            WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
                                THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
@@ -137,6 +136,8 @@ BEGIN
         ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
         ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_edges', 'blob_edges_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_edges', 'unique_edge', 'UNIQUE (parent_blob_id, child_blob_id, provider_id, user_id)'),
         ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
         ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
@@ -177,7 +178,6 @@ BEGIN
                     ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted()' END AS qual
         FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
               WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
-                AND pol.polrelid OPERATOR(pg_catalog.<>) 'memmie.blob_edges'::pg_catalog.regclass
                 AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.~~) '%SELECT%'
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                 WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
@@ -198,6 +198,7 @@ BEGIN
         (5, 'memmie.blobs', 'distributed', 'user_id'),
         (6, 'memmie.blob_versions', 'distributed', 'user_id'),
         (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
+        (6, 'memmie.blob_edges', 'distributed', 'user_id'),
         (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
         (8, 'memmie.deltas', 'distributed', 'user_id'),
         (9, 'memmie.events', 'distributed', 'user_id'),
@@ -228,6 +229,6 @@ BEGIN
     END LOOP;
 
     RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
-        'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+        'coordinator_only', pg_catalog.jsonb_build_array());
 END
 $$;

@@ -270,10 +270,10 @@ BEGIN
     RETURNING * INTO b;
     IF parent.id IS NOT NULL THEN
         INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                       version_map)
+                                       version_map, user_id)
         VALUES (parent.id, b.id, p_by, p_transform,
                 jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                     'child_version', 1)));
+                                                     'child_version', 1)), p_user);
     END IF;
     PERFORM memmie._record_version(b, p_operation,
         jsonb_build_array(jsonb_build_object('op', 'replace', 'path', '', 'value', s)),
@@ -467,20 +467,23 @@ BEGIN
     SELECT count(*) INTO total FROM memmie.user_contexts;
     RETURN QUERY SELECT * FROM memmie._check_row('user_accounting', bad, sample, format('%s users', total));
 
-    -- edges join blobs of one user; every parent_blob_id has its edge
+    -- edges join blobs of one user, the edge's; every parent_blob_id has its edge (the joins are
+    -- on user_id, so that on a Citus cluster they stay within each user's shards)
     SELECT count(*), string_agg(x.what, '; ') FILTER (WHERE x.rn <= 3)
     INTO bad, sample
     FROM (SELECT y.what, row_number() OVER (ORDER BY y.what) AS rn FROM (
               SELECT format('edge %s -> %s crosses users', e.parent_blob_id, e.child_blob_id) AS what
-              FROM memmie.blob_edges e JOIN memmie.blobs p ON p.id = e.parent_blob_id
-              JOIN memmie.blobs c ON c.id = e.child_blob_id
-              WHERE p.user_id <> c.user_id
+              FROM memmie.blob_edges e
+              LEFT JOIN memmie.blobs p ON p.id = e.parent_blob_id AND p.user_id = e.user_id
+              LEFT JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
+              WHERE p.id IS NULL OR c.id IS NULL
               UNION ALL
               SELECT format('blob %s has parent %s without an edge', b.id, b.parent_blob_id)
               FROM memmie.blobs b
               WHERE b.parent_blob_id IS NOT NULL
                 AND NOT EXISTS (SELECT FROM memmie.blob_edges e
-                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id)) y) x;
+                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id
+                                  AND e.user_id = b.user_id)) y) x;
     SELECT count(*) INTO total FROM memmie.blob_edges;
     RETURN QUERY SELECT * FROM memmie._check_row('edges', bad, sample, format('%s edges', total));
 
@@ -891,8 +894,8 @@ BEGIN
             SELECT DISTINCT e.child_blob_id
             FROM memmie.blob_edges e
             JOIN memmie.providers p ON p.id = e.provider_id
-            JOIN memmie.blobs c ON c.id = e.child_blob_id
-            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
+            JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
+            WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND c.deleted_at IS NULL
               AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
             ORDER BY e.child_blob_id
         LOOP
@@ -1193,7 +1196,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 WHEN 'exact' THEN ' AND lower(btrim(split_part(b.content_type, '';'', 1))) = $10'
                 ELSE '' END
         || CASE WHEN roots_only
-                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id)'
+                THEN ' AND NOT EXISTS (SELECT FROM memmie.blob_edges e WHERE e.child_blob_id = b.id AND e.user_id = b.user_id)'
                 ELSE '' END
         || CASE WHEN has_page_after THEN format(' AND (b.%I, b.id) < ($7, $8)', order_by) ELSE '' END
         || format(' ORDER BY b.%I DESC, b.id DESC LIMIT $9', order_by)
@@ -1713,12 +1716,12 @@ BEGIN
                              first, p_by, 'transform', p_transform,
                              coalesce(p_caused_by, memmie._head_delta(first)), p_caused_event);
     FOR i IN 2 .. cardinality(p_parents) LOOP
-        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i];
+        SELECT * INTO parent FROM memmie.blobs x WHERE x.id = p_parents[i] AND x.user_id = p_user;
         INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                       version_map)
+                                       version_map, user_id)
         VALUES (parent.id, b.id, p_by, p_transform,
                 jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                     'child_version', 1)));
+                                                     'child_version', 1)), p_user);
     END LOOP;
     RETURN b;
 END
@@ -1926,22 +1929,22 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', add_edge.child_blob_id USING ERRCODE = 'P0002';
     END IF;
-    IF memmie._would_cycle(parent.id, child.id) THEN
+    IF memmie._would_cycle(parent.id, child.id, parent.user_id) THEN
         RAISE EXCEPTION 'edge % -> % would create a cycle', parent.id, child.id USING ERRCODE = 'MM003',
             DETAIL = format('blob %s already derives from blob %s', parent.id, child.id);
     END IF;
     INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type,
-                                   metadata, version_map)
+                                   metadata, version_map, user_id)
     VALUES (parent.id, child.id, add_edge.provider_id, add_edge.transform_type, add_edge.metadata,
             jsonb_build_array(jsonb_build_object('parent_version', parent.version,
-                                                 'child_version', child.version)))
+                                                 'child_version', child.version)), parent.user_id)
     ON CONFLICT ON CONSTRAINT unique_edge DO NOTHING
     RETURNING * INTO e;
     IF e.id IS NULL THEN
         -- the same edge exists already: adding it again is a no-op
         SELECT * INTO e FROM memmie.blob_edges x
         WHERE x.parent_blob_id = parent.id AND x.child_blob_id = child.id
-          AND x.provider_id = add_edge.provider_id;
+          AND x.provider_id = add_edge.provider_id AND x.user_id = parent.user_id;
     END IF;
     RETURN e;
 END
@@ -2198,8 +2201,9 @@ BEGIN
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
         WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
-        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
-        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
+        SELECT cb.* INTO child FROM memmie.blob_edges e
+        JOIN memmie.blobs cb ON cb.id = e.child_blob_id AND cb.user_id = e.user_id
+        WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND e.provider_id = p.id AND e.transform_type = ttype
           AND cb.deleted_at IS NULL
         ORDER BY cb.created_at, cb.id
         OFFSET k LIMIT 1
@@ -2220,7 +2224,8 @@ BEGIN
         SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
                           || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
                                                                   'child_version', child.version))
-        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id;
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id
+          AND e.user_id = b.user_id;
         IF first_delta IS NULL THEN
             first_delta := memmie._head_delta(child);
         END IF;
@@ -2589,13 +2594,14 @@ BEGIN
     -- Every table placed: nothing to do (a second call).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
                        'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
-                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
+                       'memmie.blob_edges', 'memmie.user_content_refs',
                        'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                        'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
         RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
-            'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+            'coordinator_only', pg_catalog.jsonb_build_array());
     END IF;
     -- DDL on distributed and reference tables in one transaction: one connection per node
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
@@ -2606,13 +2612,12 @@ BEGIN
     -- (a table placed while a local table references it, or it references a local one, makes
     -- Citus convert the local one, which fails: the extension made it on every node). On the way
     -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
-    -- user), and some are not made again: blob_versions to content_storage (not co-located),
-    -- blob_edges to blobs (blob_edges stays local) and provider_processing.output_blob_id
-    -- (ON DELETE SET NULL: Citus refuses SET NULL in a key with the distribution column).
+    -- user; an edge joins two blobs of its user), and some are not made again: blob_versions to
+    -- content_storage (not co-located) and provider_processing.output_blob_id (ON DELETE SET
+    -- NULL: Citus refuses SET NULL in a key with the distribution column).
     SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
-               'def', CASE WHEN c.conrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass
-                             OR c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+               'def', CASE WHEN c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
                              OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
                            WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
                                THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
@@ -2641,6 +2646,8 @@ BEGIN
         ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
         ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_edges', 'blob_edges_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_edges', 'unique_edge', 'UNIQUE (parent_blob_id, child_blob_id, provider_id, user_id)'),
         ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
         ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
         ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
@@ -2681,7 +2688,6 @@ BEGIN
                     ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted()' END AS qual
         FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
               WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
-                AND pol.polrelid OPERATOR(pg_catalog.<>) 'memmie.blob_edges'::pg_catalog.regclass
                 AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.~~) '%SELECT%'
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                 WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
@@ -2702,6 +2708,7 @@ BEGIN
         (5, 'memmie.blobs', 'distributed', 'user_id'),
         (6, 'memmie.blob_versions', 'distributed', 'user_id'),
         (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
+        (6, 'memmie.blob_edges', 'distributed', 'user_id'),
         (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
         (8, 'memmie.deltas', 'distributed', 'user_id'),
         (9, 'memmie.events', 'distributed', 'user_id'),
@@ -2732,7 +2739,7 @@ BEGIN
     END LOOP;
 
     RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
-        'coordinator_only', pg_catalog.jsonb_build_array('memmie.blob_edges'));
+        'coordinator_only', pg_catalog.jsonb_build_array());
 END
 $$;
 
@@ -3269,6 +3276,66 @@ BEGIN
     report := report || jsonb_build_object('provider_metrics_rows',
         memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
     RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+-- The DAG on Citus: blob_edges carries its blobs' user (an edge never joins two users' blobs),
+-- so that distribute() can place it with the blobs, by user_id, and a user's whole DAG lies on
+-- that user's shards. Filled from the child blob (the foreign key makes it exist). The writers
+-- (_insert_blob, _derive, add_edge) and the readers (delete_blob, _find_blobs_sql,
+-- complete_processing, check) above name it; lineage becomes PL/pgSQL (below).
+ALTER TABLE memmie.blob_edges ADD COLUMN user_id uuid;
+UPDATE memmie.blob_edges e SET user_id = b.user_id
+FROM memmie.blobs b WHERE b.id OPERATOR(pg_catalog.=) e.child_blob_id;
+ALTER TABLE memmie.blob_edges ALTER COLUMN user_id SET NOT NULL;
+
+-- The cycle check of add_edge (above) with the blobs' user: on a Citus cluster it reads that
+-- user's edges only, on the user's shard (src/dag.rs).
+CREATE FUNCTION memmie."_would_cycle"(
+	"parent" uuid,
+	"child" uuid,
+	"user_id" uuid
+) RETURNS bool
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'would_cycle_of_user_wrapper';
+
+-- The blob, its ancestors (negative depth) and descendants (positive depth), and every edge
+-- between them. PL/pgSQL, and the blobs and edges read by the user's id: on a Citus cluster a
+-- LANGUAGE sql function whose parameter filters a distributed table cannot be planned, and a
+-- user's DAG lies on that user's shards (one router query each).
+CREATE OR REPLACE FUNCTION memmie.lineage(blob_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids    uuid[];
+    depths int[];
+    u      uuid;
+BEGIN
+    -- ancestors() and descendants() say what is wrong with blob_id (NULL, missing, not visible)
+    SELECT array_agg(n.id), array_agg(n.depth) INTO ids, depths
+    FROM (SELECT a.blob_id AS id, -a.depth AS depth FROM memmie.ancestors(lineage.blob_id) a
+          UNION ALL
+          SELECT d.blob_id, d.depth FROM memmie.descendants(lineage.blob_id) d) n;
+    u := (memmie._visible_blob(lineage.blob_id)).user_id;
+    ids := lineage.blob_id || coalesce(ids, '{}');
+    depths := 0 || coalesce(depths, '{}');
+    RETURN jsonb_build_object(
+        'nodes', (SELECT jsonb_agg(jsonb_build_object(
+                             'blob_id', b.id, 'depth', n.depth, 'version', b.version,
+                             'content_type', b.content_type, 'created_by', b.created_by,
+                             'deleted', b.deleted_at IS NOT NULL)
+                         ORDER BY n.depth, b.id)
+                  FROM unnest(ids, depths) n(id, depth)
+                  JOIN memmie.blobs b ON b.id = n.id AND b.user_id = u),
+        'edges', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                     'parent_blob_id', e.parent_blob_id,
+                                     'child_blob_id', e.child_blob_id,
+                                     'provider_id', e.provider_id,
+                                     'transform_type', e.transform_type,
+                                     'version_map', e.version_map)
+                                 ORDER BY e.parent_blob_id, e.child_blob_id, e.provider_id)
+                           FROM memmie.blob_edges e
+                           WHERE e.user_id = u
+                             AND e.parent_blob_id = ANY (ids)
+                             AND e.child_blob_id = ANY (ids)), '[]'));
 END
 $$;
 

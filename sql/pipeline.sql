@@ -645,8 +645,9 @@ BEGIN
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
         WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
-        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
-        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
+        SELECT cb.* INTO child FROM memmie.blob_edges e
+        JOIN memmie.blobs cb ON cb.id = e.child_blob_id AND cb.user_id = e.user_id
+        WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND e.provider_id = p.id AND e.transform_type = ttype
           AND cb.deleted_at IS NULL
         ORDER BY cb.created_at, cb.id
         OFFSET k LIMIT 1
@@ -667,7 +668,8 @@ BEGIN
         SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
                           || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
                                                                   'child_version', child.version))
-        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id;
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id
+          AND e.user_id = b.user_id;
         IF first_delta IS NULL THEN
             first_delta := memmie._head_delta(child);
         END IF;

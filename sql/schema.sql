@@ -185,6 +185,10 @@ CREATE TABLE memmie.blob_edges (
     -- Which version of the parent produced which version of the child, oldest first:
     -- [{"parent_version": 1, "child_version": 1}, ...] (kept by complete_processing).
     version_map    jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(version_map) = 'array'),
+    -- the user of both blobs (an edge never joins two users' blobs): on a Citus cluster the
+    -- table is distributed by it, so a user's whole DAG lies on that user's shards (last: the
+    -- upgrade from 0.2.0 adds it)
+    user_id        uuid NOT NULL,
     CONSTRAINT fk_parent FOREIGN KEY (parent_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
     CONSTRAINT fk_child FOREIGN KEY (child_blob_id) REFERENCES memmie.blobs (id) ON DELETE CASCADE,
     CONSTRAINT unique_edge UNIQUE (parent_blob_id, child_blob_id, provider_id),

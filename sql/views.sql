@@ -17,7 +17,9 @@ CREATE UNIQUE INDEX idx_user_blob_summary ON memmie.user_blob_summary (user_id);
 
 -- Every live blob without a live parent is a root; levels follow blob_edges (all parents).
 -- Computed natively (src/dag_statistics.rs), linear in the edges: a recursive query keeping a row
--- per (root, node, level) is quadratic on graphs with many paths.
+-- per (root, node, level) is quadratic on graphs with many paths. It reads blobs and blob_edges
+-- through SQL, so on a Citus cluster each is one query to every shard and the view (a table of
+-- the coordinator) is right there too.
 CREATE MATERIALIZED VIEW memmie.dag_statistics AS
 SELECT root_id, total_nodes, max_depth, unique_levels FROM memmie._dag_statistics();
 CREATE UNIQUE INDEX idx_dag_statistics ON memmie.dag_statistics (root_id);

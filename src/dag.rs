@@ -13,6 +13,12 @@
 //! and goes on there (`edge_scan`), when the table fits in `memmie.traversal_work_mem` (36 bytes
 //! per edge) and the caller may read it directly (SELECT privilege, no row-level security that
 //! applies to it: memmie's functions run as the owner, who bypasses the policies).
+//!
+//! On a Citus cluster (`memmie.distribute()` placed `blob_edges`, distributed by `user_id`) the
+//! coordinator's `blob_edges` is an empty shell: the rows are in the shards on the workers. An
+//! edge joins two blobs of its user, so the whole DAG of a blob lies on its user's shards; there
+//! the walk never reads the table natively, and each batch is one router query to that user's
+//! shard (`WHERE e.user_id = $2 AND e.parent_blob_id = ANY($1)`).
 
 use crate::error::{or_raise, MemmieError, Result};
 use pgrx::prelude::*;
@@ -41,6 +47,21 @@ impl Direction {
             }
         }
     }
+
+    /// The same, within one user's edges ($2): on a Citus cluster a router query to the shard
+    /// of that user.
+    fn next_level_of_user_sql(self) -> &'static str {
+        match self {
+            Direction::Descendants => {
+                "SELECT array_agg(e.child_blob_id) FROM memmie.blob_edges e \
+                 WHERE e.user_id = $2 AND e.parent_blob_id = ANY($1)"
+            }
+            Direction::Ancestors => {
+                "SELECT array_agg(e.parent_blob_id) FROM memmie.blob_edges e \
+                 WHERE e.user_id = $2 AND e.child_blob_id = ANY($1)"
+            }
+        }
+    }
 }
 
 /// How often (in rows) a traversal checks for query cancel / statement_timeout.
@@ -50,34 +71,61 @@ const INTERRUPT_EVERY: usize = 1024;
 const BATCH: usize = 4096;
 
 const UUID_ARRAY: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDARRAYOID);
+const UUID: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDOID);
 
 fn spi_failed(e: pgrx::spi::SpiError) -> MemmieError {
     MemmieError::Internal(format!("DAG traversal failed: {e}"))
 }
 
-/// P0002 unless blob `id` exists.
-fn require_blob(id: Uuid) -> Result<()> {
-    const UUID: pgrx::PgOid = pgrx::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::UUIDOID);
+/// The user of blob `id`; P0002 unless it exists.
+fn require_blob(id: Uuid) -> Result<Uuid> {
+    let missing = || MemmieError::NotFound(format!("blob {id} does not exist"));
     // memmie._visible_blob raises P0002 for a blob that does not exist or is another user's,
     // and 42501 when no user is bound (sql/access.sql); those errors propagate as they are
     if !crate::plans::function_exists("memmie._visible_blob(uuid)") {
         // the SQL of a version before 0.3.0 (not yet updated): every blob is visible there
-        let found = crate::plans::with_plan("SELECT 1 FROM memmie.blobs WHERE id = $1", &[UUID], |client, stmt| {
-            client.select(stmt, Some(1), &[id.into()]).map(|t| !t.is_empty())
-        })
-        .map_err(spi_failed)?;
-        return if found {
-            Ok(())
-        } else {
-            Err(MemmieError::NotFound(format!("blob {id} does not exist")))
-        };
+        return blob_user(id)?.ok_or_else(missing);
     }
     crate::error::guarded(|| {
-        crate::plans::with_plan("SELECT (memmie._visible_blob($1)).id", &[UUID], |client, stmt| {
-            client.select(stmt, Some(1), &[id.into()]).map(|_| ())
+        crate::plans::with_plan("SELECT (memmie._visible_blob($1)).user_id", &[UUID], |client, stmt| {
+            client.select(stmt, Some(1), &[id.into()])?.first().get::<Uuid>(1)
         })
         .map_err(spi_failed)
-    })
+    })?
+    .ok_or_else(missing)
+}
+
+/// The user of blob `id`, if it exists (on a Citus cluster: a query to every shard of `blobs`).
+fn blob_user(id: Uuid) -> Result<Option<Uuid>> {
+    crate::plans::with_plan(
+        "SELECT user_id FROM memmie.blobs WHERE id = $1",
+        &[UUID],
+        |client, stmt| {
+            let t = client.select(stmt, Some(1), &[id.into()])?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            t.first().get::<Uuid>(1)
+        },
+    )
+    .map_err(spi_failed)
+}
+
+/// Whether `memmie.blob_edges` is a Citus table (placed by `memmie.distribute()`): its rows are
+/// then in shards on the workers, and the coordinator's table is an empty shell. Without the
+/// citus extension (a single node: no `pg_catalog.pg_dist_partition`) this is one cached catalog
+/// lookup, no query (`get_extension_oid` scans `pg_extension`: a fifth of a small traversal).
+fn edges_distributed() -> Result<bool> {
+    let catalog = pgrx::pg_sys::Oid::from(pgrx::pg_sys::PG_CATALOG_NAMESPACE);
+    if unsafe { pgrx::pg_sys::get_relname_relid(c"pg_dist_partition".as_ptr(), catalog) } == pgrx::pg_sys::InvalidOid {
+        return Ok(false);
+    }
+    Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d \
+         WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blob_edges'::pg_catalog.regclass)",
+    )
+    .map(|b| b.unwrap_or(false))
+    .map_err(spi_failed)
 }
 
 /// What a traversal found.
@@ -181,8 +229,15 @@ impl Visitor {
 }
 
 /// Walks from `start` in `dir`, at most `max_depth` levels (all when None); stops early when
-/// `stop_at` is reached.
-pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option<Uuid>) -> Result<Walk> {
+/// `stop_at` is reached. With `user` (the user of `start`, on a Citus cluster), only that user's
+/// edges are read, through SQL: never the table natively.
+pub fn walk(
+    start: Uuid,
+    dir: Direction,
+    max_depth: Option<i32>,
+    stop_at: Option<Uuid>,
+    user: Option<Uuid>,
+) -> Result<Walk> {
     let mut v = Visitor {
         seen: HashSet::with_hasher(IdHash::new()),
         nodes: Vec::new(),
@@ -195,8 +250,15 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
     let mut depth = 0i32;
     // every edge, by the side the walk comes from, once the walk has read the table
     let mut all_edges: Option<edge_scan::Adjacency> = None;
-    let mut may_read = true;
-    let sql = dir.next_level_sql();
+    let mut may_read = user.is_none();
+    let sql = match user {
+        None => dir.next_level_sql(),
+        Some(_) => dir.next_level_of_user_sql(),
+    };
+    let types: &[pgrx::PgOid] = match user {
+        None => &[UUID_ARRAY],
+        Some(_) => &[UUID_ARRAY, UUID],
+    };
     while !frontier.is_empty() && max_depth.is_none_or(|m| depth < m) {
         depth += 1;
         if all_edges.is_none() && may_read && frontier.len() >= edge_scan::MIN_FRONTIER {
@@ -227,9 +289,12 @@ pub fn walk(start: Uuid, dir: Direction, max_depth: Option<i32>, stop_at: Option
             for batch in frontier.chunks(BATCH) {
                 pgrx::check_for_interrupts!();
                 let ids: Vec<Uuid> = batch.iter().map(|&k| uuid(k)).collect();
-                let reached = crate::plans::with_plan(sql, &[UUID_ARRAY], |client, stmt| {
+                let reached = crate::plans::with_plan(sql, types, |client, stmt| {
                     // one row: the next nodes of the whole batch as one uuid[] (no per-row SPI cost)
-                    let table = client.select(stmt, Some(1), &[ids.into()])?;
+                    let table = match user {
+                        None => client.select(stmt, Some(1), &[ids.into()])?,
+                        Some(u) => client.select(stmt, Some(1), &[ids.into(), u.into()])?,
+                    };
                     let Some(found) = table.first().get::<pgrx::Array<Uuid>>(1)? else {
                         return Ok(false);
                     };
@@ -514,8 +579,9 @@ fn checked_depth(max_depth: Option<i32>) -> Result<Option<i32>> {
 fn traverse(blob_id: Option<Uuid>, dir: Direction, max_depth: Option<i32>) -> Result<Vec<(Uuid, i32)>> {
     let start = blob_id.ok_or_else(|| MemmieError::InvalidParameter("blob_id must not be NULL".into()))?;
     let max_depth = checked_depth(max_depth)?;
-    require_blob(start)?;
-    Ok(walk(start, dir, max_depth, None)?.nodes)
+    let user = require_blob(start)?;
+    let user = edges_distributed()?.then_some(user);
+    Ok(walk(start, dir, max_depth, None, user)?.nodes)
 }
 
 /// Every blob reachable from `blob_id` along edges parent -> child, each once at its shortest
@@ -541,14 +607,37 @@ fn ancestors(
 }
 
 /// Whether an edge parent -> child would close a cycle: true when `parent` is `child` or is
-/// reachable from `child`.
+/// reachable from `child`. (0.2.0's; add_edge calls the one with the user since 0.3.0. On a Citus
+/// cluster this one looks the child's user up first: a query to every shard of `blobs`.)
 #[pg_extern(name = "_would_cycle", stable, strict, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn would_cycle(parent: Uuid, child: Uuid) -> bool {
     if parent == child {
         return true;
     }
-    or_raise(walk(child, Direction::Descendants, None, Some(parent))).reached
+    // on a Citus cluster, within the user of child (edges never cross users): a missing child
+    // has no edges
+    let user = if or_raise(edges_distributed()) {
+        match or_raise(blob_user(child)) {
+            Some(u) => Some(u),
+            None => return false,
+        }
+    } else {
+        None
+    };
+    or_raise(walk(child, Direction::Descendants, None, Some(parent), user)).reached
+}
+
+/// The same, for blobs of `user_id` (both blobs of an edge are one user's): on a Citus cluster
+/// only that user's edges are read, on the user's shard.
+#[pg_extern(name = "_would_cycle", stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn would_cycle_of_user(parent: Uuid, child: Uuid, user_id: Uuid) -> bool {
+    if parent == child {
+        return true;
+    }
+    let user = or_raise(edges_distributed()).then_some(user_id);
+    or_raise(walk(child, Direction::Descendants, None, Some(parent), user)).reached
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -582,21 +671,21 @@ mod tests {
             ids[0], ids[3]
         ))
         .unwrap();
-        let w = super::walk(ids[0], super::Direction::Descendants, None, None).unwrap();
+        let w = super::walk(ids[0], super::Direction::Descendants, None, None, None).unwrap();
         let depth_of = |id: Uuid| w.nodes.iter().find(|(n, _)| *n == id).map(|(_, d)| *d);
         assert_eq!(w.nodes.len(), 4);
         assert_eq!(depth_of(ids[1]), Some(1));
         assert_eq!(depth_of(ids[3]), Some(1));
         assert_eq!(depth_of(ids[4]), Some(2));
-        let up = super::walk(ids[4], super::Direction::Ancestors, Some(1), None).unwrap();
+        let up = super::walk(ids[4], super::Direction::Ancestors, Some(1), None, None).unwrap();
         assert_eq!(up.nodes, vec![(ids[3], 1)]);
         assert!(
-            super::walk(ids[1], super::Direction::Descendants, None, Some(ids[4]))
+            super::walk(ids[1], super::Direction::Descendants, None, Some(ids[4]), None)
                 .unwrap()
                 .reached
         );
         assert!(
-            !super::walk(ids[4], super::Direction::Descendants, None, Some(ids[0]))
+            !super::walk(ids[4], super::Direction::Descendants, None, Some(ids[0]), None)
                 .unwrap()
                 .reached
         );

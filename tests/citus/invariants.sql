@@ -8,10 +8,10 @@ FROM generate_series(1, 8) i,
               WHERE pl.shardid = get_shard_id_for_distribution_column('memmie.blobs', citus_test.user_n(i))) s;
 
 -- check: [distributed] the tables are placed as distribute() says
-SELECT count(*) FILTER (WHERE d.partmethod = 'n') = 4 AND count(*) FILTER (WHERE d.partmethod = 'h') = 12
+SELECT count(*) FILTER (WHERE d.partmethod = 'n') = 4 AND count(*) FILTER (WHERE d.partmethod = 'h') = 13
    AND count(DISTINCT d.colocationid) FILTER (WHERE d.partmethod = 'h' AND t <> 'memmie.content_storage') = 1
 FROM unnest(ARRAY['memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics', 'memmie.grantees',
-                  'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.user_content_refs',
+                  'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots', 'memmie.blob_edges', 'memmie.user_content_refs',
                   'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
                   'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) t
 JOIN pg_dist_partition d ON d.logicalrelid = t::regclass;
@@ -41,6 +41,15 @@ SELECT NOT EXISTS (
 
 -- check: descendants of the root: exactly 2,200
 SELECT count(*) = 2200 FROM memmie.descendants((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'root'));
+
+-- check: every edge of the DAG is its user's (2,200 derived and one added), on that user's shard
+SELECT count(*) = 2201 AND bool_and(e.user_id = citus_test.user_n(4))
+FROM memmie.blob_edges e
+WHERE e.parent_blob_id IN (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag');
+
+-- check: dag_statistics (refreshed by refresh_views and maintenance) has the root's whole DAG
+SELECT total_nodes = 2201 AND max_depth = 2
+FROM memmie.dag_statistics WHERE root_id = (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'root');
 
 -- check: no job claimed twice
 SELECT count(*) = count(DISTINCT id) AND count(*) > 0 FROM citus_test.ids WHERE kind LIKE 'claim-%';

@@ -101,13 +101,65 @@ SELECT citus_test.need('dag', 2201);
 SELECT memmie.add_edge((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'child1'),
                        (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'grandchild2'),
                        'splitter', 'cross');
+-- the same edge again is a no-op; the reverse edge would close a cycle; a blob of another user
+-- (on the other worker) is not found
+DO $$
+DECLARE
+    c1 uuid := (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'child1');
+    g2 uuid := (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'grandchild2');
+    e  memmie.blob_edges;
+BEGIN
+    e := memmie.add_edge(c1, g2, 'splitter', 'cross');
+    IF e.user_id IS DISTINCT FROM citus_test.user_n(4) THEN
+        RAISE EXCEPTION 'add_edge again: %', e;
+    END IF;
+    BEGIN
+        PERFORM memmie.add_edge(g2, (SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'root'),
+                                'splitter', 'back');
+        RAISE EXCEPTION 'a cycle was accepted';
+    EXCEPTION WHEN SQLSTATE 'MM003' THEN NULL;
+    END;
+    BEGIN
+        PERFORM memmie.add_edge(c1, (SELECT id::uuid FROM citus_test.ids WHERE kind = 'json' AND name = 'u5'),
+                                'splitter', 'other user');
+        RAISE EXCEPTION 'an edge to another user''s blob was accepted';
+    EXCEPTION WHEN SQLSTATE 'P0002' THEN NULL;
+    END;
+END $$;
 
 -- step: descendants, ancestors, lineage, dag_stats
 SELECT citus_test.need('dag', 2201);
-SELECT count(*) FROM memmie.descendants((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'root'));
-SELECT count(*) FROM memmie.ancestors((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'grandchild2'));
-SELECT memmie.lineage((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'child1')) IS NOT NULL;
-SELECT * FROM memmie.dag_stats((SELECT id::uuid FROM citus_test.ids WHERE kind = 'dag' AND name = 'root'));
+DO $$
+DECLARE
+    id_of jsonb := (SELECT jsonb_object_agg(name, id) FROM citus_test.ids WHERE kind = 'dag'
+                    AND name IN ('root', 'child1', 'child2', 'grandchild1', 'grandchild2'));
+    n     bigint;
+    l     jsonb;
+    s     record;
+BEGIN
+    n := (SELECT count(*) FROM memmie.descendants((id_of ->> 'root')::uuid));
+    IF n <> 2200 THEN
+        RAISE EXCEPTION 'descendants of the root: % of 2200', n;
+    END IF;
+    n := (SELECT count(*) FROM memmie.descendants((id_of ->> 'root')::uuid, 1));
+    IF n <> 1100 THEN
+        RAISE EXCEPTION 'children of the root: % of 1100', n;
+    END IF;
+    -- grandchild2: its parents child2 and child1 (the cross edge), and the root
+    n := (SELECT count(*) FROM memmie.ancestors((id_of ->> 'grandchild2')::uuid));
+    IF n <> 3 THEN
+        RAISE EXCEPTION 'ancestors of grandchild2: % of 3', n;
+    END IF;
+    -- child1: the root above, grandchild1 and grandchild2 below, and the 3 edges between them
+    l := memmie.lineage((id_of ->> 'child1')::uuid);
+    IF jsonb_array_length(l -> 'nodes') <> 4 OR jsonb_array_length(l -> 'edges') <> 3 THEN
+        RAISE EXCEPTION 'lineage of child1: %', l;
+    END IF;
+    SELECT * INTO s FROM memmie.dag_stats((id_of ->> 'root')::uuid);
+    IF (s.total_nodes, s.max_depth, s.unique_levels) <> (2201::bigint, 2, 3) THEN
+        RAISE EXCEPTION 'dag_stats of the root: %', s;
+    END IF;
+END $$;
 
 -- step: create_blob text/plain for the pipeline, 8 users
 INSERT INTO citus_test.ids

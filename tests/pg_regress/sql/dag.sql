@@ -104,8 +104,8 @@ INSERT INTO big SELECT i, md5('memmie big dag ' || i)::uuid FROM generate_series
 SET LOCAL session_replication_role = replica;  -- bulk rows: no per-row triggers, no FK checks
 INSERT INTO memmie.blobs (id, user_id, content_hash, content_size, content_type)
 SELECT id, '00000000-0000-0000-0000-0000000000b9', repeat('0', 64), 0, 'text/plain' FROM big;
-INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
-SELECT p.id, c.id, 'big', e.t
+INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type, user_id)
+SELECT p.id, c.id, 'big', e.t, '00000000-0000-0000-0000-0000000000b9'::uuid
 FROM (SELECT 0 AS p, k AS c, 'derived' AS t FROM generate_series(1, 2000) k
       UNION ALL SELECT k, 2000 + k, 'derived' FROM generate_series(1, 2000) k
       UNION ALL SELECT 0, 2000 + k, 'merge' FROM generate_series(100, 2000, 100) k
@@ -120,6 +120,8 @@ CREATE FUNCTION pg_temp.walk_all(how text) RETURNS void LANGUAGE sql AS $$
     INSERT INTO walks SELECT how, 'ancestors of 4001', a.* FROM memmie.ancestors((SELECT id FROM big WHERE i = 4001)) a;
     INSERT INTO walks SELECT how, '4001 -> 0 closes a cycle', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 4001), (SELECT id FROM big WHERE i = 0))::int;
     INSERT INTO walks SELECT how, '0 -> 4001 closes none', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 0), (SELECT id FROM big WHERE i = 4001))::int;
+    INSERT INTO walks SELECT how, '4001 -> 0 closes a cycle (user)', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 4001), (SELECT id FROM big WHERE i = 0), '00000000-0000-0000-0000-0000000000b9')::int;
+    INSERT INTO walks SELECT how, '0 -> 4001 closes none (user)', NULL, memmie._would_cycle((SELECT id FROM big WHERE i = 0), (SELECT id FROM big WHERE i = 4001), '00000000-0000-0000-0000-0000000000b9')::int;
 $$;
 SET client_min_messages = debug1;
 SELECT pg_temp.walk_all('whole table');

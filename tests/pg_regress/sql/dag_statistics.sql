@@ -9,8 +9,8 @@ INSERT INTO g SELECT i, md5('memmie dag_statistics ' || i)::uuid, i = 7 FROM gen
 INSERT INTO memmie.blobs (id, user_id, content_hash, content_size, content_type, deleted_at)
 SELECT id, '00000000-0000-0000-0000-0000000000d5', repeat('0', 64), 0, 'text/plain',
        CASE WHEN deleted THEN now() END FROM g;
-INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
-SELECT p.id, c.id, 'stats', 't'
+INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type, user_id)
+SELECT p.id, c.id, 'stats', 't', '00000000-0000-0000-0000-0000000000d5'::uuid
 FROM (VALUES (1, 3), (2, 3), (3, 4), (4, 5), (4, 6), (5, 8), (6, 8), (8, 7), (7, 9), (9, 10), (1, 10),
              (3, 8)) e(p, c)
 JOIN g p ON p.i = e.p JOIN g c ON c.i = e.c;
@@ -38,10 +38,10 @@ CREATE TEMP TABLE ladder (i int PRIMARY KEY, id uuid);
 INSERT INTO ladder SELECT i, md5('memmie ladder ' || i)::uuid FROM generate_series(0, 19999) i;
 INSERT INTO memmie.blobs (id, user_id, content_hash, content_size, content_type)
 SELECT id, '00000000-0000-0000-0000-0000000000d5', repeat('0', 64), 0, 'text/plain' FROM ladder;
-INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type)
-SELECT p.id, c.id, 'ladder', 'step' FROM ladder p JOIN ladder c ON c.i = p.i + 1
+INSERT INTO memmie.blob_edges (parent_blob_id, child_blob_id, provider_id, transform_type, user_id)
+SELECT p.id, c.id, 'ladder', 'step', '00000000-0000-0000-0000-0000000000d5'::uuid FROM ladder p JOIN ladder c ON c.i = p.i + 1
 UNION ALL
-SELECT p.id, c.id, 'ladder', 'step' FROM ladder p JOIN ladder c ON c.i = p.i + 2;
+SELECT p.id, c.id, 'ladder', 'step', '00000000-0000-0000-0000-0000000000d5'::uuid FROM ladder p JOIN ladder c ON c.i = p.i + 2;
 SET LOCAL session_replication_role = origin;
 SET LOCAL statement_timeout = '30s';
 REFRESH MATERIALIZED VIEW memmie.dag_statistics;
