@@ -3276,6 +3276,10 @@ BEGIN
     report := report || jsonb_build_object('provider_metrics_rows',
         memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
     RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- The DAG on Citus: blob_edges carries its blobs' user (an edge never joins two users' blobs),
 -- so that distribute() can place it with the blobs, by user_id, and a user's whole DAG lies on
 -- that user's shards. Filled from the child blob (the foreign key makes it exist). The writers
