@@ -42,6 +42,47 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                      AND pg_catalog.pg_has_role(memmie._caller(), r.oid, 'USAGE'))
 $$;
 
+-- _unrestricted() for the row-level security policies of a Citus cluster, through
+-- memmie._unrestricted_on_node() (src/access.rs: the answer kept for the rest of the command, as
+-- the policies call it per row there; distribute() writes them with it; a single node's
+-- policies call _unrestricted() once per query). There the policies run on
+-- the workers, inside the query on a shard, where reading grantees through Citus (a reference
+-- table) is refused (a distributed query from a query on a shard). So: the owner's role from
+-- this node's catalog, and the admin-level grantees from this node's placement of grantees,
+-- read as the plain table it is here (a reference table has one on every node, written in the
+-- same transaction on all of them). A node without a placement (the coordinator when it is not
+-- in the metadata) reads grantees itself: it is not a shard there. Without Citus, _unrestricted().
+CREATE FUNCTION memmie._unrestricted_node_check() RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    caller oid := memmie._caller();
+    shard  text;
+    ok     boolean;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e
+               WHERE e.extname OPERATOR(pg_catalog.=) 'memmie'
+                 AND pg_catalog.pg_has_role(caller, e.extowner, 'USAGE')) THEN
+        RETURN true;
+    END IF;
+    IF NOT memmie._distributed() THEN
+        RETURN memmie._unrestricted();
+    END IF;
+    SELECT pg_catalog.format('memmie.%I', 'grantees_' OPERATOR(pg_catalog.||) s.shardid) INTO shard
+    FROM pg_catalog.pg_dist_shard s
+    JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid
+    WHERE s.logicalrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+      AND p.groupid OPERATOR(pg_catalog.=) (SELECT l.groupid FROM pg_catalog.pg_dist_local_group l);
+    IF shard IS NULL THEN
+        RETURN memmie._unrestricted();
+    END IF;
+    EXECUTE pg_catalog.format(
+        'SELECT EXISTS (SELECT FROM %s g JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) g.role_name'
+        ' WHERE g.level OPERATOR(pg_catalog.=) ''admin'' AND pg_catalog.pg_has_role($1, r.oid, ''USAGE''))', shard)
+        INTO ok USING caller;
+    RETURN ok;
+END
+$$;
+
 -- The user a call is confined to: the bound user; NULL when the caller sees every user (no user
 -- bound, and _unrestricted). 42501 when no user is bound and the caller may not see all.
 CREATE FUNCTION memmie._scope() RETURNS uuid
@@ -124,7 +165,8 @@ $$;
 
 CREATE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ARRAY['current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller']
+    SELECT ARRAY['current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller',
+                 '_unrestricted_on_node', '_unrestricted_node_check']
         || CASE p_level
         WHEN 'app' THEN ARRAY[
             'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
@@ -162,25 +204,83 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         END
 $$;
 
--- Grants role p_role what its recorded levels give (schema usage, EXECUTE, SELECT).
-CREATE FUNCTION memmie._apply_grants(p_role name) RETURNS void
+-- EXECUTE on the functions of levels p_levels for role p_role, on this node.
+CREATE FUNCTION memmie._grant_functions(p_role name, p_levels text[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lvl text;
     f   regprocedure;
-    t   text;
 BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA memmie TO %I', p_role);
-    FOR lvl IN SELECT g.level FROM memmie.grantees g WHERE g.role_name = p_role LOOP
+    FOREACH lvl IN ARRAY coalesce(p_levels, '{}') LOOP
         FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                  WHERE p.pronamespace = 'memmie'::regnamespace
                    AND p.proname = ANY (memmie._level_function_names(lvl)) LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, p_role);
         END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Every privilege role p_role holds on memmie's functions, on this node.
+CREATE FUNCTION memmie._revoke_functions(p_role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', p_role);
+END
+$$;
+
+-- The functions' grants on every node of a Citus cluster. Citus propagates the GRANTs on the
+-- schema and on its tables, not those on memmie's functions: they are not Citus distributed
+-- objects (Citus distributes an extension's function only with a distribution argument), yet
+-- the policies run on the workers as the querying role and call the functions there.
+-- distribute() puts this trigger on grantees, a reference table: a write to it runs on every
+-- node's placement in the same (two-phase) transaction, and the trigger there grants the row's
+-- level's functions (INSERT, UPDATE) or revokes the role's (DELETE: only revoke_access deletes)
+-- on that node. So the workers' grants commit or roll back with the coordinator's;
+-- _apply_grants touches the role's rows to reach them. Not on a single node (no trigger).
+CREATE FUNCTION memmie._grantees_on_node() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = OLD.role_name) THEN
+            PERFORM memmie._revoke_functions(OLD.role_name);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.role_name) THEN
+        PERFORM memmie._grant_functions(NEW.role_name, ARRAY[NEW.level]);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Grants role p_role what its recorded levels give (schema usage, EXECUTE, SELECT), on every
+-- node of a Citus cluster (the schema's and tables' GRANTs through Citus, the functions' through
+-- the trigger on grantees: _grantees_on_node).
+CREATE FUNCTION memmie._apply_grants(p_role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lvl    text;
+    levels text[];
+    t      text;
+    dist   boolean := memmie._distributed();
+BEGIN
+    IF dist THEN
+        -- GRANTs on distributed and reference tables and a write to grantees in one
+        -- transaction: one connection per node
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA memmie TO %I', p_role);
+    SELECT array_agg(g.level ORDER BY g.level) INTO levels FROM memmie.grantees g WHERE g.role_name = p_role;
+    PERFORM memmie._grant_functions(p_role, levels);
+    FOREACH lvl IN ARRAY coalesce(levels, '{}') LOOP
         FOREACH t IN ARRAY memmie._level_table_names(lvl) LOOP
             EXECUTE format('GRANT SELECT ON TABLE memmie.%I TO %I', t, p_role);
         END LOOP;
     END LOOP;
+    IF dist THEN
+        UPDATE memmie.grantees g SET granted_at = g.granted_at WHERE g.role_name = p_role;
+    END IF;
 END
 $$;
 
@@ -244,8 +344,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n name := memmie._role_name(revoke_access.role);
 BEGIN
+    IF memmie._distributed() THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    -- on a Citus cluster the trigger on grantees revokes the functions on every node
     DELETE FROM memmie.grantees g WHERE g.role_name = n;
-    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', n);
+    PERFORM memmie._revoke_functions(n);
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA memmie FROM %I', n);
     EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA memmie FROM %I', n);
     EXECUTE format('REVOKE ALL ON SCHEMA memmie FROM %I', n);

@@ -166,19 +166,26 @@ BEGIN
                                          part, pkey, 'PRIMARY KEY (id, created_at, user_id)'));
     END LOOP;
 
-    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables.
-    -- The tenant tables' policy without its scalar subqueries (the same rows; the functions are
-    -- then called per row); content_storage's (an EXISTS over user_content_refs) cannot do
-    -- without one, so there only the admin level reads the table directly (functions read
-    -- content for the bound user as before).
+    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables,
+    -- and the policies run on the workers, in the query on a shard, where nothing distributed
+    -- may be read. The tenant tables' policy without its scalar subqueries (the same rows; the
+    -- functions are then called per row), with _unrestricted_on_node() (the admin level from
+    -- this node's placement of grantees, sql/access.sql) for _unrestricted();
+    -- content_storage's (an EXISTS over user_content_refs) cannot do without a subquery, so
+    -- there only the admin level reads the table directly (functions read content for the
+    -- bound user as before). blob_edges has a user_id since 0.3.0 and gets the tenant tables'
+    -- policy (a table without one would be admin-level only, as content_storage).
     FOR k IN
         SELECT pc.relid::pg_catalog.regclass::pg_catalog.text AS tab,
                CASE WHEN pc.relid OPERATOR(pg_catalog.=) 'memmie.content_storage'::pg_catalog.regclass
-                    THEN 'memmie._unrestricted()'
-                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted()' END AS qual
+                      OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                     WHERE a.attrelid OPERATOR(pg_catalog.=) pc.relid
+                                       AND a.attname OPERATOR(pg_catalog.=) 'user_id' AND NOT a.attisdropped)
+                    THEN 'memmie._unrestricted_on_node()'
+                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted_on_node()' END AS qual
         FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
               WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
-                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.~~) '%SELECT%'
+                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.!~~) '%_unrestricted_on_node()%'
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                 WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
     LOOP
@@ -186,6 +193,16 @@ BEGIN
         PERFORM memmie._citus_on_workers(pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual));
         changed := changed OPERATOR(pg_catalog.+) 1;
     END LOOP;
+
+    -- The access levels' function grants on every node: a trigger on grantees (a reference
+    -- table) grants them on each node's placement (sql/access.sql _grantees_on_node). Made
+    -- before placement, so that Citus gives it to every placement.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'grants_on_node') THEN
+        CREATE TRIGGER grants_on_node AFTER INSERT OR UPDATE OR DELETE ON memmie.grantees
+            FOR EACH ROW EXECUTE FUNCTION memmie._grantees_on_node();
+    END IF;
 
     -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
     -- tables co-located with it, then content_storage.
@@ -227,6 +244,10 @@ BEGIN
              WHERE x.def IS NOT NULL LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.tab, k.name, k.def);
     END LOOP;
+
+    -- 6. The access levels of the roles granted before: the same privileges on every node
+    -- (the functions' EXECUTE on the workers through the trigger above).
+    PERFORM memmie._reapply_grants();
 
     RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
         'coordinator_only', pg_catalog.jsonb_build_array());

@@ -3344,6 +3344,351 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Access levels on a Citus cluster (issue 16): the policies distribute() writes read nothing
+-- distributed on a shard (_unrestricted_on_node: the admin level from the node's own placement
+-- of grantees, kept for the rest of the command), and the functions' grants reach every node
+-- (memmie's functions are not Citus distributed objects: a trigger distribute() puts on
+-- grantees, a reference table, grants them on each node's placement in the same transaction).
+-- Before the privileges below.
+
+CREATE FUNCTION memmie."_unrestricted_on_node"() RETURNS boolean
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'unrestricted_on_node_wrapper';
+
+CREATE OR REPLACE FUNCTION memmie._unrestricted_node_check() RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    caller oid := memmie._caller();
+    shard  text;
+    ok     boolean;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e
+               WHERE e.extname OPERATOR(pg_catalog.=) 'memmie'
+                 AND pg_catalog.pg_has_role(caller, e.extowner, 'USAGE')) THEN
+        RETURN true;
+    END IF;
+    IF NOT memmie._distributed() THEN
+        RETURN memmie._unrestricted();
+    END IF;
+    SELECT pg_catalog.format('memmie.%I', 'grantees_' OPERATOR(pg_catalog.||) s.shardid) INTO shard
+    FROM pg_catalog.pg_dist_shard s
+    JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid
+    WHERE s.logicalrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+      AND p.groupid OPERATOR(pg_catalog.=) (SELECT l.groupid FROM pg_catalog.pg_dist_local_group l);
+    IF shard IS NULL THEN
+        RETURN memmie._unrestricted();
+    END IF;
+    EXECUTE pg_catalog.format(
+        'SELECT EXISTS (SELECT FROM %s g JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) g.role_name'
+        ' WHERE g.level OPERATOR(pg_catalog.=) ''admin'' AND pg_catalog.pg_has_role($1, r.oid, ''USAGE''))', shard)
+        INTO ok USING caller;
+    RETURN ok;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._level_function_names(p_level text) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY['current_user_id', 'access_levels', '_bound_user', '_unrestricted', '_caller',
+                 '_unrestricted_on_node', '_unrestricted_node_check']
+        || CASE p_level
+        WHEN 'app' THEN ARRAY[
+            'create_blob', 'create_external_blob', 'apply_delta', 'update_content',
+            'update_external_content', 'revert_blob', 'delete_blob', 'undelete_blob', 'squash_history',
+            'blob_state', 'blob_content', 'blob_history', 'find_blobs', 'get_content',
+            'derive_blob', 'add_edge', 'ancestors', 'descendants', 'lineage', 'dag_stats',
+            'user_usage', 'enqueue_job', 'cancel_job', 'record_api_call']
+        WHEN 'worker' THEN ARRAY[
+            'events_since', 'dispatch_events', 'claim_jobs', 'heartbeat_job', 'complete_job',
+            'fail_job', 'complete_processing', 'fail_processing', 'processing_input',
+            'pending_work']
+        WHEN 'admin' THEN ARRAY[
+            'register_provider', 'set_provider_status', 'backfill', 'reprocess',
+            'maintenance', 'check', 'gc_content', 'put_content', 'verify_content',
+            'create_partitions', 'drop_old_partitions', 'ensure_partitions', 'fold_usage',
+            'rollup_metrics', 'refresh_views', 'refresh_user_blob_summary',
+            'schedule_maintenance', 'unschedule_maintenance', 'user_usage', 'cancel_job',
+            'set_quota', 'distribute']
+        END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._grant_functions(p_role name, p_levels text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lvl text;
+    f   regprocedure;
+BEGIN
+    FOREACH lvl IN ARRAY coalesce(p_levels, '{}') LOOP
+        FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                 WHERE p.pronamespace = 'memmie'::regnamespace
+                   AND p.proname = ANY (memmie._level_function_names(lvl)) LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, p_role);
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._revoke_functions(p_role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA memmie FROM %I', p_role);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._grantees_on_node() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = OLD.role_name) THEN
+            PERFORM memmie._revoke_functions(OLD.role_name);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.role_name) THEN
+        PERFORM memmie._grant_functions(NEW.role_name, ARRAY[NEW.level]);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._apply_grants(p_role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lvl    text;
+    levels text[];
+    t      text;
+    dist   boolean := memmie._distributed();
+BEGIN
+    IF dist THEN
+        -- GRANTs on distributed and reference tables and a write to grantees in one
+        -- transaction: one connection per node
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA memmie TO %I', p_role);
+    SELECT array_agg(g.level ORDER BY g.level) INTO levels FROM memmie.grantees g WHERE g.role_name = p_role;
+    PERFORM memmie._grant_functions(p_role, levels);
+    FOREACH lvl IN ARRAY coalesce(levels, '{}') LOOP
+        FOREACH t IN ARRAY memmie._level_table_names(lvl) LOOP
+            EXECUTE format('GRANT SELECT ON TABLE memmie.%I TO %I', t, p_role);
+        END LOOP;
+    END LOOP;
+    IF dist THEN
+        UPDATE memmie.grantees g SET granted_at = g.granted_at WHERE g.role_name = p_role;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.revoke_access(role regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n name := memmie._role_name(revoke_access.role);
+BEGIN
+    IF memmie._distributed() THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    -- on a Citus cluster the trigger on grantees revokes the functions on every node
+    DELETE FROM memmie.grantees g WHERE g.role_name = n;
+    PERFORM memmie._revoke_functions(n);
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA memmie FROM %I', n);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA memmie FROM %I', n);
+    EXECUTE format('REVOKE ALL ON SCHEMA memmie FROM %I', n);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.distribute() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    placed  jsonb := '{}';
+    changed int := 0;
+    fks     jsonb;
+    k       record;
+    t       record;
+    part    regclass;
+    pkey    text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'memmie.distribute() needs the citus extension in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'on a Citus coordinator: CREATE EXTENSION citus, citus_add_node() for each worker, then memmie.distribute()';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'memmie.distribute() runs on the Citus coordinator, not on a worker'
+            USING ERRCODE = '55000';
+    END IF;
+    -- Every table placed: nothing to do (a second call).
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
+                       'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
+                       'memmie.blob_edges', 'memmie.user_content_refs',
+                       'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
+                       'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
+                   WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                     WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
+        RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+            'coordinator_only', pg_catalog.jsonb_build_array());
+    END IF;
+    -- DDL on distributed and reference tables in one transaction: one connection per node
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- memmie's counting and bookkeeping triggers go with the tables (they run on the shards)
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    -- 1. Every foreign key between memmie's tables is dropped and made again once all are placed
+    -- (a table placed while a local table references it, or it references a local one, makes
+    -- Citus convert the local one, which fails: the extension made it on every node). On the way
+    -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
+    -- user; an edge joins two blobs of its user), and some are not made again: blob_versions to
+    -- content_storage (not co-located) and provider_processing.output_blob_id (ON DELETE SET
+    -- NULL: Citus refuses SET NULL in a key with the distribution column).
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
+               'def', CASE WHEN c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+                             OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                               THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                               THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
+                                        (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.conrelid
+                                           AND a.attnum OPERATOR(pg_catalog.=) c.conkey[1]),
+                                        CASE c.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' ELSE '' END)
+                           ELSE pg_catalog.pg_get_constraintdef(c.oid) END,
+               'old', pg_catalog.pg_get_constraintdef(c.oid)))
+    INTO fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.conparentid OPERATOR(pg_catalog.=) 0
+      AND c.connamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace;
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', k.tab, k.name);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, NULL)', k.tab, k.name));
+        IF k.def IS DISTINCT FROM k.old THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+
+    -- 2. Primary keys and unique constraints with user_id, on the tables not placed yet.
+    FOR k IN SELECT * FROM (VALUES
+        ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_edges', 'blob_edges_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_edges', 'unique_edge', 'UNIQUE (parent_blob_id, child_blob_id, provider_id, user_id)'),
+        ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
+        ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.usage_metrics', 'usage_metrics_pkey', 'PRIMARY KEY (id, user_id)')) AS v(tab, name, def)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    LOOP
+        IF memmie._citus_key(k.tab::pg_catalog.regclass, k.name, k.def) THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)', k.tab, k.name, k.def));
+    END LOOP;
+    -- deltas and events keep their primary keys on each partition (sql/partitions.sql)
+    FOR part IN
+        SELECT i.inhrelid::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.deltas'::pg_catalog.regclass, 'memmie.events'::pg_catalog.regclass])
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                          WHERE d.logicalrelid OPERATOR(pg_catalog.=) i.inhrelid::pg_catalog.regclass)
+    LOOP
+        pkey := (SELECT c.conname FROM pg_catalog.pg_constraint c
+                 WHERE c.conrelid OPERATOR(pg_catalog.=) part AND c.contype OPERATOR(pg_catalog.=) 'p');
+        IF memmie._citus_key(part, pkey, 'PRIMARY KEY (id, created_at, user_id)') THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)',
+                                         part, pkey, 'PRIMARY KEY (id, created_at, user_id)'));
+    END LOOP;
+
+    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables,
+    -- and the policies run on the workers, in the query on a shard, where nothing distributed
+    -- may be read. The tenant tables' policy without its scalar subqueries (the same rows; the
+    -- functions are then called per row), with _unrestricted_on_node() (the admin level from
+    -- this node's placement of grantees, sql/access.sql) for _unrestricted();
+    -- content_storage's (an EXISTS over user_content_refs) cannot do without a subquery, so
+    -- there only the admin level reads the table directly (functions read content for the
+    -- bound user as before). blob_edges has a user_id since 0.3.0 and gets the tenant tables'
+    -- policy (a table without one would be admin-level only, as content_storage).
+    FOR k IN
+        SELECT pc.relid::pg_catalog.regclass::pg_catalog.text AS tab,
+               CASE WHEN pc.relid OPERATOR(pg_catalog.=) 'memmie.content_storage'::pg_catalog.regclass
+                      OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                     WHERE a.attrelid OPERATOR(pg_catalog.=) pc.relid
+                                       AND a.attname OPERATOR(pg_catalog.=) 'user_id' AND NOT a.attisdropped)
+                    THEN 'memmie._unrestricted_on_node()'
+                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted_on_node()' END AS qual
+        FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
+              WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
+                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.!~~) '%_unrestricted_on_node()%'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
+    LOOP
+        EXECUTE pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual));
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+
+    -- The access levels' function grants on every node: a trigger on grantees (a reference
+    -- table) grants them on each node's placement (sql/access.sql _grantees_on_node). Made
+    -- before placement, so that Citus gives it to every placement.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'grants_on_node') THEN
+        CREATE TRIGGER grants_on_node AFTER INSERT OR UPDATE OR DELETE ON memmie.grantees
+            FOR EACH ROW EXECUTE FUNCTION memmie._grantees_on_node();
+    END IF;
+
+    -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
+    -- tables co-located with it, then content_storage.
+    FOR t IN SELECT * FROM (VALUES
+        (1, 'memmie.providers', 'reference', NULL),
+        (2, 'memmie.provider_versions', 'reference', NULL),
+        (3, 'memmie.provider_metrics', 'reference', NULL),
+        (3, 'memmie.grantees', 'reference', NULL),
+        (4, 'memmie.user_contexts', 'distributed', 'user_id'),
+        (5, 'memmie.blobs', 'distributed', 'user_id'),
+        (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
+        (6, 'memmie.blob_edges', 'distributed', 'user_id'),
+        (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
+        (8, 'memmie.deltas', 'distributed', 'user_id'),
+        (9, 'memmie.events', 'distributed', 'user_id'),
+        (10, 'memmie.provider_processing', 'distributed', 'user_id'),
+        (11, 'memmie.jobs', 'distributed', 'user_id'),
+        (12, 'memmie.usage_metrics', 'distributed', 'user_id'),
+        (13, 'memmie.usage_increments', 'distributed', 'user_id'),
+        (14, 'memmie.content_storage', 'by content', 'content_hash')) AS v(n, tab, how, col)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    ORDER BY n
+    LOOP
+        IF t.how OPERATOR(pg_catalog.=) 'reference' THEN
+            PERFORM pg_catalog.create_reference_table(t.tab::pg_catalog.regclass);
+        ELSIF t.tab OPERATOR(pg_catalog.=) 'memmie.user_contexts' OR t.how OPERATOR(pg_catalog.=) 'by content' THEN
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col, colocate_with => 'none');
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col,
+                                                        colocate_with => 'memmie.user_contexts');
+        END IF;
+        placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
+    END LOOP;
+
+    -- 5. The foreign keys again, between placed tables.
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text)
+             WHERE x.def IS NOT NULL LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.tab, k.name, k.def);
+    END LOOP;
+
+    -- 6. The access levels of the roles granted before: the same privileges on every node
+    -- (the functions' EXECUTE on the workers through the trigger above).
+    PERFORM memmie._reapply_grants();
+
+    RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+        'coordinator_only', pg_catalog.jsonb_build_array());
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
 -- data runs as the owner (sql/privileges.sql).
 DO $$

@@ -76,6 +76,54 @@ fn caller() -> pg_sys::Oid {
     unsafe { pg_sys::GetOuterUserId() }
 }
 
+/// The transaction this backend is in (its local id; 0 outside one).
+fn local_xact_id() -> u32 {
+    unsafe {
+        if pg_sys::MyProc.is_null() {
+            return 0;
+        }
+        #[cfg(not(feature = "pg18"))]
+        {
+            (*pg_sys::MyProc).lxid
+        }
+        #[cfg(feature = "pg18")]
+        {
+            (*pg_sys::MyProc).vxid.lxid
+        }
+    }
+}
+
+thread_local! {
+    /// The last answer of `_unrestricted_on_node`: (caller, transaction, command, answer).
+    static UNRESTRICTED: std::cell::Cell<Option<(pg_sys::Oid, u32, u32, bool)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Whether the caller sees every user's rows, for the row-level security policies of a Citus
+/// cluster (distribute() writes them with it). Citus refuses subqueries in the policies of
+/// distributed tables, so the policy calls this per row: the answer of
+/// `memmie._unrestricted_node_check()` (sql/access.sql) is kept for the rest of the command
+/// (the same caller, transaction and command id), so a scan pays for the check once, not per row
+/// (it reads the catalogs and grantees: ~0.2 ms). A new command asks again, so a grant or a
+/// revoke is seen by the next statement, as the single node's `(SELECT memmie._unrestricted())`.
+#[pg_extern(name = "_unrestricted_on_node", stable, parallel_safe)]
+fn unrestricted_on_node() -> bool {
+    let key = (unsafe { pg_sys::GetOuterUserId() }, local_xact_id(), unsafe {
+        pg_sys::GetCurrentCommandId(false)
+    });
+    if let Some((user, xact, command, answer)) = UNRESTRICTED.with(|c| c.get()) {
+        if (user, xact, command) == key {
+            return answer;
+        }
+    }
+    let answer = Spi::get_one::<bool>("SELECT memmie._unrestricted_node_check()")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    UNRESTRICTED.with(|c| c.set(Some((key.0, key.1, key.2, answer))));
+    answer
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -76,3 +76,44 @@ SELECT NOT EXISTS (SELECT 1 FROM memmie.content_storage c JOIN citus_test.ids i 
 
 -- check: the DEFAULT partitions are empty
 SELECT (SELECT count(*) FROM memmie.deltas_default) + (SELECT count(*) FROM memmie.events_default) = 0;
+
+-- check: [distributed] access levels: every node gives the roles the same privileges on memmie's functions and tables
+SELECT bool_and(r.success AND r.result = c.v)
+FROM (SELECT md5(string_agg(x, ',' ORDER BY x)) AS v FROM (
+          SELECT format('%s:%s', ro.rolname, p.oid::regprocedure) AS x
+          FROM pg_roles ro, pg_proc p
+          WHERE ro.rolname LIKE 'citus\_%' AND p.pronamespace = 'memmie'::regnamespace
+            AND has_function_privilege(ro.oid, p.oid, 'EXECUTE')
+          UNION ALL
+          SELECT format('%s:%s', ro.rolname, t)
+          FROM pg_roles ro, unnest(ARRAY['user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+                                         'deltas', 'provider_processing', 'events', 'jobs', 'usage_metrics', 'providers',
+                                         'provider_versions', 'grantees']) t
+          WHERE ro.rolname LIKE 'citus\_%' AND has_table_privilege(ro.oid, ('memmie.' || t)::regclass, 'SELECT')) s) c,
+     run_command_on_workers($c$
+         SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (
+             SELECT format('%s:%s', ro.rolname, p.oid::regprocedure) AS x
+             FROM pg_roles ro, pg_proc p
+             WHERE ro.rolname LIKE 'citus\_%' AND p.pronamespace = 'memmie'::regnamespace
+               AND has_function_privilege(ro.oid, p.oid, 'EXECUTE')
+             UNION ALL
+             SELECT format('%s:%s', ro.rolname, t)
+             FROM pg_roles ro, unnest(ARRAY['user_contexts', 'content_storage', 'blobs', 'blob_versions', 'user_content_refs',
+                                            'deltas', 'provider_processing', 'events', 'jobs', 'usage_metrics', 'providers',
+                                            'provider_versions', 'grantees']) t
+             WHERE ro.rolname LIKE 'citus\_%' AND has_table_privilege(ro.oid, ('memmie.' || t)::regclass, 'SELECT')) s
+     $c$) r;
+
+-- check: access levels: the admin-level role reads every user's rows (both workers)
+SET ROLE citus_admin;
+SELECT count(DISTINCT user_id) = 8 AND count(*) > 0 FROM memmie.blobs;
+
+-- check: access levels: the app-level role bound to user 5 (SET LOCAL, propagated) reads its blobs and no other user's
+SET ROLE citus_app;
+SET citus.propagate_set_commands = local;
+BEGIN;
+SET LOCAL memmie.user_id = '00000005-0000-4000-8000-000000000000';
+SELECT count(*) FILTER (WHERE user_id <> '00000005-0000-4000-8000-000000000000') = 0
+   AND count(*) FILTER (WHERE user_id = '00000005-0000-4000-8000-000000000000') > 0
+FROM memmie.blobs;
+COMMIT;

@@ -19,6 +19,14 @@ BEGIN
     END IF;
 END $$;
 
+-- step: access levels: an app-level and an admin-level role, granted before distribute()
+CREATE ROLE citus_app LOGIN;
+CREATE ROLE citus_admin LOGIN;
+SELECT memmie.grant_app('citus_app');
+SELECT memmie.grant_admin('citus_admin');
+GRANT USAGE ON SCHEMA citus_test TO citus_app, citus_admin;
+GRANT SELECT, INSERT ON citus_test.ids TO citus_app, citus_admin;
+
 -- step: [distributed] distribute()
 SELECT memmie.distribute();
 
@@ -76,6 +84,127 @@ SELECT memmie.undelete_blob(id::uuid) FROM citus_test.ids WHERE kind = 'json' AN
 -- step: delete_blob (hard)
 SELECT citus_test.need('json', 8);
 SELECT memmie.delete_blob(id::uuid, hard => true) FROM citus_test.ids WHERE kind = 'json' AND name = 'u3';
+
+-- step: access levels: an app-level role bound to user 5 (SET LOCAL, propagated) reads its rows only, on both workers
+-- The documented way on Citus: citus.propagate_set_commands = local and SET LOCAL memmie.user_id
+-- in a transaction block (a session SET or set_config() does not reach the workers).
+SELECT citus_test.need('json', 8);
+SET ROLE citus_app;
+SET citus.propagate_set_commands = local;
+BEGIN;
+SET LOCAL memmie.user_id = '00000005-0000-4000-8000-000000000000';
+DO $$
+DECLARE
+    me     uuid := '00000005-0000-4000-8000-000000000000';
+    t      text;
+    mine   bigint;
+    others bigint;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['user_contexts', 'blobs', 'blob_versions', 'user_content_refs', 'deltas',
+                             'provider_processing', 'events', 'jobs', 'usage_metrics'] LOOP
+        EXECUTE format('SELECT count(*) FILTER (WHERE user_id = $1), count(*) FILTER (WHERE user_id <> $1) FROM memmie.%I', t)
+            INTO mine, others USING me;
+        IF others <> 0 THEN
+            RAISE EXCEPTION 'memmie.% shows % rows of other users to an app-level role bound to user 5', t, others;
+        END IF;
+        IF t IN ('user_contexts', 'blobs', 'blob_versions') AND mine = 0 THEN
+            RAISE EXCEPTION 'memmie.% shows none of user 5''s rows to its app-level role', t;
+        END IF;
+    END LOOP;
+    -- on the cluster content_storage is read directly by the admin level only
+    IF EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'memmie.content_storage'::regclass)
+       AND EXISTS (SELECT 1 FROM memmie.content_storage) THEN
+        RAISE EXCEPTION 'memmie.content_storage shows rows to an app-level role';
+    END IF;
+    -- another user's blob is P0002, as one that does not exist
+    BEGIN
+        PERFORM memmie.blob_state((SELECT id::uuid FROM citus_test.ids WHERE kind = 'json' AND name = 'u6'));
+        RAISE EXCEPTION 'user 6''s blob was visible to user 5';
+    EXCEPTION WHEN no_data_found THEN NULL;
+    END;
+    -- writes are refused: memmie's functions are the only way to change anything
+    BEGIN
+        INSERT INTO memmie.blobs (user_id, content_hash, content_size, content_type) VALUES (me, repeat('0', 64), 0, 'text/plain');
+        RAISE EXCEPTION 'an app-level role inserted into memmie.blobs';
+    EXCEPTION WHEN insufficient_privilege THEN NULL;
+    END;
+    BEGIN
+        DELETE FROM memmie.blobs WHERE user_id = me;
+        RAISE EXCEPTION 'an app-level role deleted from memmie.blobs';
+    EXCEPTION WHEN insufficient_privilege THEN NULL;
+    END;
+END $$;
+COMMIT;
+
+-- step: access levels: without the bound user on the workers (a session SET) an app-level role sees no other user's rows
+SET ROLE citus_app;
+SET memmie.user_id = '00000005-0000-4000-8000-000000000000';
+DO $$
+DECLARE
+    t      text;
+    others bigint;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['user_contexts', 'blobs', 'blob_versions', 'deltas', 'events', 'jobs'] LOOP
+        EXECUTE format('SELECT count(*) FILTER (WHERE user_id IS DISTINCT FROM $1) FROM memmie.%I', t)
+            INTO others USING '00000005-0000-4000-8000-000000000000'::uuid;
+        IF others <> 0 THEN
+            RAISE EXCEPTION 'memmie.% shows % rows of other users to a session whose user did not reach the workers', t, others;
+        END IF;
+    END LOOP;
+END $$;
+
+-- step: access levels: memmie's functions work for the app-level role's user, and only for it
+SET ROLE citus_app;
+SET citus.propagate_set_commands = local;
+BEGIN;
+SET LOCAL memmie.user_id = '00000005-0000-4000-8000-000000000000';
+INSERT INTO citus_test.ids
+SELECT 'app', 'u5', (memmie.create_blob('00000005-0000-4000-8000-000000000000', convert_to('{"by": "app role"}', 'UTF8'),
+                                        'application/json')).id::text;
+SELECT memmie.apply_delta(id::uuid, '[{"op": "add", "path": "/content/more", "value": 1}]') FROM citus_test.ids WHERE kind = 'app';
+SELECT memmie.blob_state(id::uuid) FROM citus_test.ids WHERE kind = 'app';
+SELECT count(*) FROM memmie.find_blobs('00000005-0000-4000-8000-000000000000');
+DO $$
+BEGIN
+    PERFORM memmie.create_blob('00000006-0000-4000-8000-000000000000', '\x00'::bytea, 'application/octet-stream');
+    RAISE EXCEPTION 'an app-level role bound to user 5 made a blob for user 6';
+EXCEPTION WHEN insufficient_privilege THEN NULL;
+END $$;
+COMMIT;
+
+-- step: access levels: revoke_access takes every privilege away on every node, and a rolled-back grant gives none
+CREATE ROLE citus_gone LOGIN;
+BEGIN;
+SELECT memmie.grant_app('citus_gone');
+ROLLBACK;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM run_command_on_workers($c$SELECT has_function_privilege('citus_gone', 'memmie._bound_user()', 'EXECUTE')$c$) LOOP
+        IF NOT r.success OR r.result <> 'f' THEN
+            RAISE EXCEPTION 'worker %: a rolled-back grant_app left EXECUTE (%)', r.nodeport, r.result;
+        END IF;
+    END LOOP;
+END $$;
+SELECT memmie.grant_app('citus_gone');
+SELECT memmie.revoke_access('citus_gone');
+DO $$
+DECLARE
+    r record;
+BEGIN
+    IF has_function_privilege('citus_gone', 'memmie._bound_user()', 'EXECUTE')
+       OR has_table_privilege('citus_gone', 'memmie.blobs', 'SELECT') THEN
+        RAISE EXCEPTION 'citus_gone keeps privileges on the coordinator';
+    END IF;
+    FOR r IN SELECT * FROM run_command_on_workers($c$SELECT has_function_privilege('citus_gone', 'memmie._bound_user()', 'EXECUTE')
+                                                        OR has_table_privilege('citus_gone', 'memmie.blobs', 'SELECT')$c$) LOOP
+        IF NOT r.success OR r.result <> 'f' THEN
+            RAISE EXCEPTION 'worker %: citus_gone keeps privileges (%)', r.nodeport, r.result;
+        END IF;
+    END LOOP;
+END $$;
+DROP ROLE citus_gone;
 
 -- step: derive_blob, a frontier of 1,100 (root -> 1,100 children -> one grandchild each)
 INSERT INTO citus_test.ids
@@ -203,6 +332,23 @@ BEGIN
        OR (SELECT retry_count FROM memmie.jobs WHERE id = 'lease-job') <> 1 THEN
         RAISE EXCEPTION 'the expired lease was not taken back';
     END IF;
+END $$;
+
+-- step: access levels: a worker-level role, granted after distribute(), claims and completes a job
+CREATE ROLE citus_worker LOGIN;
+SELECT memmie.grant_worker('citus_worker');
+GRANT USAGE ON SCHEMA citus_test TO citus_worker;
+GRANT SELECT, INSERT ON citus_test.ids TO citus_worker;
+SELECT memmie.enqueue_job('access.job', citus_test.user_n(5), '{"by": "worker role"}');
+SET ROLE citus_worker;
+INSERT INTO citus_test.ids SELECT 'claim-w', worker_id, id FROM memmie.claim_jobs('worker-w', 4, '5 minutes', '{access.job}');
+SELECT citus_test.need('claim-w', 1);
+SELECT memmie.complete_job(id, name, '{"done": true}') FROM citus_test.ids WHERE kind = 'claim-w';
+DO $$
+BEGIN
+    PERFORM count(*) FROM memmie.jobs;
+    RAISE EXCEPTION 'a worker-level role read memmie.jobs';
+EXCEPTION WHEN insufficient_privilege THEN NULL;
 END $$;
 
 -- step: events_since

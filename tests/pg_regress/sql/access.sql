@@ -298,6 +298,27 @@ SELECT count(*) >= 2 AS failed FROM held h, LATERAL memmie.fail_processing(h.id:
 DROP TABLE held;
 RESET ROLE;
 
+-- The policy function of a Citus cluster (memmie._unrestricted_on_node, src/access.rs): on a
+-- single node the same answer as _unrestricted() for every level. It keeps its answer for the
+-- rest of a command; the next statement after a grant in the same transaction sees the grant.
+SET ROLE memmie_acc_app;
+SELECT memmie._unrestricted_on_node() AS app_on_node, memmie._unrestricted() AS app;
+SET ROLE memmie_acc_worker;
+SELECT memmie._unrestricted_on_node() AS worker_on_node, memmie._unrestricted() AS worker;
+SET ROLE memmie_acc_admin;
+SELECT memmie._unrestricted_on_node() AS admin_on_node, memmie._unrestricted() AS admin;
+RESET ROLE;
+SELECT memmie._unrestricted_on_node() AS owner_on_node;
+BEGIN;
+SET LOCAL ROLE memmie_acc_app;
+SELECT memmie._unrestricted_on_node() AS before_grant;
+RESET ROLE;
+SELECT memmie.grant_admin('memmie_acc_app');
+SET LOCAL ROLE memmie_acc_app;
+SELECT memmie._unrestricted_on_node() AS after_grant,
+       (SELECT count(*) FROM generate_series(1, 3) i WHERE i > 0 AND memmie._unrestricted_on_node()) AS rows_seen;
+ROLLBACK;
+
 -- revoke_access takes every level and privilege away
 SELECT memmie.revoke_access('memmie_acc_app');
 SELECT count(*) AS levels_left FROM memmie.grantees WHERE role_name = 'memmie_acc_app';
