@@ -3915,6 +3915,39 @@ BEGIN
 END
 $$;
 
+-- The retention of versions: a user whose quota_limits has keep_versions = N (N >= 1) keeps the
+-- latest N versions of each live blob; squash_history removes the older ones. Returns how many
+-- versions were removed. Run by maintenance() (before gc_content, which then takes the contents
+-- only those versions used once their grace period has passed), blob by blob in user order,
+-- each taking its user's and its blob's locks as any writer does.
+CREATE OR REPLACE FUNCTION memmie._apply_keep_versions() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r     record;
+    total bigint := 0;
+BEGIN
+    FOR r IN
+        SELECT b.id, b.user_id, b.version - q.keep + 1 AS before_version
+        FROM memmie.user_contexts u
+        CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
+        JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
+        WHERE q.keep >= 1 AND b.version > q.keep
+          AND (SELECT min(v.version) FROM memmie.blob_versions v
+               WHERE v.blob_id = b.id AND v.user_id = b.user_id) < b.version - q.keep + 1
+        ORDER BY b.user_id, b.id
+    LOOP
+        BEGIN
+            -- (with its user as the scope: the blob is locked on its shard)
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, r.user_id);
+        EXCEPTION WHEN no_data_found THEN
+            -- (P0002: deleted since the query read it; nothing to keep)
+            NULL;
+        END;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION memmie.distribute() RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -38,16 +38,18 @@ DECLARE
     total bigint := 0;
 BEGIN
     FOR r IN
-        SELECT b.id, b.version - q.keep + 1 AS before_version
+        SELECT b.id, b.user_id, b.version - q.keep + 1 AS before_version
         FROM memmie.user_contexts u
         CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
         JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
         WHERE q.keep >= 1 AND b.version > q.keep
-          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id) < b.version - q.keep + 1
+          AND (SELECT min(v.version) FROM memmie.blob_versions v
+               WHERE v.blob_id = b.id AND v.user_id = b.user_id) < b.version - q.keep + 1
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
-            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, NULL);
+            -- (with its user as the scope: the blob is locked on its shard)
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, r.user_id);
         EXCEPTION WHEN no_data_found THEN
             -- (P0002: deleted since the query read it; nothing to keep)
             NULL;

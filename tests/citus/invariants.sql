@@ -59,3 +59,16 @@ SELECT NOT EXISTS (SELECT 1 FROM memmie.content_storage c JOIN citus_test.ids i 
 
 -- check: the DEFAULT partitions are empty
 SELECT (SELECT count(*) FROM memmie.deltas_default) + (SELECT count(*) FROM memmie.events_default) = 0;
+
+-- check: no processing names a hard-deleted output blob
+SELECT NOT EXISTS (SELECT 1 FROM memmie.provider_processing p
+                   WHERE p.output_blob_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM memmie.blobs b
+                                     WHERE b.id = p.output_blob_id AND b.user_id = p.user_id))
+   AND EXISTS (SELECT 1 FROM citus_test.ids WHERE kind = 'deleted-output');
+
+-- check: no job of a processing that is gone is left queued or running
+SELECT NOT EXISTS (SELECT 1 FROM memmie.jobs j
+                   WHERE j.job_type = 'memmie.process' AND j.status IN ('queued', 'running')
+                     AND NOT EXISTS (SELECT 1 FROM memmie.provider_processing p
+                                     WHERE p.id::text = j.id AND p.user_id = j.user_id));
