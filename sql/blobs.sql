@@ -432,14 +432,18 @@ BEGIN
         -- Blobs derived from it stay live and listed, unless the provider that derived one has
         -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
         -- turn). undelete_blob brings back only the blob it is given.
+        -- (the edges' children as a list, then the live ones among the user's blobs: one shard
+        -- on a Citus cluster, where blobs cannot be joined with the edges on a blob id)
         FOR child IN
-            SELECT DISTINCT e.child_blob_id
-            FROM memmie.blob_edges e
-            JOIN memmie.providers p ON p.id = e.provider_id
-            JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = b.user_id
-            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
-              AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
-            ORDER BY e.child_blob_id
+            SELECT c.id
+            FROM memmie.blobs c
+            WHERE c.user_id = b.user_id AND c.deleted_at IS NULL
+              AND c.id = ANY (ARRAY(SELECT e.child_blob_id
+                                    FROM memmie.blob_edges e
+                                    JOIN memmie.providers p ON p.id = e.provider_id
+                                    WHERE e.parent_blob_id = b.id
+                                      AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE))
+            ORDER BY c.id
         LOOP
             PERFORM memmie.delete_blob(child);
         END LOOP;

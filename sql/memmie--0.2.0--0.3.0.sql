@@ -3002,14 +3002,18 @@ BEGIN
         -- Blobs derived from it stay live and listed, unless the provider that derived one has
         -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
         -- turn). undelete_blob brings back only the blob it is given.
+        -- (the edges' children as a list, then the live ones among the user's blobs: one shard
+        -- on a Citus cluster, where blobs cannot be joined with the edges on a blob id)
         FOR child IN
-            SELECT DISTINCT e.child_blob_id
-            FROM memmie.blob_edges e
-            JOIN memmie.providers p ON p.id = e.provider_id
-            JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = b.user_id
-            WHERE e.parent_blob_id = b.id AND c.deleted_at IS NULL
-              AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
-            ORDER BY e.child_blob_id
+            SELECT c.id
+            FROM memmie.blobs c
+            WHERE c.user_id = b.user_id AND c.deleted_at IS NULL
+              AND c.id = ANY (ARRAY(SELECT e.child_blob_id
+                                    FROM memmie.blob_edges e
+                                    JOIN memmie.providers p ON p.id = e.provider_id
+                                    WHERE e.parent_blob_id = b.id
+                                      AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE))
+            ORDER BY c.id
         LOOP
             PERFORM memmie.delete_blob(child);
         END LOOP;
@@ -3689,18 +3693,16 @@ BEGIN
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
         WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
-        -- (found without a lock, then locked by (id, user_id): a row lock in a join is refused on
-        -- a Citus cluster; a child deleted in between is not matched, as the join would not)
-        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
-        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
-          AND cb.user_id = b.user_id AND cb.deleted_at IS NULL
+        -- (the edges' children as a list, the blobs of the input's user locked: on a Citus cluster
+        -- a row lock is refused in a join of distributed tables, and this one goes to one shard)
+        SELECT cb.* INTO child FROM memmie.blobs cb
+        WHERE cb.user_id = b.user_id AND cb.deleted_at IS NULL
+          AND cb.id = ANY (ARRAY(SELECT e.child_blob_id FROM memmie.blob_edges e
+                                 WHERE e.parent_blob_id = b.id AND e.provider_id = p.id
+                                   AND e.transform_type = ttype))
         ORDER BY cb.created_at, cb.id
-        OFFSET k LIMIT 1;
-        IF FOUND THEN
-            SELECT * INTO child FROM memmie.blobs x
-            WHERE x.id = child.id AND x.user_id = child.user_id AND x.deleted_at IS NULL
-            FOR NO KEY UPDATE;
-        END IF;
+        OFFSET k LIMIT 1
+        FOR NO KEY UPDATE;
         created := NOT FOUND;
         IF NOT created THEN
             -- a new version of that child: new content, type, metadata and tags
@@ -3945,6 +3947,50 @@ BEGIN
         END;
     END LOOP;
     RETURN total;
+END
+$$;
+
+-- The routine upkeep (the design document's maintenance_routine, without its defects): one
+-- session at a time; a second caller returns at once saying so. Returns what it did.
+CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    t_expired timestamptz;
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker (the
+    -- time in a variable: Citus refuses a volatile function in a distributed DELETE's WHERE)
+    t_expired := clock_timestamp();
+    DELETE FROM memmie.jobs j WHERE j.expires_at < t_expired AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    report := report || jsonb_build_object('versions_squashed', memmie._apply_keep_versions());
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
 END
 $$;
 

@@ -66,6 +66,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     report    jsonb := '{}';
     t0        timestamptz := clock_timestamp();
+    t_expired timestamptz;
     n         int;
     retention interval := make_interval(secs => memmie._event_retention_seconds());
 BEGIN
@@ -83,8 +84,10 @@ BEGIN
     report := report || jsonb_build_object('analyzed',
         '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
     report := report || jsonb_build_object('views', memmie.refresh_views());
-    -- jobs past expires_at are never handed out; a running one is left to its worker
-    DELETE FROM memmie.jobs j WHERE j.expires_at < clock_timestamp() AND j.status <> 'running';
+    -- jobs past expires_at are never handed out; a running one is left to its worker (the
+    -- time in a variable: Citus refuses a volatile function in a distributed DELETE's WHERE)
+    t_expired := clock_timestamp();
+    DELETE FROM memmie.jobs j WHERE j.expires_at < t_expired AND j.status <> 'running';
     GET DIAGNOSTICS n = ROW_COUNT;
     report := report || jsonb_build_object('expired_jobs_removed', n);
     report := report || jsonb_build_object('event_partitions_dropped',

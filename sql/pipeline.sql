@@ -516,18 +516,16 @@ BEGIN
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
         WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
-        -- (found without a lock, then locked by (id, user_id): a row lock in a join is refused on
-        -- a Citus cluster; a child deleted in between is not matched, as the join would not)
-        SELECT cb.* INTO child FROM memmie.blob_edges e JOIN memmie.blobs cb ON cb.id = e.child_blob_id
-        WHERE e.parent_blob_id = b.id AND e.provider_id = p.id AND e.transform_type = ttype
-          AND cb.user_id = b.user_id AND cb.deleted_at IS NULL
+        -- (the edges' children as a list, the blobs of the input's user locked: on a Citus cluster
+        -- a row lock is refused in a join of distributed tables, and this one goes to one shard)
+        SELECT cb.* INTO child FROM memmie.blobs cb
+        WHERE cb.user_id = b.user_id AND cb.deleted_at IS NULL
+          AND cb.id = ANY (ARRAY(SELECT e.child_blob_id FROM memmie.blob_edges e
+                                 WHERE e.parent_blob_id = b.id AND e.provider_id = p.id
+                                   AND e.transform_type = ttype))
         ORDER BY cb.created_at, cb.id
-        OFFSET k LIMIT 1;
-        IF FOUND THEN
-            SELECT * INTO child FROM memmie.blobs x
-            WHERE x.id = child.id AND x.user_id = child.user_id AND x.deleted_at IS NULL
-            FOR NO KEY UPDATE;
-        END IF;
+        OFFSET k LIMIT 1
+        FOR NO KEY UPDATE;
         created := NOT FOUND;
         IF NOT created THEN
             -- a new version of that child: new content, type, metadata and tags
