@@ -227,7 +227,8 @@ $$;
 -- processing; the completed row, or NULL when nothing matched. p_user: the job's user when the
 -- caller knows it. Without it, a single node updates by id alone (one statement: the hot path
 -- of complete_job); a Citus cluster reads the job's user first, so that the UPDATE goes to one
--- shard.
+-- shard. (Whether Citus is there at all is asked first: to_regclass() is a catalog cache
+-- lookup, a fraction of memmie._distributed()'s query, which a single node then never runs.)
 CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean,
                                      p_user uuid DEFAULT NULL)
 RETURNS memmie.jobs
@@ -238,7 +239,7 @@ DECLARE
     t_now timestamptz := clock_timestamp();
 BEGIN
     IF p_user IS NULL THEN
-        IF NOT memmie._distributed() THEN
+        IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT memmie._distributed() THEN
             UPDATE memmie.jobs x
             SET status = 'completed', output = p_output, progress = 100, completed_at = t_now,
                 lease_expires_at = NULL, error_message = NULL
