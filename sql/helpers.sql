@@ -51,7 +51,12 @@ CREATE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS v
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_delta IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = p_delta AND (p_scope IS NULL OR x.user_id = p_scope);
+        -- (two statements: with a scope, one shard on a Citus cluster)
+        IF p_scope IS NULL THEN
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta;
+        ELSE
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta AND x.user_id = p_scope;
+        END IF;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
         END IF;

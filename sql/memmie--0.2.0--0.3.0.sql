@@ -2810,6 +2810,46 @@ BEGIN
 END
 $$;
 
+-- P0002 unless delta p_delta (when given) exists and is of user p_scope (any user: NULL).
+CREATE OR REPLACE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        -- (two statements: with a scope, one shard on a Citus cluster)
+        IF p_scope IS NULL THEN
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta;
+        ELSE
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta AND x.user_id = p_scope;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
+-- The blob, when this call may see it; P0002 as for a blob that does not exist otherwise.
+CREATE OR REPLACE FUNCTION memmie._visible_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+    b     memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    -- two statements, not (scope IS NULL OR user_id = scope): with the user bound, a Citus
+    -- cluster reads one shard
+    IF scope IS NULL THEN
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob;
+    ELSE
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob AND x.user_id = scope;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
 -- Records version b.version of blob b (whose head row is already written): its blob_versions
 -- row, its delta and its event. Returns the delta.
 CREATE OR REPLACE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
