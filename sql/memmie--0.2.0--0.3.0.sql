@@ -3197,17 +3197,22 @@ $$;
 
 -- The job, row-locked; P0002 when it does not exist (or is not of user p_user, when given).
 -- Locked by (id, user_id), one shard on a Citus cluster: without p_user, the job's user is read
--- first, without a lock.
+-- first, without a lock. Where Citus is not installed (to_regclass(), a catalog cache lookup)
+-- a job without p_user is locked by its id alone, one statement as before.
 CREATE OR REPLACE FUNCTION memmie._lock_job(p_job text, p_user uuid DEFAULT NULL) RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
     PERFORM memmie._require(p_job, 'job_id');
-    IF p_user IS NULL THEN
-        SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+    IF p_user IS NULL AND pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job FOR UPDATE;
+    ELSE
+        IF p_user IS NULL THEN
+            SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+        END IF;
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job AND x.user_id = p_user FOR UPDATE;
     END IF;
-    SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job AND x.user_id = p_user FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % does not exist', p_job USING ERRCODE = 'P0002';
     END IF;
