@@ -129,7 +129,13 @@ DECLARE
     b     memmie.blobs;
 BEGIN
     PERFORM memmie._require(p_blob, 'blob_id');
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob AND (scope IS NULL OR x.user_id = scope);
+    -- two statements, not (scope IS NULL OR user_id = scope): with the user bound, a Citus
+    -- cluster reads one shard
+    IF scope IS NULL THEN
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob;
+    ELSE
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob AND x.user_id = scope;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
     END IF;

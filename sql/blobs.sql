@@ -59,7 +59,7 @@ DECLARE
 BEGIN
     IF b.version > 1 THEN
         SELECT v.delta_id INTO prev FROM memmie.blob_versions v
-        WHERE v.blob_id = b.id AND v.version = b.version - 1;
+        WHERE v.blob_id = b.id AND v.version = b.version - 1 AND v.user_id = b.user_id;
     END IF;
     IF p_pending_delta IS NULL THEN
         INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
@@ -75,7 +75,7 @@ BEGIN
             from_version = b.version - 1, to_version = b.version, previous_delta_id = prev,
             caused_by_delta_id = p_caused_by, caused_by_event = p_caused_event,
             status = 'applied', applied_at = CURRENT_TIMESTAMP
-        WHERE x.id = p_pending_delta AND x.blob_id = b.id
+        WHERE x.id = p_pending_delta AND x.blob_id = b.id AND x.user_id = b.user_id
         RETURNING * INTO d;
     END IF;
     INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
@@ -110,6 +110,8 @@ DECLARE
     event_type text := 'blob.updated';
     d          memmie.deltas;
     interval_  int;
+    -- (computed here: Citus refuses a non-immutable function in a CASE in an UPDATE's SET)
+    deleted    timestamptz := CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END;
 BEGIN
     UPDATE memmie.blobs
     SET content_hash = s ->> 'content_hash',
@@ -118,8 +120,8 @@ BEGIN
         metadata     = s -> 'metadata',
         tags         = ARRAY(SELECT jsonb_array_elements_text(s -> 'tags')),
         version      = b.version + 1,
-        deleted_at   = CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END
-    WHERE id = b.id
+        deleted_at   = deleted
+    WHERE id = b.id AND user_id = b.user_id
     RETURNING * INTO nb;
     IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
         event_type := 'blob.deleted';
@@ -358,7 +360,7 @@ BEGIN
     PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
                                 memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
     PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
     RETURN b;
 END
 $$;
@@ -379,7 +381,7 @@ BEGIN
     b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
     PERFORM memmie._check_expected(b, revert_blob.expected_version);
     SELECT * INTO v FROM memmie.blob_versions x
-    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version;
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version AND x.user_id = b.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
     END IF;
@@ -388,7 +390,7 @@ BEGIN
                                 v.deleted);
     PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
     PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = revert_blob.blob_id;
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
     RETURN b;
 END
 $$;
@@ -414,7 +416,13 @@ BEGIN
                                    'created_by', b.created_by, 'hard', true), clock_timestamp())
         RETURNING id INTO event_id;
         PERFORM pg_notify('memmie_events', event_id::text);
-        DELETE FROM memmie.blobs x WHERE x.id = b.id;
+        IF memmie._distributed() THEN
+            -- on the cluster processings keep output_blob_id without its foreign key (Citus
+            -- refuses ON DELETE SET NULL with the distribution column): cleared here
+            UPDATE memmie.provider_processing x SET output_blob_id = NULL
+            WHERE x.user_id = b.user_id AND x.output_blob_id = b.id;
+        END IF;
+        DELETE FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
         INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
         SELECT b.user_id, u.storage_used FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
     ELSIF b.deleted_at IS NULL THEN
@@ -424,14 +432,18 @@ BEGIN
         -- Blobs derived from it stay live and listed, unless the provider that derived one has
         -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
         -- turn). undelete_blob brings back only the blob it is given.
+        -- (the edges' children as a list, then the live ones among the user's blobs: one shard
+        -- on a Citus cluster, where blobs cannot be joined with the edges on a blob id)
         FOR child IN
-            SELECT DISTINCT e.child_blob_id
-            FROM memmie.blob_edges e
-            JOIN memmie.providers p ON p.id = e.provider_id
-            JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
-            WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND c.deleted_at IS NULL
-              AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE
-            ORDER BY e.child_blob_id
+            SELECT c.id
+            FROM memmie.blobs c
+            WHERE c.user_id = b.user_id AND c.deleted_at IS NULL
+              AND c.id = ANY (ARRAY(SELECT e.child_blob_id
+                                    FROM memmie.blob_edges e
+                                    JOIN memmie.providers p ON p.id = e.provider_id
+                                    WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id
+                                      AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE))
+            ORDER BY c.id
         LOOP
             PERFORM memmie.delete_blob(child);
         END LOOP;
@@ -458,7 +470,7 @@ BEGIN
     PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
                                 '[{"op": "remove", "path": "/deleted"}]', 'user');
     PERFORM memmie._check_quotas(b.user_id);
-    SELECT * INTO b FROM memmie.blobs x WHERE x.id = undelete_blob.blob_id;
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
     RETURN b;
 END
 $$;
@@ -473,7 +485,8 @@ DECLARE
     s    jsonb;
 BEGIN
     -- (versions before a squash_history are gone)
-    IF NOT EXISTS (SELECT FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version = v) THEN
+    IF NOT EXISTS (SELECT 1 FROM memmie.blob_versions x
+                   WHERE x.blob_id = b.id AND x.version = v AND x.user_id = b.user_id) THEN
         RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
     END IF;
     SELECT * INTO snap FROM memmie.blob_snapshots x
@@ -481,12 +494,12 @@ BEGIN
     IF snap.state IS NULL THEN
         SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
         FROM memmie.deltas d
-        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version <= v;
+        WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.status = 'applied' AND d.to_version <= v;
     ELSE
         SELECT memmie._replay_from(snap.state, coalesce(array_agg(d.patch::text ORDER BY d.to_version), '{}'))
         INTO s
         FROM memmie.deltas d
-        WHERE d.blob_id = b.id AND d.status = 'applied' AND d.to_version > snap.version
+        WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.status = 'applied' AND d.to_version > snap.version
           AND d.to_version <= v;
     END IF;
     RETURN s;
@@ -507,12 +520,12 @@ CREATE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETU
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_content.blob_id);
     h text;
 BEGIN
-    PERFORM memmie._visible_blob(blob_content.blob_id);
     SELECT v.content_hash INTO h
-    FROM memmie.blob_versions v JOIN memmie.blobs b ON b.id = v.blob_id
-    WHERE v.blob_id = blob_content.blob_id
+    FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.user_id = b.user_id
       AND v.version = coalesce(blob_content.version, b.version);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % has no version %', blob_content.blob_id,
@@ -525,9 +538,10 @@ $$;
 CREATE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_history.blob_id);
 BEGIN
-    PERFORM memmie._visible_blob(blob_history.blob_id);
-    RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = blob_history.blob_id
+    RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = b.id AND d.user_id = b.user_id
                  ORDER BY d.to_version, d.created_at;
 END
 $$;
@@ -555,7 +569,7 @@ BEGIN
         RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
             b.id, b.version, p_before USING ERRCODE = '22023';
     END IF;
-    SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id;
+    SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.user_id = b.user_id;
     IF p_before <= base THEN
         RETURN 0;
     END IF;
@@ -563,9 +577,9 @@ BEGIN
     INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state)
     VALUES (b.id, p_before, b.user_id, memmie._state_of(b, p_before))
     ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
-    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.version < p_before;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.version < p_before;
     GET DIAGNOSTICS n = ROW_COUNT;
-    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.to_version < p_before;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.to_version < p_before;
     INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
     VALUES ('blob.squashed', b.id, 'blob', b.user_id,
             jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,

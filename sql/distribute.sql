@@ -203,6 +203,16 @@ BEGIN
         CREATE TRIGGER grants_on_node AFTER INSERT OR UPDATE OR DELETE ON memmie.grantees
             FOR EACH ROW EXECUTE FUNCTION memmie._grantees_on_node();
     END IF;
+    -- 3b. Triggers with transition tables cannot run on a shard: provider_processing's
+    -- cancel_orphan_jobs (statement level) becomes cancel_orphan_job (row level), on the
+    -- coordinator and on the workers' copies, before the table is placed (its shards get it).
+    PERFORM memmie._citus_on_workers(
+        'DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing; '
+        'CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing '
+        'FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job()');
+    DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing;
+    CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing
+        FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job();
 
     -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
     -- tables co-located with it, then content_storage.

@@ -6,6 +6,14 @@
 -- blob's row lock (_lock_blob); so concurrent changes of one user serialize (quotas hold),
 -- concurrent changes of one blob serialize (versions stay dense), and the fixed order cannot
 -- deadlock.
+--
+-- Every row lock and every UPDATE / DELETE of a blob, job or processing names its user_id with
+-- its id (WHERE id = $1 AND user_id = $2): on a Citus cluster (memmie.distribute()) the tenant
+-- tables are distributed by user_id, a statement with that equality goes to one shard, and
+-- Citus refuses row locks in a statement over many shards. The user is the bound one
+-- (memmie._scope()) when a call is confined to one, else the row's, read first without a lock
+-- (the lock then finds the row again by both). On a single node the same statements use the
+-- same primary-key index: the user_id condition is one more comparison.
 
 -- ---------------------------------------------------------------------------------------------
 -- Arguments
@@ -43,7 +51,12 @@ CREATE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS v
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_delta IS NOT NULL THEN
-        PERFORM FROM memmie.deltas x WHERE x.id = p_delta AND (p_scope IS NULL OR x.user_id = p_scope);
+        -- (two statements: with a scope, one shard on a Citus cluster)
+        IF p_scope IS NULL THEN
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta;
+        ELSE
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta AND x.user_id = p_scope;
+        END IF;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
         END IF;
@@ -99,10 +112,16 @@ DECLARE
     b memmie.blobs;
 BEGIN
     PERFORM memmie._require(p_blob, 'blob_id');
-    SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND (p_scope IS NULL OR user_id = p_scope);
+    -- the user first (one shard when the scope names it), without a lock: the user's row is
+    -- locked before the blob's
+    IF p_scope IS NULL THEN
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    ELSE
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND user_id = p_scope;
+    END IF;
     IF FOUND THEN
         PERFORM memmie._lock_user(b.user_id);
-        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob FOR NO KEY UPDATE;
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND user_id = b.user_id FOR NO KEY UPDATE;
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';

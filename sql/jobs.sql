@@ -12,13 +12,24 @@
 CREATE FUNCTION memmie._clock() RETURNS timestamptz
 LANGUAGE internal STABLE PARALLEL SAFE AS 'clock_timestamp';
 
--- The job, row-locked; P0002 when it does not exist.
-CREATE FUNCTION memmie._lock_job(p_job text) RETURNS memmie.jobs
+-- The job, row-locked; P0002 when it does not exist (or is not of user p_user, when given).
+-- Locked by (id, user_id), one shard on a Citus cluster: without p_user, the job's user is read
+-- first, without a lock. Where Citus is not installed (to_regclass(), a catalog cache lookup)
+-- a job without p_user is locked by its id alone, one statement as before.
+CREATE FUNCTION memmie._lock_job(p_job text, p_user uuid DEFAULT NULL) RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j memmie.jobs;
 BEGIN
-    SELECT * INTO j FROM memmie.jobs x WHERE x.id = memmie._require(p_job, 'job_id') FOR UPDATE;
+    PERFORM memmie._require(p_job, 'job_id');
+    IF p_user IS NULL AND pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job FOR UPDATE;
+    ELSE
+        IF p_user IS NULL THEN
+            SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+        END IF;
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job AND x.user_id = p_user FOR UPDATE;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % does not exist', p_job USING ERRCODE = 'P0002';
     END IF;
@@ -64,17 +75,27 @@ BEGIN
         PERFORM memmie._check_text(enqueue_job.job_id, 'job_id', 255);
     END IF;
     INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
+    -- A job id is unique: on a single node the primary key (id) says so. On a Citus cluster the
+    -- key is (id, user_id) (distribute()), so an id the caller chooses is first looked for among
+    -- the other users' jobs (every shard; two users enqueueing the same new id at the same
+    -- moment are not caught there). Generated ids (uuids) need no look.
+    IF enqueue_job.job_id IS NOT NULL AND memmie._distributed()
+       AND EXISTS (SELECT 1 FROM memmie.jobs x
+                   WHERE x.id = enqueue_job.job_id AND x.user_id <> enqueue_job.user_id) THEN
+        RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
+    END IF;
+    -- (no conflict target: the key is (id) on a single node, (id, user_id) on a cluster)
     INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
     VALUES (coalesce(enqueue_job.job_id, gen_random_uuid()::text), enqueue_job.job_type,
             enqueue_job.user_id, enqueue_job.input, enqueue_job.max_retries, enqueue_job.expires_at)
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING * INTO j;
     IF FOUND THEN
         PERFORM pg_notify('memmie_jobs', j.job_type);
     ELSE
         -- idempotent: the job with this id exists already (when it is this user's)
-        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id;
-        IF j.user_id IS DISTINCT FROM enqueue_job.user_id THEN
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id AND x.user_id = enqueue_job.user_id;
+        IF NOT FOUND THEN
             RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
         END IF;
     END IF;
@@ -312,33 +333,59 @@ RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    j memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
+    j     memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
+    t_now timestamptz;
 BEGIN
     PERFORM memmie._check_lease(j, heartbeat_job.worker_id);
     IF heartbeat_job.progress IS NOT NULL AND heartbeat_job.progress NOT BETWEEN 0 AND 100 THEN
         RAISE EXCEPTION 'progress must be between 0 and 100, got %', heartbeat_job.progress USING ERRCODE = '22023';
     END IF;
+    -- the times first (j is locked): Citus refuses a volatile function in a distributed
+    -- UPDATE's SET, and a stable one (timestamptz + interval) applied to a column
+    t_now := clock_timestamp();
     UPDATE memmie.jobs x
-    SET lease_expires_at = clock_timestamp() + x.lease_duration, heartbeat_at = clock_timestamp(),
+    SET lease_expires_at = t_now + j.lease_duration, heartbeat_at = t_now,
         progress = coalesce(heartbeat_job.progress, x.progress)
-    WHERE x.id = j.id
+    WHERE x.id = j.id AND x.user_id = j.user_id
     RETURNING * INTO j;
     RETURN j;
 END
 $$;
 
 -- Completes the job if p_worker holds it and it is (p_processing) or is not a provider
--- processing; the completed row, or NULL when nothing matched.
-CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean)
+-- processing; the completed row, or NULL when nothing matched. p_user: the job's user when the
+-- caller knows it. Without it, a single node updates by id alone (one statement: the hot path
+-- of complete_job); a Citus cluster reads the job's user first, so that the UPDATE goes to one
+-- shard. (Whether Citus is there at all is asked first: to_regclass() is a catalog cache
+-- lookup, a fraction of memmie._distributed()'s query, which a single node then never runs.)
+CREATE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean,
+                                     p_user uuid DEFAULT NULL)
 RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    j memmie.jobs;
+    j     memmie.jobs;
+    -- the time first: Citus refuses a volatile function in a distributed UPDATE's SET
+    t_now timestamptz := clock_timestamp();
 BEGIN
+    IF p_user IS NULL THEN
+        IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT memmie._distributed() THEN
+            UPDATE memmie.jobs x
+            SET status = 'completed', output = p_output, progress = 100, completed_at = t_now,
+                lease_expires_at = NULL, error_message = NULL
+            WHERE x.id = p_job AND x.status = 'running' AND x.worker_id = p_worker
+              AND (x.job_type = 'memmie.process') = p_processing
+            RETURNING * INTO j;
+            RETURN j;
+        END IF;
+        SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+        IF NOT FOUND THEN
+            RETURN j;
+        END IF;
+    END IF;
     UPDATE memmie.jobs x
-    SET status = 'completed', output = p_output, progress = 100, completed_at = clock_timestamp(),
+    SET status = 'completed', output = p_output, progress = 100, completed_at = t_now,
         lease_expires_at = NULL, error_message = NULL
-    WHERE x.id = p_job AND x.status = 'running' AND x.worker_id = p_worker
+    WHERE x.id = p_job AND x.user_id = p_user AND x.status = 'running' AND x.worker_id = p_worker
       AND (x.job_type = 'memmie.process') = p_processing
     RETURNING * INTO j;
     RETURN j;
@@ -364,7 +411,7 @@ BEGIN
         RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
             USING ERRCODE = '22023';
     END IF;
-    RETURN memmie._complete_job(j.id, complete_job.worker_id, complete_job.output, false);
+    RETURN memmie._complete_job(j.id, complete_job.worker_id, complete_job.output, false, j.user_id);
 END
 $$;
 
@@ -373,21 +420,25 @@ RETURNS memmie.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    j memmie.jobs := memmie._lock_job(fail_job.job_id);
+    j     memmie.jobs := memmie._lock_job(fail_job.job_id);
+    t_now timestamptz;
 BEGIN
     PERFORM memmie._check_lease(j, fail_job.worker_id);
     PERFORM memmie._require(fail_job.error, 'error');
     PERFORM memmie._require(fail_job.retryable, 'retryable');
-    -- retry after 1, 2, 4, ... seconds (at most an hour) while attempts are left
+    -- retry after 1, 2, 4, ... seconds (at most an hour) while attempts are left (the times
+    -- first, j is locked: Citus refuses a volatile function in a distributed UPDATE's SET, and a
+    -- stable one (timestamptz + interval) applied to a column)
+    t_now := clock_timestamp();
     UPDATE memmie.jobs x
     SET status = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN 'queued' ELSE 'failed' END,
-        run_after = clock_timestamp() + least(power(2, x.retry_count), 3600) * interval '1 second',
+        run_after = t_now + least(power(2, j.retry_count), 3600) * interval '1 second',
         completed_at = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN NULL
-                            ELSE clock_timestamp() END,
+                            ELSE t_now END,
         retry_count = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN x.retry_count + 1
                            ELSE x.retry_count END,
         error_message = fail_job.error, worker_id = NULL, lease_expires_at = NULL
-    WHERE x.id = j.id
+    WHERE x.id = j.id AND x.user_id = j.user_id
     RETURNING * INTO j;
     RETURN j;
 END
@@ -399,17 +450,17 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     scope uuid := memmie._scope();
     j     memmie.jobs;
+    -- (a variable: Citus refuses a volatile function in a distributed UPDATE's SET)
+    t_now timestamptz := clock_timestamp();
 BEGIN
-    -- another user's job is not visible here: the same answer as a missing one
-    IF scope IS NOT NULL AND NOT EXISTS (SELECT FROM memmie.jobs x WHERE x.id = cancel_job.job_id AND x.user_id = scope) THEN
-        RAISE EXCEPTION 'job % does not exist', cancel_job.job_id USING ERRCODE = 'P0002';
-    END IF;
-    j := memmie._lock_job(cancel_job.job_id);
+    -- another user's job is not visible here: the same answer as a missing one (_lock_job with
+    -- the scope)
+    j := memmie._lock_job(cancel_job.job_id, scope);
     IF j.status IN ('queued', 'running') THEN
         UPDATE memmie.jobs x
-        SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL,
+        SET status = 'cancelled', completed_at = t_now, worker_id = NULL,
             lease_expires_at = NULL
-        WHERE x.id = j.id
+        WHERE x.id = j.id AND x.user_id = j.user_id
         RETURNING * INTO j;
     END IF;
     RETURN j;
@@ -417,11 +468,17 @@ END
 $$;
 
 -- What is left to do, for a worker deciding whether it is idle: events not dispatched yet, and
--- jobs queued or running (of job_type when given). Counts only: no user's data.
+-- jobs queued or running (of job_type when given). Counts only: no user's data. PL/pgSQL: a
+-- LANGUAGE sql function whose parameter filters a distributed table cannot be planned by Citus.
 CREATE FUNCTION memmie.pending_work(job_type text DEFAULT NULL)
 RETURNS TABLE (undispatched_events bigint, open_jobs bigint)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT (SELECT count(*) FROM memmie.events e WHERE NOT e.processed),
            (SELECT count(*) FROM memmie.jobs j
-            WHERE j.status IN ('queued', 'running') AND ($1 IS NULL OR j.job_type = $1))
+            WHERE j.status IN ('queued', 'running')
+              AND (pending_work.job_type IS NULL OR j.job_type = pending_work.job_type));
+END
 $$;

@@ -3689,6 +3689,1476 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Routing (issue 16): every lock, UPDATE and DELETE of a blob, job or processing by its id also
+-- names its user_id (one shard on a Citus cluster); joins between tenant tables have user_id
+-- equality; no volatile function (and no stable one of a column, in a CASE or COALESCE) in an
+-- UPDATE's SET; enqueue_job without a conflict target; hard delete_blob clears output_blob_id on
+-- a cluster; pending_work in PL/pgSQL; fold_usage one user at a time on a cluster; distribute()
+-- puts a row-level cancel_orphan_job in place of the statement trigger.
+DROP FUNCTION memmie._lock_job(text);
+DROP FUNCTION memmie._complete_job(text, text, jsonb, boolean);
+
+-- The blob, locked, after its user's row: P0002 when it does not exist or is not of user
+-- p_scope (the user a call is confined to, memmie._scope(); NULL: any user).
+CREATE OR REPLACE FUNCTION memmie._lock_blob(p_blob uuid, p_scope uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    -- the user first (one shard when the scope names it), without a lock: the user's row is
+    -- locked before the blob's
+    IF p_scope IS NULL THEN
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob;
+    ELSE
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND user_id = p_scope;
+    END IF;
+    IF FOUND THEN
+        PERFORM memmie._lock_user(b.user_id);
+        SELECT * INTO b FROM memmie.blobs WHERE id = p_blob AND user_id = b.user_id FOR NO KEY UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+-- P0002 unless delta p_delta (when given) exists and is of user p_scope (any user: NULL).
+CREATE OR REPLACE FUNCTION memmie._check_delta_exists(p_delta uuid, p_scope uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_delta IS NOT NULL THEN
+        -- (two statements: with a scope, one shard on a Citus cluster)
+        IF p_scope IS NULL THEN
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta;
+        ELSE
+            PERFORM 1 FROM memmie.deltas x WHERE x.id = p_delta AND x.user_id = p_scope;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'delta % does not exist', p_delta USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+
+-- The blob, when this call may see it; P0002 as for a blob that does not exist otherwise.
+CREATE OR REPLACE FUNCTION memmie._visible_blob(p_blob uuid) RETURNS memmie.blobs
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope uuid := memmie._scope();
+    b     memmie.blobs;
+BEGIN
+    PERFORM memmie._require(p_blob, 'blob_id');
+    -- two statements, not (scope IS NULL OR user_id = scope): with the user bound, a Citus
+    -- cluster reads one shard
+    IF scope IS NULL THEN
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob;
+    ELSE
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = p_blob AND x.user_id = scope;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % does not exist', p_blob USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END
+$$;
+
+-- Records version b.version of blob b (whose head row is already written): its blob_versions
+-- row, its delta and its event. Returns the delta.
+CREATE OR REPLACE FUNCTION memmie._record_version(b memmie.blobs, p_operation text, p_patch jsonb,
+                                       p_provider text, p_caused_by uuid DEFAULT NULL,
+                                       p_caused_event jsonb DEFAULT NULL,
+                                       p_event_type text DEFAULT 'blob.updated',
+                                       p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d        memmie.deltas;
+    prev     uuid;
+    event_id uuid;
+BEGIN
+    IF b.version > 1 THEN
+        SELECT v.delta_id INTO prev FROM memmie.blob_versions v
+        WHERE v.blob_id = b.id AND v.version = b.version - 1 AND v.user_id = b.user_id;
+    END IF;
+    IF p_pending_delta IS NULL THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, previous_delta_id, caused_by_delta_id, caused_by_event,
+                                   status, applied_at)
+        VALUES (b.id, b.user_id, p_operation, p_provider, p_patch, b.version - 1, b.version, prev,
+                p_caused_by, p_caused_event, 'applied', CURRENT_TIMESTAMP)
+        RETURNING * INTO d;
+    ELSE
+        -- a delta recorded as pending (complete_processing) is now applied
+        UPDATE memmie.deltas x
+        SET operation = p_operation, provider_id = p_provider, patch = p_patch,
+            from_version = b.version - 1, to_version = b.version, previous_delta_id = prev,
+            caused_by_delta_id = p_caused_by, caused_by_event = p_caused_event,
+            status = 'applied', applied_at = CURRENT_TIMESTAMP
+        WHERE x.id = p_pending_delta AND x.blob_id = b.id AND x.user_id = b.user_id
+        RETURNING * INTO d;
+    END IF;
+    INSERT INTO memmie.blob_versions (blob_id, version, user_id, content_hash, content_size,
+                                      content_type, metadata, tags, deleted, delta_id, created_by)
+    VALUES (b.id, b.version, b.user_id, b.content_hash, b.content_size, b.content_type,
+            b.metadata, b.tags, b.deleted_at IS NOT NULL, d.id, p_provider);
+    -- the day's usage (sql/metrics.sql), with the user's storage after this version
+    INSERT INTO memmie.usage_increments (user_id, blobs_created, deltas_applied, storage_bytes_used)
+    SELECT b.user_id, (p_event_type = 'blob.created')::int, 1, u.storage_used
+    FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
+    -- clock time, not transaction time: events of one transaction keep the order they happened in
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES (p_event_type, b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', d.id,
+                               'operation', p_operation, 'content_type', b.content_type,
+                               'created_by', p_provider), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    RETURN d;
+END
+$$;
+
+-- Writes state s as the next version of blob b: the head row, then _record_version.
+CREATE OR REPLACE FUNCTION memmie._write_state(b memmie.blobs, s jsonb, p_operation text, p_patch jsonb,
+                                    p_provider text, p_caused_by uuid DEFAULT NULL,
+                                    p_caused_event jsonb DEFAULT NULL,
+                                    p_pending_delta uuid DEFAULT NULL)
+RETURNS memmie.deltas
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    nb         memmie.blobs;
+    event_type text := 'blob.updated';
+    d          memmie.deltas;
+    interval_  int;
+    -- (computed here: Citus refuses a non-immutable function in a CASE in an UPDATE's SET)
+    deleted    timestamptz := CASE WHEN s ? 'deleted' THEN coalesce(b.deleted_at, CURRENT_TIMESTAMP) END;
+BEGIN
+    UPDATE memmie.blobs
+    SET content_hash = s ->> 'content_hash',
+        content_size = (s ->> 'content_size')::bigint,
+        content_type = s ->> 'content_type',
+        metadata     = s -> 'metadata',
+        tags         = ARRAY(SELECT jsonb_array_elements_text(s -> 'tags')),
+        version      = b.version + 1,
+        deleted_at   = deleted
+    WHERE id = b.id AND user_id = b.user_id
+    RETURNING * INTO nb;
+    IF nb.deleted_at IS NOT NULL AND b.deleted_at IS NULL THEN
+        event_type := 'blob.deleted';
+    END IF;
+    d := memmie._record_version(nb, p_operation, p_patch, p_provider, p_caused_by,
+                                p_caused_event, event_type, p_pending_delta);
+    -- every snapshot_interval-th version keeps its whole state: replay starts there (blob_state)
+    interval_ := memmie._snapshot_interval();
+    IF interval_ > 0 AND nb.version % interval_ = 0 THEN
+        INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state) VALUES (nb.id, nb.version, nb.user_id, s);
+    END IF;
+    RETURN d;
+END
+$$;
+
+-- Writes new content (and type, metadata, tags, when given) as the next version of blob b
+-- (locked, live): p_content, or, with p_external, content kept outside PostgreSQL.
+CREATE OR REPLACE FUNCTION memmie._replace_content(b memmie.blobs, p_content bytea, p_type text, p_by text,
+                                        p_caused_by uuid DEFAULT NULL,
+                                        p_caused_event jsonb DEFAULT NULL,
+                                        p_meta jsonb DEFAULT NULL, p_tags text[] DEFAULT NULL,
+                                        p_external jsonb DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_s jsonb := memmie._head_state(b);
+    new_s jsonb := old_s;
+BEGIN
+    IF p_meta IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('metadata', p_meta);
+    END IF;
+    IF p_tags IS NOT NULL THEN
+        new_s := new_s || jsonb_build_object('tags', to_jsonb(p_tags));
+    END IF;
+    new_s := CASE WHEN p_external IS NULL
+                  THEN memmie._with_content(new_s, b.user_id, p_content, coalesce(p_type, b.content_type))
+                  ELSE memmie._with_external(new_s, b.user_id, p_external, coalesce(p_type, b.content_type)) END;
+    PERFORM memmie._check_depth(new_s, 'blob state (metadata or JSON content)');
+    PERFORM memmie._write_state(b, new_s, memmie._operation(p_by),
+                                memmie.jsonb_diff(old_s, new_s), p_by, p_caused_by, p_caused_event);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.revert_blob(blob_id uuid, to_version int, provider_id text DEFAULT 'user',
+                                   expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_by  text := memmie._check_provider(revert_blob.provider_id);
+    b     memmie.blobs;
+    v     memmie.blob_versions;
+    old_s jsonb;
+    new_s jsonb;
+BEGIN
+    PERFORM memmie._require(revert_blob.to_version, 'to_version');
+    b := memmie._lock_blob(revert_blob.blob_id, memmie._scope());
+    PERFORM memmie._check_expected(b, revert_blob.expected_version);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = b.id AND x.version = revert_blob.to_version AND x.user_id = b.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, revert_blob.to_version USING ERRCODE = 'P0002';
+    END IF;
+    old_s := memmie._head_state(b);
+    new_s := memmie._make_state(v.content_hash, v.content_size, v.content_type, v.metadata, v.tags,
+                                v.deleted);
+    PERFORM memmie._write_state(b, new_s, 'revert', memmie.jsonb_diff(old_s, new_s), p_by);
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.delete_blob(blob_id uuid, hard boolean DEFAULT false,
+                                   expected_version int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b        memmie.blobs;
+    event_id uuid;
+    child    uuid;
+BEGIN
+    PERFORM memmie._require(delete_blob.hard, 'hard');
+    b := memmie._lock_blob(delete_blob.blob_id, memmie._scope());
+    PERFORM memmie._check_expected(b, delete_blob.expected_version);
+    IF delete_blob.hard THEN
+        INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+        VALUES ('blob.deleted', b.id, 'blob', b.user_id,
+                jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                                   'operation', 'delete', 'content_type', b.content_type,
+                                   'created_by', b.created_by, 'hard', true), clock_timestamp())
+        RETURNING id INTO event_id;
+        PERFORM pg_notify('memmie_events', event_id::text);
+        IF memmie._distributed() THEN
+            -- on the cluster processings keep output_blob_id without its foreign key (Citus
+            -- refuses ON DELETE SET NULL with the distribution column): cleared here
+            UPDATE memmie.provider_processing x SET output_blob_id = NULL
+            WHERE x.user_id = b.user_id AND x.output_blob_id = b.id;
+        END IF;
+        DELETE FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
+        INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+        SELECT b.user_id, u.storage_used FROM memmie._user_counts(b.user_id) u WHERE u.storage_used IS NOT NULL;
+    ELSIF b.deleted_at IS NULL THEN
+        PERFORM memmie._write_state(b, memmie._head_state(b) || '{"deleted": true}', 'delete',
+                                    '[{"op": "add", "path": "/deleted", "value": true}]',
+                                    'user');
+        -- Blobs derived from it stay live and listed, unless the provider that derived one has
+        -- processing_rules.delete_with_parent: those are soft-deleted with it (and theirs in
+        -- turn). undelete_blob brings back only the blob it is given.
+        -- (the edges' children as a list, then the live ones among the user's blobs: one shard
+        -- on a Citus cluster, where blobs cannot be joined with the edges on a blob id)
+        FOR child IN
+            SELECT c.id
+            FROM memmie.blobs c
+            WHERE c.user_id = b.user_id AND c.deleted_at IS NULL
+              AND c.id = ANY (ARRAY(SELECT e.child_blob_id
+                                    FROM memmie.blob_edges e
+                                    JOIN memmie.providers p ON p.id = e.provider_id
+                                    WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id
+                                      AND (p.processing_rules ->> 'delete_with_parent')::boolean IS TRUE))
+            ORDER BY c.id
+        LOOP
+            PERFORM memmie.delete_blob(child);
+        END LOOP;
+    END IF;
+END
+$$;
+
+-- Brings a soft-deleted blob back: a new version whose state is the deleted one's without
+-- "deleted" (the state before the soft delete), recorded as a revert (event blob.updated, as a
+-- revert_blob to a live version); counted and quota-checked as every writer is.
+CREATE OR REPLACE FUNCTION memmie.undelete_blob(blob_id uuid, expected_version int DEFAULT NULL)
+RETURNS memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b     memmie.blobs := memmie._lock_blob(undelete_blob.blob_id, memmie._scope());
+    old_s jsonb;
+BEGIN
+    PERFORM memmie._check_expected(b, undelete_blob.expected_version);
+    IF b.deleted_at IS NULL THEN
+        RAISE EXCEPTION 'blob % is not deleted', b.id USING ERRCODE = '22023';
+    END IF;
+    old_s := memmie._head_state(b);
+    PERFORM memmie._write_state(b, old_s - 'deleted', 'revert',
+                                '[{"op": "remove", "path": "/deleted"}]', 'user');
+    PERFORM memmie._check_quotas(b.user_id);
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
+    RETURN b;
+END
+$$;
+
+-- The state of version v of blob b (P0002 when it has no such version), replayed from the
+-- nearest kept state at or below it (blob_snapshots; from null when there is none): at most
+-- snapshot_interval - 1 deltas, however long the history. blob_state is it for a visible blob.
+CREATE OR REPLACE FUNCTION memmie._state_of(b memmie.blobs, v int) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    snap memmie.blob_snapshots;
+    s    jsonb;
+BEGIN
+    -- (versions before a squash_history are gone)
+    IF NOT EXISTS (SELECT 1 FROM memmie.blob_versions x
+                   WHERE x.blob_id = b.id AND x.version = v AND x.user_id = b.user_id) THEN
+        RAISE EXCEPTION 'blob % has no version %', b.id, v USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO snap FROM memmie.blob_snapshots x
+    WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.version <= v ORDER BY x.version DESC LIMIT 1;
+    IF snap.state IS NULL THEN
+        SELECT memmie._replay(array_agg(d.patch::text ORDER BY d.to_version))::jsonb INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.status = 'applied' AND d.to_version <= v;
+    ELSE
+        SELECT memmie._replay_from(snap.state, coalesce(array_agg(d.patch::text ORDER BY d.to_version), '{}'))
+        INTO s
+        FROM memmie.deltas d
+        WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.status = 'applied' AND d.to_version > snap.version
+          AND d.to_version <= v;
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_content(blob_id uuid, version int DEFAULT NULL) RETURNS bytea
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_content.blob_id);
+    h text;
+BEGIN
+    SELECT v.content_hash INTO h
+    FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.user_id = b.user_id
+      AND v.version = coalesce(blob_content.version, b.version);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', blob_content.blob_id,
+            coalesce(blob_content.version::text, '(latest)') USING ERRCODE = 'P0002';
+    END IF;
+    RETURN memmie.get_content(h);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.blob_history(blob_id uuid) RETURNS SETOF memmie.deltas
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    b memmie.blobs := memmie._visible_blob(blob_history.blob_id);
+BEGIN
+    RETURN QUERY SELECT * FROM memmie.deltas d WHERE d.blob_id = b.id AND d.user_id = b.user_id
+                 ORDER BY d.to_version, d.created_at;
+END
+$$;
+
+-- Compacts a blob's history: the versions older than before_version are removed (their
+-- blob_versions rows, and with them their content references and snapshots; their deltas), and
+-- the state of before_version, kept whole in blob_snapshots, is the base replay starts from.
+-- Later versions keep their states and numbers. Returns how many versions were removed (0 when
+-- none is older than before_version: a squash already done). Event blob.squashed.
+-- (the work, for the blobs of user p_scope, or of any user when it is NULL: maintenance())
+CREATE OR REPLACE FUNCTION memmie._squash_history(p_blob uuid, p_before int, p_expected int, p_scope uuid)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b        memmie.blobs;
+    base     int;
+    n        int;
+    event_id uuid;
+BEGIN
+    PERFORM memmie._require(p_before, 'before_version');
+    b := memmie._lock_blob(p_blob, p_scope);
+    PERFORM memmie._check_live(b);
+    PERFORM memmie._check_expected(b, p_expected);
+    IF p_before < 1 OR p_before > b.version THEN
+        RAISE EXCEPTION 'before_version must be between 1 and the version of blob % (%), got %',
+            b.id, b.version, p_before USING ERRCODE = '22023';
+    END IF;
+    SELECT min(x.version) INTO base FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.user_id = b.user_id;
+    IF p_before <= base THEN
+        RETURN 0;
+    END IF;
+    -- the new base keeps its state whole (it may be a snapshot already)
+    INSERT INTO memmie.blob_snapshots (blob_id, version, user_id, state)
+    VALUES (b.id, p_before, b.user_id, memmie._state_of(b, p_before))
+    ON CONFLICT ON CONSTRAINT blob_snapshots_pkey DO NOTHING;
+    DELETE FROM memmie.blob_versions x WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.version < p_before;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM memmie.deltas d WHERE d.blob_id = b.id AND d.user_id = b.user_id AND d.to_version < p_before;
+    INSERT INTO memmie.events (event_type, aggregate_id, aggregate_type, user_id, payload, created_at)
+    VALUES ('blob.squashed', b.id, 'blob', b.user_id,
+            jsonb_build_object('blob_id', b.id, 'version', b.version, 'delta_id', NULL,
+                               'operation', 'squash', 'content_type', b.content_type,
+                               'created_by', 'user', 'before_version', p_before,
+                               'versions_removed', n), clock_timestamp())
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('memmie_events', event_id::text);
+    -- the day's usage, with the user's storage after the squash (as a hard delete records it)
+    INSERT INTO memmie.usage_increments (user_id, storage_bytes_used)
+    SELECT b.user_id, u.storage_used FROM memmie.user_contexts u WHERE u.user_id = b.user_id;
+    RETURN n;
+END
+$$;
+
+-- The job, row-locked; P0002 when it does not exist (or is not of user p_user, when given).
+-- Locked by (id, user_id), one shard on a Citus cluster: without p_user, the job's user is read
+-- first, without a lock. Where Citus is not installed (to_regclass(), a catalog cache lookup)
+-- a job without p_user is locked by its id alone, one statement as before.
+CREATE OR REPLACE FUNCTION memmie._lock_job(p_job text, p_user uuid DEFAULT NULL) RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j memmie.jobs;
+BEGIN
+    PERFORM memmie._require(p_job, 'job_id');
+    IF p_user IS NULL AND pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job FOR UPDATE;
+    ELSE
+        IF p_user IS NULL THEN
+            SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+        END IF;
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_job AND x.user_id = p_user FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', p_job USING ERRCODE = 'P0002';
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.enqueue_job(job_type text, user_id uuid, input jsonb, max_retries int DEFAULT 3,
+                                   expires_at timestamptz DEFAULT NULL, job_id text DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs;
+BEGIN
+    PERFORM memmie._check_text(enqueue_job.job_type, 'job_type', 100);
+    PERFORM memmie._acting_user(enqueue_job.user_id);
+    PERFORM memmie._require(enqueue_job.input, 'input');
+    IF enqueue_job.max_retries IS NULL OR enqueue_job.max_retries < 0 THEN
+        RAISE EXCEPTION 'max_retries must be 0 or more, got %', enqueue_job.max_retries USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_job.job_id IS NOT NULL THEN
+        PERFORM memmie._check_text(enqueue_job.job_id, 'job_id', 255);
+    END IF;
+    INSERT INTO memmie.user_contexts (user_id) VALUES (enqueue_job.user_id) ON CONFLICT DO NOTHING;
+    -- A job id is unique: on a single node the primary key (id) says so. On a Citus cluster the
+    -- key is (id, user_id) (distribute()), so an id the caller chooses is first looked for among
+    -- the other users' jobs (every shard; two users enqueueing the same new id at the same
+    -- moment are not caught there). Generated ids (uuids) need no look.
+    IF enqueue_job.job_id IS NOT NULL AND memmie._distributed()
+       AND EXISTS (SELECT 1 FROM memmie.jobs x
+                   WHERE x.id = enqueue_job.job_id AND x.user_id <> enqueue_job.user_id) THEN
+        RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
+    END IF;
+    -- (no conflict target: the key is (id) on a single node, (id, user_id) on a cluster)
+    INSERT INTO memmie.jobs (id, job_type, user_id, input, max_retries, expires_at)
+    VALUES (coalesce(enqueue_job.job_id, gen_random_uuid()::text), enqueue_job.job_type,
+            enqueue_job.user_id, enqueue_job.input, enqueue_job.max_retries, enqueue_job.expires_at)
+    ON CONFLICT DO NOTHING
+    RETURNING * INTO j;
+    IF FOUND THEN
+        PERFORM pg_notify('memmie_jobs', j.job_type);
+    ELSE
+        -- idempotent: the job with this id exists already (when it is this user's)
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = enqueue_job.job_id AND x.user_id = enqueue_job.user_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job id % is already in use', enqueue_job.job_id USING ERRCODE = '23505';
+        END IF;
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.heartbeat_job(job_id text, worker_id text, progress int DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j     memmie.jobs := memmie._lock_job(heartbeat_job.job_id);
+    t_now timestamptz;
+BEGIN
+    PERFORM memmie._check_lease(j, heartbeat_job.worker_id);
+    IF heartbeat_job.progress IS NOT NULL AND heartbeat_job.progress NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'progress must be between 0 and 100, got %', heartbeat_job.progress USING ERRCODE = '22023';
+    END IF;
+    -- the times first (j is locked): Citus refuses a volatile function in a distributed
+    -- UPDATE's SET, and a stable one (timestamptz + interval) applied to a column
+    t_now := clock_timestamp();
+    UPDATE memmie.jobs x
+    SET lease_expires_at = t_now + j.lease_duration, heartbeat_at = t_now,
+        progress = coalesce(heartbeat_job.progress, x.progress)
+    WHERE x.id = j.id AND x.user_id = j.user_id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+-- Completes the job if p_worker holds it and it is (p_processing) or is not a provider
+-- processing; the completed row, or NULL when nothing matched. p_user: the job's user when the
+-- caller knows it. Without it, a single node updates by id alone (one statement: the hot path
+-- of complete_job); a Citus cluster reads the job's user first, so that the UPDATE goes to one
+-- shard. (Whether Citus is there at all is asked first: to_regclass() is a catalog cache
+-- lookup, a fraction of memmie._distributed()'s query, which a single node then never runs.)
+CREATE OR REPLACE FUNCTION memmie._complete_job(p_job text, p_worker text, p_output jsonb, p_processing boolean,
+                                     p_user uuid DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j     memmie.jobs;
+    -- the time first: Citus refuses a volatile function in a distributed UPDATE's SET
+    t_now timestamptz := clock_timestamp();
+BEGIN
+    IF p_user IS NULL THEN
+        IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT memmie._distributed() THEN
+            UPDATE memmie.jobs x
+            SET status = 'completed', output = p_output, progress = 100, completed_at = t_now,
+                lease_expires_at = NULL, error_message = NULL
+            WHERE x.id = p_job AND x.status = 'running' AND x.worker_id = p_worker
+              AND (x.job_type = 'memmie.process') = p_processing
+            RETURNING * INTO j;
+            RETURN j;
+        END IF;
+        SELECT x.user_id INTO p_user FROM memmie.jobs x WHERE x.id = p_job;
+        IF NOT FOUND THEN
+            RETURN j;
+        END IF;
+    END IF;
+    UPDATE memmie.jobs x
+    SET status = 'completed', output = p_output, progress = 100, completed_at = t_now,
+        lease_expires_at = NULL, error_message = NULL
+    WHERE x.id = p_job AND x.user_id = p_user AND x.status = 'running' AND x.worker_id = p_worker
+      AND (x.job_type = 'memmie.process') = p_processing
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.complete_job(job_id text, worker_id text, output jsonb DEFAULT NULL)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j memmie.jobs;
+BEGIN
+    -- the common case in one statement: the holder completes its job
+    j := memmie._complete_job(complete_job.job_id, complete_job.worker_id, complete_job.output, false);
+    IF j.id IS NOT NULL THEN
+        RETURN j;
+    END IF;
+    -- otherwise say why (or, if the job changed meanwhile, complete it after all)
+    j := memmie._lock_job(complete_job.job_id);
+    PERFORM memmie._check_lease(j, complete_job.worker_id);
+    IF j.job_type = 'memmie.process' THEN
+        RAISE EXCEPTION 'job % is a provider processing: finish it with complete_processing()', j.id
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN memmie._complete_job(j.id, complete_job.worker_id, complete_job.output, false, j.user_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.fail_job(job_id text, worker_id text, error text, retryable boolean DEFAULT true)
+RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j     memmie.jobs := memmie._lock_job(fail_job.job_id);
+    t_now timestamptz;
+BEGIN
+    PERFORM memmie._check_lease(j, fail_job.worker_id);
+    PERFORM memmie._require(fail_job.error, 'error');
+    PERFORM memmie._require(fail_job.retryable, 'retryable');
+    -- retry after 1, 2, 4, ... seconds (at most an hour) while attempts are left (the times
+    -- first, j is locked: Citus refuses a volatile function in a distributed UPDATE's SET, and a
+    -- stable one (timestamptz + interval) applied to a column)
+    t_now := clock_timestamp();
+    UPDATE memmie.jobs x
+    SET status = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN 'queued' ELSE 'failed' END,
+        run_after = t_now + least(power(2, j.retry_count), 3600) * interval '1 second',
+        completed_at = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN NULL
+                            ELSE t_now END,
+        retry_count = CASE WHEN fail_job.retryable AND x.retry_count < x.max_retries THEN x.retry_count + 1
+                           ELSE x.retry_count END,
+        error_message = fail_job.error, worker_id = NULL, lease_expires_at = NULL
+    WHERE x.id = j.id AND x.user_id = j.user_id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.cancel_job(job_id text) RETURNS memmie.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    scope uuid := memmie._scope();
+    j     memmie.jobs;
+    -- (a variable: Citus refuses a volatile function in a distributed UPDATE's SET)
+    t_now timestamptz := clock_timestamp();
+BEGIN
+    -- another user's job is not visible here: the same answer as a missing one (_lock_job with
+    -- the scope)
+    j := memmie._lock_job(cancel_job.job_id, scope);
+    IF j.status IN ('queued', 'running') THEN
+        UPDATE memmie.jobs x
+        SET status = 'cancelled', completed_at = t_now, worker_id = NULL,
+            lease_expires_at = NULL
+        WHERE x.id = j.id AND x.user_id = j.user_id
+        RETURNING * INTO j;
+    END IF;
+    RETURN j;
+END
+$$;
+
+-- What is left to do, for a worker deciding whether it is idle: events not dispatched yet, and
+-- jobs queued or running (of job_type when given). Counts only: no user's data. PL/pgSQL: a
+-- LANGUAGE sql function whose parameter filters a distributed table cannot be planned by Citus.
+CREATE OR REPLACE FUNCTION memmie.pending_work(job_type text DEFAULT NULL)
+RETURNS TABLE (undispatched_events bigint, open_jobs bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT (SELECT count(*) FROM memmie.events e WHERE NOT e.processed),
+           (SELECT count(*) FROM memmie.jobs j
+            WHERE j.status IN ('queued', 'running')
+              AND (pending_work.job_type IS NULL OR j.job_type = pending_work.job_type));
+END
+$$;
+
+-- A processing that disappears (its blob hard-deleted, directly or by a cascade) cancels its
+-- job, so that no worker claims work nobody can complete.
+CREATE OR REPLACE FUNCTION memmie._cancel_orphan_jobs() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE memmie.jobs j
+    SET status = 'cancelled', completed_at = t_now, worker_id = NULL, lease_expires_at = NULL,
+        -- (not format(): Citus refuses a stable function of a column in a distributed UPDATE)
+        error_message = 'processing of blob ' || o.blob_id::text || ' was deleted'
+    FROM memmie_old o
+    WHERE j.id = o.id::text AND j.user_id = o.user_id AND j.status IN ('queued', 'running');
+    RETURN NULL;
+END
+$$;
+
+-- The same for one row: on a Citus cluster a trigger runs on the shard, where transition tables
+-- do not exist, so distribute() puts this row trigger (cancel_orphan_job) in the statement
+-- trigger's place. The job has the processing's user: its UPDATE goes to the co-located shard.
+CREATE OR REPLACE FUNCTION memmie._cancel_orphan_job() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE memmie.jobs j
+    SET status = 'cancelled', completed_at = t_now, worker_id = NULL, lease_expires_at = NULL,
+        error_message = 'processing of blob ' || OLD.blob_id::text || ' was deleted'
+    WHERE j.id = OLD.id::text AND j.user_id = OLD.user_id AND j.status IN ('queued', 'running');
+    RETURN NULL;
+END
+$$;
+
+-- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
+-- -> skipped. (Completion is written by complete_processing itself.)
+-- A running attempt that ends in a retry or a failure is a failed invocation of the provider:
+-- it is counted in the user's usage with the time it took (sql/metrics.sql).
+-- The trigger's WHEN clause only picks the processings' jobs; the rest of the condition is
+-- here: a WHEN clause is read back from the catalog and planned by every UPDATE of jobs, so
+-- every claim and completion of every other job would pay for a longer one.
+CREATE OR REPLACE FUNCTION memmie._sync_processing() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pr memmie.provider_processing;
+    ms bigint;
+BEGIN
+    IF OLD.status IS NOT DISTINCT FROM NEW.status OR NEW.status = 'completed' THEN
+        RETURN NULL;
+    END IF;
+    ms := CASE WHEN OLD.status = 'running' AND NEW.status IN ('queued', 'failed')
+               THEN greatest(0, extract(epoch FROM clock_timestamp() - OLD.started_at) * 1000)::bigint END;
+    UPDATE memmie.provider_processing pp
+    SET status = CASE NEW.status WHEN 'running' THEN 'processing' WHEN 'queued' THEN 'pending'
+                                 WHEN 'cancelled' THEN 'skipped' ELSE NEW.status END,
+        started_at = CASE WHEN NEW.status = 'running' THEN NEW.started_at ELSE pp.started_at END,
+        attempt_count = pp.attempt_count + (NEW.status = 'running')::int,
+        error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
+        completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END,
+        processing_time_ms = CASE WHEN NEW.status = 'failed' THEN ms ELSE pp.processing_time_ms END
+    WHERE pp.id = NEW.id::uuid AND pp.user_id = NEW.user_id
+    RETURNING * INTO pr;
+    IF ms IS NOT NULL AND pr.id IS NOT NULL THEN
+        INSERT INTO memmie.usage_increments (user_id, provider_id, provider_invocations, processing_time_ms)
+        VALUES (pr.user_id, pr.provider_id, 1, ms);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.backfill(provider_id text) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p         memmie.providers := memmie._require_provider(backfill.provider_id);
+    blobs     uuid[];
+    providers text[];
+    metadata  jsonb[];
+    ids       uuid[];
+BEGIN
+    IF p.status <> 'active' THEN
+        RAISE EXCEPTION 'provider % is %, not active', p.id, p.status USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(b.id), array_agg(p.id::text), array_agg('{"backfill": true}'::jsonb)
+    INTO blobs, providers, metadata
+    FROM memmie.blobs b
+    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version AND v.user_id = b.user_id
+    WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v);
+    ids := memmie._queue_processing(blobs, providers, metadata);
+    RETURN cardinality(ids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p     memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b     memmie.blobs;
+    pr    memmie.provider_processing;
+    ids   uuid[];
+    t_now timestamptz;
+BEGIN
+    SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
+    IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'blob % does not exist', reprocess.blob_id USING ERRCODE = 'P0002';
+    END IF;
+    ids := memmie._queue_processing(ARRAY[b.id], ARRAY[p.id::text], ARRAY['{"reprocess": true}'::jsonb]);
+    IF cardinality(ids) > 0 THEN
+        RETURN ids[1];
+    END IF;
+    -- processed at this version before: run it again (its job is queued anew), by the
+    -- provider's current version, which the processing records and the job's input names
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.provider_id = p.id
+      AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id, pr.user_id);
+    -- (the time in a variable: Citus refuses a volatile function in a distributed UPDATE's SET)
+    t_now := clock_timestamp();
+    UPDATE memmie.jobs j
+    SET status = 'queued', retry_count = 0, run_after = t_now, worker_id = NULL,
+        lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0,
+        input = j.input || jsonb_build_object('provider_version', p.version)
+    WHERE j.id = pr.job_id AND j.user_id = pr.user_id AND j.status NOT IN ('queued', 'running');
+    IF FOUND THEN
+        UPDATE memmie.provider_processing x
+        SET status = 'pending', provider_version = p.version, error_message = NULL,
+            completed_at = NULL, queued_at = t_now,
+            metadata = x.metadata || '{"reprocess": true}'
+        WHERE x.id = pr.id AND x.user_id = pr.user_id;
+        PERFORM pg_notify('memmie_jobs', 'memmie.process');
+    END IF;
+    RETURN pr.id;
+END
+$$;
+
+-- The processing, after locking its job: MM005 unless worker holds the job's lease.
+CREATE OR REPLACE FUNCTION memmie._leased_processing(p_processing uuid, p_worker text)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pr memmie.provider_processing;
+    j  memmie.jobs;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(p_processing, 'processing_id');
+    IF NOT FOUND THEN
+        -- deleted with its blob: its job, cancelled then, says so to the worker that had it
+        SELECT * INTO j FROM memmie.jobs x WHERE x.id = p_processing::pg_catalog.text;
+        IF FOUND THEN
+            PERFORM memmie._check_lease(j, p_worker);
+        END IF;
+        RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id, pr.user_id), p_worker);
+    RETURN pr;
+END
+$$;
+
+-- The input of a processing, for the worker that holds its job's lease (MM005 otherwise): the
+-- blob version it processes, its content (NULL for content kept outside PostgreSQL: then
+-- storage_backend and storage_path say where) and type, and the provider version's definition.
+-- The one way a worker-level role reads users' content: only while it holds the work.
+CREATE OR REPLACE FUNCTION memmie.processing_input(processing_id uuid, worker_id text)
+RETURNS TABLE (blob_id uuid, version int, content_type text, content bytea, metadata jsonb,
+               provider_id text, provider_version text, definition jsonb,
+               storage_backend text, storage_path text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+    j  memmie.jobs;
+    v  memmie.blob_versions;
+    c  memmie.content_storage;
+BEGIN
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = memmie._require(processing_input.processing_id, 'processing_id');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % does not exist', processing_input.processing_id USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = pr.job_id AND x.user_id = pr.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'processing % has no job: worker % does not hold it', pr.id, processing_input.worker_id
+            USING ERRCODE = 'MM005';
+    END IF;
+    PERFORM memmie._check_lease(j, processing_input.worker_id);
+    SELECT * INTO v FROM memmie.blob_versions x
+    WHERE x.blob_id = pr.blob_id AND x.version = pr.processed_version AND x.user_id = pr.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'blob % has no version %', pr.blob_id, pr.processed_version USING ERRCODE = 'P0002';
+    END IF;
+    -- the content's row first, then the bytes: in one query with content_storage, Citus would
+    -- push _content() down to the shard, where it cannot query a distributed table
+    SELECT * INTO c FROM memmie.content_storage x WHERE x.content_hash = v.content_hash;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT v.blob_id, v.version, v.content_type::text,
+           CASE WHEN c.storage_backend = 'postgres' THEN memmie._content(v.content_hash) END,
+           v.metadata, pr.provider_id::text, pr.provider_version::text,
+           (SELECT pv.definition FROM memmie.provider_versions pv
+            WHERE pv.provider_id = pr.provider_id AND pv.version = pr.provider_version),
+           c.storage_backend::text, c.storage_path;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.complete_processing(processing_id uuid, worker_id text, outputs jsonb)
+RETURNS SETOF memmie.blobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr        memmie.provider_processing;
+    created   boolean;
+    p         memmie.providers;
+    b         memmie.blobs;
+    child     memmie.blobs;
+    c         jsonb;
+    i         int := 0;
+    k         int;
+    ttype     text;
+    caused_by uuid;
+    cause     jsonb;
+    d         memmie.deltas;
+    patch_id  uuid;
+    patch_err text;
+    out_ids   uuid[] := '{}';
+    out_size  bigint := 0;
+    content   bytea;
+    first_delta uuid;
+    first_out uuid;
+    t_now     timestamptz;
+BEGIN
+    -- the job is locked and its lease checked from here on
+    pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
+    PERFORM memmie._require(complete_processing.outputs, 'outputs');
+    IF jsonb_typeof(complete_processing.outputs) <> 'object' THEN
+        RAISE EXCEPTION 'outputs must be a JSON object, got %', jsonb_typeof(complete_processing.outputs)
+            USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(complete_processing.outputs) key
+               WHERE key NOT IN ('children', 'patch', 'metadata')) THEN
+        RAISE EXCEPTION 'outputs may hold only "children", "patch" and "metadata"' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'children' AND jsonb_typeof(complete_processing.outputs -> 'children') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.children must be an array' USING ERRCODE = '22023';
+    END IF;
+    IF complete_processing.outputs ? 'patch' AND jsonb_typeof(complete_processing.outputs -> 'patch') <> 'array' THEN
+        RAISE EXCEPTION 'outputs.patch must be a JSON Patch (an array of operations)' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO p FROM memmie.providers x WHERE x.id = pr.provider_id;
+    IF p.output_schema IS NOT NULL THEN
+        PERFORM memmie._validate_json(p.output_schema, complete_processing.outputs,
+                                      format('output of provider %s', p.id));
+    END IF;
+
+    b := memmie._lock_blob(pr.blob_id, pr.user_id);
+    IF b.deleted_at IS NOT NULL THEN
+        -- the input was deleted while it was processed: nothing to attach the outputs to
+        t_now := clock_timestamp();
+        UPDATE memmie.provider_processing x
+        SET status = 'skipped', completed_at = t_now,
+            error_message = format('blob %s was deleted before the processing completed', b.id)
+        WHERE x.id = pr.id AND x.user_id = pr.user_id;
+        PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
+                                     jsonb_build_object('skipped', 'input deleted'), true, pr.user_id);
+        RETURN;
+    END IF;
+    SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
+    WHERE v.blob_id = b.id AND v.version = pr.processed_version AND v.user_id = b.user_id;
+    cause := jsonb_build_object('processing_id', pr.id, 'provider_id', p.id,
+                                'provider_version', pr.provider_version,
+                                'event_id', pr.metadata -> 'event_id',
+                                'event_type', pr.metadata -> 'event_type');
+
+    -- a patch of the input: recorded pending, then applied, or failed when it no longer applies
+    IF complete_processing.outputs ? 'patch' THEN
+        INSERT INTO memmie.deltas (blob_id, user_id, operation, provider_id, patch, from_version,
+                                   to_version, caused_by_delta_id, caused_by_event, status)
+        VALUES (b.id, b.user_id, 'transform', p.id, complete_processing.outputs -> 'patch', b.version,
+                b.version + 1, caused_by, cause, 'pending')
+        RETURNING id INTO patch_id;
+        BEGIN
+            d := memmie._apply_patch(b, complete_processing.outputs -> 'patch', p.id, caused_by, cause,
+                                     patch_id);
+        EXCEPTION WHEN invalid_parameter_value OR SQLSTATE 'MM007' OR SQLSTATE 'MM002'
+                       OR program_limit_exceeded THEN
+            patch_err := SQLERRM;
+            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err
+            WHERE x.id = patch_id AND x.user_id = b.user_id;
+        END;
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
+    END IF;
+
+    -- children: a new derived blob each, or a new version of the child this provider derived
+    -- from this input before (matched by transform_type, in order)
+    FOR c IN SELECT x FROM jsonb_array_elements(coalesce(complete_processing.outputs -> 'children', '[]')) x LOOP
+        IF jsonb_typeof(c) <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%] must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_typeof(c -> 'content_type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].content_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'metadata' AND jsonb_typeof(c -> 'metadata') <> 'object' THEN
+            RAISE EXCEPTION 'outputs.children[%].metadata must be an object', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'tags' AND (jsonb_typeof(c -> 'tags') <> 'array'
+                           OR jsonb_path_exists(c -> 'tags', '$[*] ? (@.type() != "string")')) THEN
+            RAISE EXCEPTION 'outputs.children[%].tags must be an array of strings', i USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'transform_type' AND jsonb_typeof(c -> 'transform_type') <> 'string' THEN
+            RAISE EXCEPTION 'outputs.children[%].transform_type must be a string', i USING ERRCODE = '22023';
+        END IF;
+        content := memmie._child_bytes(c, i);
+        ttype := memmie._check_text(coalesce(c ->> 'transform_type', 'derived'), 'transform_type', 255);
+        -- the k-th child of this transform type in the outputs matches the k-th existing one
+        SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
+                                    WITH ORDINALITY o(x, n)
+        WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
+        -- (the edges' children as a list, the blobs of the input's user locked: on a Citus cluster
+        -- a row lock is refused in a join of distributed tables, and this one goes to one shard)
+        SELECT cb.* INTO child FROM memmie.blobs cb
+        WHERE cb.user_id = b.user_id AND cb.deleted_at IS NULL
+          AND cb.id = ANY (ARRAY(SELECT e.child_blob_id FROM memmie.blob_edges e
+                                 WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND e.provider_id = p.id
+                                   AND e.transform_type = ttype))
+        ORDER BY cb.created_at, cb.id
+        OFFSET k LIMIT 1
+        FOR NO KEY UPDATE;
+        created := NOT FOUND;
+        IF NOT created THEN
+            -- a new version of that child: new content, type, metadata and tags
+            child := memmie._replace_content(child, content, c ->> 'content_type', p.id, caused_by, cause,
+                                             coalesce(c -> 'metadata', '{}'),
+                                             ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))));
+        ELSE
+            child := memmie._derive(ARRAY[b.id], p.id, ttype, content, c ->> 'content_type',
+                                    coalesce(c -> 'metadata', '{}'),
+                                    ARRAY(SELECT jsonb_array_elements_text(coalesce(c -> 'tags', '[]'))),
+                                    caused_by, cause, NULL);
+        END IF;
+        UPDATE memmie.blob_edges e
+        SET version_map = CASE WHEN created THEN '[]'::jsonb ELSE e.version_map END
+                          || jsonb_build_array(jsonb_build_object('parent_version', pr.processed_version,
+                                                                  'child_version', child.version))
+        WHERE e.parent_blob_id = b.id AND e.child_blob_id = child.id AND e.provider_id = p.id
+          AND e.user_id = b.user_id;
+        IF first_delta IS NULL THEN
+            first_delta := memmie._head_delta(child);
+        END IF;
+        out_ids := out_ids || child.id;
+        out_size := out_size + length(content);
+        i := i + 1;
+        RETURN NEXT child;
+    END LOOP;
+    IF d.id IS NOT NULL THEN
+        RETURN NEXT b;
+    END IF;
+
+    -- (the time, the first output and what is added to the metadata computed first: Citus
+    -- refuses volatile functions in a distributed UPDATE's SET and stable ones in a CASE or
+    -- COALESCE there, and Citus 13.2 crashes on an array subscript of a variable there)
+    t_now := clock_timestamp();
+    first_out := out_ids[1];
+    cause := jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
+             || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
+                     ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
+                END
+             || coalesce(complete_processing.outputs -> 'metadata', '{}');
+    out_size := out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0);
+    UPDATE memmie.provider_processing x
+    SET status = 'completed', completed_at = t_now,
+        processing_time_ms = (extract(epoch FROM t_now - x.started_at) * 1000)::int,
+        output_size = out_size,
+        output_blob_id = first_out,
+        output_delta_id = coalesce(patch_id, first_delta),
+        current_blob_version = b.version,
+        error_message = patch_err,
+        metadata = x.metadata || cause
+    WHERE x.id = pr.id AND x.user_id = pr.user_id
+    RETURNING * INTO pr;
+    INSERT INTO memmie.usage_increments (user_id, blobs_processed, provider_id, provider_invocations,
+                                         processing_time_ms)
+    VALUES (pr.user_id, 1, pr.provider_id, 1, coalesce(pr.processing_time_ms, 0));
+    PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
+                                 jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
+                                 true, pr.user_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.fail_processing(processing_id uuid, worker_id text, error text,
+                                       retryable boolean DEFAULT true)
+RETURNS memmie.provider_processing
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    pr memmie.provider_processing;
+BEGIN
+    pr := memmie._leased_processing(fail_processing.processing_id, fail_processing.worker_id);
+    PERFORM memmie.fail_job(pr.job_id, fail_processing.worker_id, fail_processing.error,
+                            fail_processing.retryable);
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = fail_processing.processing_id AND x.user_id = pr.user_id;
+    RETURN pr;
+END
+$$;
+
+-- fold_usage() for the increments of user p_user (on a Citus cluster: one shard), p_now the
+-- time it writes as updated_at; the caller holds fold_usage's lock.
+CREATE OR REPLACE FUNCTION memmie._fold_usage_of(p_user uuid, p_now timestamptz) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int;
+BEGIN
+    WITH moved AS (
+        DELETE FROM memmie.usage_increments x WHERE x.user_id = p_user RETURNING *
+    ), days AS (
+        SELECT m.user_id, m.metric_date,
+               sum(m.blobs_created) AS blobs_created, sum(m.blobs_processed) AS blobs_processed,
+               sum(m.deltas_applied) AS deltas_applied,
+               (array_agg(m.storage_bytes_used ORDER BY m.recorded_at DESC)
+                    FILTER (WHERE m.storage_bytes_used IS NOT NULL))[1] AS storage_bytes_used,
+               sum(m.processing_time_ms) AS processing_time_ms,
+               sum(m.api_calls) AS api_calls, sum(m.api_errors) AS api_errors,
+               sum(m.response_time_ms) AS response_time_ms
+        FROM moved m GROUP BY m.user_id, m.metric_date
+    ), invocations AS (
+        SELECT x.user_id, x.metric_date, jsonb_object_agg(x.provider_id, x.n) AS counts
+        FROM (SELECT m.user_id, m.metric_date, m.provider_id, sum(m.provider_invocations) AS n
+              FROM moved m WHERE m.provider_id IS NOT NULL AND m.provider_invocations <> 0
+              GROUP BY m.user_id, m.metric_date, m.provider_id) x
+        GROUP BY x.user_id, x.metric_date
+    ), folded AS (
+        INSERT INTO memmie.usage_metrics AS um
+            (user_id, metric_date, blobs_created, blobs_processed, deltas_applied,
+             storage_bytes_used, provider_invocations, api_calls, api_errors,
+             total_processing_time_ms, total_response_time_ms, average_response_time_ms)
+        SELECT d.user_id, d.metric_date, d.blobs_created, d.blobs_processed, d.deltas_applied,
+               coalesce(d.storage_bytes_used, old.storage_bytes_used, u.storage_used),
+               memmie._add_counts(old.provider_invocations, i.counts),
+               d.api_calls, d.api_errors, d.processing_time_ms, d.response_time_ms,
+               round((coalesce(old.total_response_time_ms, 0) + d.response_time_ms)
+                     / nullif(coalesce(old.api_calls, 0) + d.api_calls, 0))
+        FROM days d
+        JOIN memmie.user_contexts u ON u.user_id = d.user_id AND u.user_id = p_user   -- a deleted user's rows go
+        LEFT JOIN invocations i ON i.user_id = d.user_id AND i.metric_date = d.metric_date
+        LEFT JOIN memmie.usage_metrics old ON old.user_id = d.user_id AND old.user_id = p_user
+                                           AND old.metric_date = d.metric_date
+        ON CONFLICT ON CONSTRAINT unique_user_date DO UPDATE
+        SET blobs_created = um.blobs_created + excluded.blobs_created,
+            blobs_processed = um.blobs_processed + excluded.blobs_processed,
+            deltas_applied = um.deltas_applied + excluded.deltas_applied,
+            storage_bytes_used = excluded.storage_bytes_used,
+            provider_invocations = excluded.provider_invocations,
+            api_calls = um.api_calls + excluded.api_calls,
+            api_errors = um.api_errors + excluded.api_errors,
+            total_processing_time_ms = um.total_processing_time_ms + excluded.total_processing_time_ms,
+            total_response_time_ms = um.total_response_time_ms + excluded.total_response_time_ms,
+            average_response_time_ms = excluded.average_response_time_ms,
+            updated_at = p_now
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$$;
+
+-- Adds every committed usage increment into usage_metrics and deletes it; returns how many it
+-- folded. One session folds at a time (a second waits for the first, then folds what is left).
+-- A day's storage_bytes_used is the user's storage after the day's last change (or, for a day
+-- without a change, when its row was first written).
+CREATE OR REPLACE FUNCTION memmie.fold_usage() RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n     int;
+    t_now timestamptz;
+    u     uuid;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('memmie.fold_usage', 0));
+    -- the time once, before: Citus refuses a volatile function in the DO UPDATE SET of an INSERT
+    -- into a distributed table (the rows folded are those committed before the lock was taken)
+    t_now := clock_timestamp();
+    IF memmie._distributed() THEN
+        -- On a Citus cluster one user at a time: each statement then reads and writes the
+        -- co-located rows of one user (one shard); over every user it would need joins Citus
+        -- cannot run between a modifying CTE and distributed tables.
+        n := 0;
+        FOR u IN SELECT DISTINCT x.user_id FROM memmie.usage_increments x LOOP
+            n := n + memmie._fold_usage_of(u, t_now);
+        END LOOP;
+        RETURN n;
+    END IF;
+    WITH moved AS (
+        DELETE FROM memmie.usage_increments RETURNING *
+    ), days AS (
+        SELECT m.user_id, m.metric_date,
+               sum(m.blobs_created) AS blobs_created, sum(m.blobs_processed) AS blobs_processed,
+               sum(m.deltas_applied) AS deltas_applied,
+               (array_agg(m.storage_bytes_used ORDER BY m.recorded_at DESC)
+                    FILTER (WHERE m.storage_bytes_used IS NOT NULL))[1] AS storage_bytes_used,
+               sum(m.processing_time_ms) AS processing_time_ms,
+               sum(m.api_calls) AS api_calls, sum(m.api_errors) AS api_errors,
+               sum(m.response_time_ms) AS response_time_ms
+        FROM moved m GROUP BY m.user_id, m.metric_date
+    ), invocations AS (
+        SELECT x.user_id, x.metric_date, jsonb_object_agg(x.provider_id, x.n) AS counts
+        FROM (SELECT m.user_id, m.metric_date, m.provider_id, sum(m.provider_invocations) AS n
+              FROM moved m WHERE m.provider_id IS NOT NULL AND m.provider_invocations <> 0
+              GROUP BY m.user_id, m.metric_date, m.provider_id) x
+        GROUP BY x.user_id, x.metric_date
+    ), folded AS (
+        INSERT INTO memmie.usage_metrics AS um
+            (user_id, metric_date, blobs_created, blobs_processed, deltas_applied,
+             storage_bytes_used, provider_invocations, api_calls, api_errors,
+             total_processing_time_ms, total_response_time_ms, average_response_time_ms)
+        SELECT d.user_id, d.metric_date, d.blobs_created, d.blobs_processed, d.deltas_applied,
+               coalesce(d.storage_bytes_used, old.storage_bytes_used, u.storage_used),
+               memmie._add_counts(old.provider_invocations, i.counts),
+               d.api_calls, d.api_errors, d.processing_time_ms, d.response_time_ms,
+               round((coalesce(old.total_response_time_ms, 0) + d.response_time_ms)
+                     / nullif(coalesce(old.api_calls, 0) + d.api_calls, 0))
+        FROM days d
+        JOIN memmie.user_contexts u ON u.user_id = d.user_id   -- a deleted user's rows go
+        LEFT JOIN invocations i ON i.user_id = d.user_id AND i.metric_date = d.metric_date
+        LEFT JOIN memmie.usage_metrics old ON old.user_id = d.user_id AND old.metric_date = d.metric_date
+        ON CONFLICT ON CONSTRAINT unique_user_date DO UPDATE
+        SET blobs_created = um.blobs_created + excluded.blobs_created,
+            blobs_processed = um.blobs_processed + excluded.blobs_processed,
+            deltas_applied = um.deltas_applied + excluded.deltas_applied,
+            storage_bytes_used = excluded.storage_bytes_used,
+            provider_invocations = excluded.provider_invocations,
+            api_calls = um.api_calls + excluded.api_calls,
+            api_errors = um.api_errors + excluded.api_errors,
+            total_processing_time_ms = um.total_processing_time_ms + excluded.total_processing_time_ms,
+            total_response_time_ms = um.total_response_time_ms + excluded.total_response_time_ms,
+            average_response_time_ms = excluded.average_response_time_ms,
+            updated_at = t_now
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$$;
+
+-- The retention of versions: a user whose quota_limits has keep_versions = N (N >= 1) keeps the
+-- latest N versions of each live blob; squash_history removes the older ones. Returns how many
+-- versions were removed. Run by maintenance() (before gc_content, which then takes the contents
+-- only those versions used once their grace period has passed), blob by blob in user order,
+-- each taking its user's and its blob's locks as any writer does.
+CREATE OR REPLACE FUNCTION memmie._apply_keep_versions() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r     record;
+    total bigint := 0;
+BEGIN
+    FOR r IN
+        SELECT b.id, b.user_id, b.version - q.keep + 1 AS before_version
+        FROM memmie.user_contexts u
+        CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
+        JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
+        WHERE q.keep >= 1 AND b.version > q.keep
+          AND (SELECT min(v.version) FROM memmie.blob_versions v WHERE v.blob_id = b.id AND v.user_id = b.user_id)
+              < b.version - q.keep + 1
+        ORDER BY b.user_id, b.id
+    LOOP
+        BEGIN
+            -- (with its user as the scope: the blob is locked on its shard)
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, r.user_id);
+        EXCEPTION WHEN no_data_found THEN
+            -- (P0002: deleted since the query read it; nothing to keep)
+            NULL;
+        END;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- The routine upkeep (the design document's maintenance_routine, without its defects): one
+-- session at a time; a second caller returns at once saying so. Returns what it did.
+CREATE OR REPLACE FUNCTION memmie.maintenance() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report    jsonb := '{}';
+    t0        timestamptz := clock_timestamp();
+    t_expired timestamptz;
+    n         int;
+    retention interval := make_interval(secs => memmie._event_retention_seconds());
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('memmie.maintenance', 0)) THEN
+        RETURN jsonb_build_object('skipped', 'another session is running memmie.maintenance()');
+    END IF;
+    report := report || jsonb_build_object('partitions_created', memmie.ensure_partitions());
+    ANALYZE memmie.blobs;
+    ANALYZE memmie.blob_edges;
+    ANALYZE memmie.blob_versions;
+    ANALYZE memmie.deltas;
+    ANALYZE memmie.events;
+    ANALYZE memmie.provider_processing;
+    ANALYZE memmie.jobs;
+    report := report || jsonb_build_object('analyzed',
+        '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
+    report := report || jsonb_build_object('views', memmie.refresh_views());
+    -- jobs past expires_at are never handed out; a running one is left to its worker (the
+    -- time in a variable: Citus refuses a volatile function in a distributed DELETE's WHERE)
+    t_expired := clock_timestamp();
+    DELETE FROM memmie.jobs j WHERE j.expires_at < t_expired AND j.status <> 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    report := report || jsonb_build_object('expired_jobs_removed', n);
+    report := report || jsonb_build_object('event_partitions_dropped',
+        memmie.drop_old_partitions('memmie.events', retention), 'event_retention', justify_hours(retention)::text);
+    report := report || jsonb_build_object('versions_squashed', memmie._apply_keep_versions());
+    SELECT count(*) INTO n FROM memmie.gc_content();
+    report := report || jsonb_build_object('contents_collected', n);
+    report := report || jsonb_build_object('usage_increments_folded', memmie.fold_usage());
+    -- today's provider metrics so far, and yesterday's final ones (UTC days)
+    report := report || jsonb_build_object('provider_metrics_rows',
+        memmie.rollup_metrics(memmie._utc_day(now()) - 1) + memmie.rollup_metrics(memmie._utc_day(now())));
+    RETURN report || jsonb_build_object('ms', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.distribute() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    placed  jsonb := '{}';
+    changed int := 0;
+    fks     jsonb;
+    k       record;
+    t       record;
+    part    regclass;
+    pkey    text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'memmie.distribute() needs the citus extension in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'on a Citus coordinator: CREATE EXTENSION citus, citus_add_node() for each worker, then memmie.distribute()';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'memmie.distribute() runs on the Citus coordinator, not on a worker'
+            USING ERRCODE = '55000';
+    END IF;
+    -- Every table placed: nothing to do (a second call).
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
+                       'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
+                       'memmie.blob_edges', 'memmie.user_content_refs',
+                       'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
+                       'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
+                   WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                     WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
+        RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+            'coordinator_only', pg_catalog.jsonb_build_array());
+    END IF;
+    -- DDL on distributed and reference tables in one transaction: one connection per node
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- memmie's counting and bookkeeping triggers go with the tables (they run on the shards)
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    -- 1. Every foreign key between memmie's tables is dropped and made again once all are placed
+    -- (a table placed while a local table references it, or it references a local one, makes
+    -- Citus convert the local one, which fails: the extension made it on every node). On the way
+    -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
+    -- user; an edge joins two blobs of its user), and some are not made again: blob_versions to
+    -- content_storage (not co-located) and provider_processing.output_blob_id (ON DELETE SET
+    -- NULL: Citus refuses SET NULL in a key with the distribution column).
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
+               'def', CASE WHEN c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+                             OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                               THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                               THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
+                                        (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.conrelid
+                                           AND a.attnum OPERATOR(pg_catalog.=) c.conkey[1]),
+                                        CASE c.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' ELSE '' END)
+                           ELSE pg_catalog.pg_get_constraintdef(c.oid) END,
+               'old', pg_catalog.pg_get_constraintdef(c.oid)))
+    INTO fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.conparentid OPERATOR(pg_catalog.=) 0
+      AND c.connamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace;
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', k.tab, k.name);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, NULL)', k.tab, k.name));
+        IF k.def IS DISTINCT FROM k.old THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+
+    -- 2. Primary keys and unique constraints with user_id, on the tables not placed yet.
+    FOR k IN SELECT * FROM (VALUES
+        ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_edges', 'blob_edges_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_edges', 'unique_edge', 'UNIQUE (parent_blob_id, child_blob_id, provider_id, user_id)'),
+        ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
+        ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.usage_metrics', 'usage_metrics_pkey', 'PRIMARY KEY (id, user_id)')) AS v(tab, name, def)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    LOOP
+        IF memmie._citus_key(k.tab::pg_catalog.regclass, k.name, k.def) THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)', k.tab, k.name, k.def));
+    END LOOP;
+    -- deltas and events keep their primary keys on each partition (sql/partitions.sql)
+    FOR part IN
+        SELECT i.inhrelid::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.deltas'::pg_catalog.regclass, 'memmie.events'::pg_catalog.regclass])
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                          WHERE d.logicalrelid OPERATOR(pg_catalog.=) i.inhrelid::pg_catalog.regclass)
+    LOOP
+        pkey := (SELECT c.conname FROM pg_catalog.pg_constraint c
+                 WHERE c.conrelid OPERATOR(pg_catalog.=) part AND c.contype OPERATOR(pg_catalog.=) 'p');
+        IF memmie._citus_key(part, pkey, 'PRIMARY KEY (id, created_at, user_id)') THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)',
+                                         part, pkey, 'PRIMARY KEY (id, created_at, user_id)'));
+    END LOOP;
+
+    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables,
+    -- and the policies run on the workers, in the query on a shard, where nothing distributed
+    -- may be read. The tenant tables' policy without its scalar subqueries (the same rows; the
+    -- functions are then called per row), with _unrestricted_on_node() (the admin level from
+    -- this node's placement of grantees, sql/access.sql) for _unrestricted();
+    -- content_storage's (an EXISTS over user_content_refs) cannot do without a subquery, so
+    -- there only the admin level reads the table directly (functions read content for the
+    -- bound user as before). blob_edges has a user_id since 0.3.0 and gets the tenant tables'
+    -- policy (a table without one would be admin-level only, as content_storage).
+    FOR k IN
+        SELECT pc.relid::pg_catalog.regclass::pg_catalog.text AS tab,
+               CASE WHEN pc.relid OPERATOR(pg_catalog.=) 'memmie.content_storage'::pg_catalog.regclass
+                      OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                     WHERE a.attrelid OPERATOR(pg_catalog.=) pc.relid
+                                       AND a.attname OPERATOR(pg_catalog.=) 'user_id' AND NOT a.attisdropped)
+                    THEN 'memmie._unrestricted_on_node()'
+                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted_on_node()' END AS qual
+        FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
+              WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
+                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.!~~) '%_unrestricted_on_node()%'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
+    LOOP
+        EXECUTE pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual));
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+
+    -- The access levels' function grants on every node: a trigger on grantees (a reference
+    -- table) grants them on each node's placement (sql/access.sql _grantees_on_node). Made
+    -- before placement, so that Citus gives it to every placement.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'grants_on_node') THEN
+        CREATE TRIGGER grants_on_node AFTER INSERT OR UPDATE OR DELETE ON memmie.grantees
+            FOR EACH ROW EXECUTE FUNCTION memmie._grantees_on_node();
+    END IF;
+    -- 3b. Triggers with transition tables cannot run on a shard: provider_processing's
+    -- cancel_orphan_jobs (statement level) becomes cancel_orphan_job (row level), on the
+    -- coordinator and on the workers' copies, before the table is placed (its shards get it).
+    PERFORM memmie._citus_on_workers(
+        'DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing; '
+        'CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing '
+        'FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job()');
+    DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing;
+    CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing
+        FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job();
+
+    -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
+    -- tables co-located with it, then content_storage.
+    FOR t IN SELECT * FROM (VALUES
+        (1, 'memmie.providers', 'reference', NULL),
+        (2, 'memmie.provider_versions', 'reference', NULL),
+        (3, 'memmie.provider_metrics', 'reference', NULL),
+        (3, 'memmie.grantees', 'reference', NULL),
+        (4, 'memmie.user_contexts', 'distributed', 'user_id'),
+        (5, 'memmie.blobs', 'distributed', 'user_id'),
+        (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
+        (6, 'memmie.blob_edges', 'distributed', 'user_id'),
+        (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
+        (8, 'memmie.deltas', 'distributed', 'user_id'),
+        (9, 'memmie.events', 'distributed', 'user_id'),
+        (10, 'memmie.provider_processing', 'distributed', 'user_id'),
+        (11, 'memmie.jobs', 'distributed', 'user_id'),
+        (12, 'memmie.usage_metrics', 'distributed', 'user_id'),
+        (13, 'memmie.usage_increments', 'distributed', 'user_id'),
+        (14, 'memmie.content_storage', 'by content', 'content_hash')) AS v(n, tab, how, col)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    ORDER BY n
+    LOOP
+        IF t.how OPERATOR(pg_catalog.=) 'reference' THEN
+            PERFORM pg_catalog.create_reference_table(t.tab::pg_catalog.regclass);
+        ELSIF t.tab OPERATOR(pg_catalog.=) 'memmie.user_contexts' OR t.how OPERATOR(pg_catalog.=) 'by content' THEN
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col, colocate_with => 'none');
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col,
+                                                        colocate_with => 'memmie.user_contexts');
+        END IF;
+        placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
+    END LOOP;
+
+    -- 5. The foreign keys again, between placed tables.
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text)
+             WHERE x.def IS NOT NULL LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.tab, k.name, k.def);
+    END LOOP;
+
+    -- 6. The access levels of the roles granted before: the same privileges on every node
+    -- (the functions' EXECUTE on the workers through the trigger above).
+    PERFORM memmie._reapply_grants();
+
+    RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+        'coordinator_only', pg_catalog.jsonb_build_array());
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
 -- data runs as the owner (sql/privileges.sql).
 DO $$

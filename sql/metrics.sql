@@ -22,6 +22,66 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
           GROUP BY k) y
 $$;
 
+-- fold_usage() for the increments of user p_user (on a Citus cluster: one shard), p_now the
+-- time it writes as updated_at; the caller holds fold_usage's lock.
+CREATE FUNCTION memmie._fold_usage_of(p_user uuid, p_now timestamptz) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int;
+BEGIN
+    WITH moved AS (
+        DELETE FROM memmie.usage_increments x WHERE x.user_id = p_user RETURNING *
+    ), days AS (
+        SELECT m.user_id, m.metric_date,
+               sum(m.blobs_created) AS blobs_created, sum(m.blobs_processed) AS blobs_processed,
+               sum(m.deltas_applied) AS deltas_applied,
+               (array_agg(m.storage_bytes_used ORDER BY m.recorded_at DESC)
+                    FILTER (WHERE m.storage_bytes_used IS NOT NULL))[1] AS storage_bytes_used,
+               sum(m.processing_time_ms) AS processing_time_ms,
+               sum(m.api_calls) AS api_calls, sum(m.api_errors) AS api_errors,
+               sum(m.response_time_ms) AS response_time_ms
+        FROM moved m GROUP BY m.user_id, m.metric_date
+    ), invocations AS (
+        SELECT x.user_id, x.metric_date, jsonb_object_agg(x.provider_id, x.n) AS counts
+        FROM (SELECT m.user_id, m.metric_date, m.provider_id, sum(m.provider_invocations) AS n
+              FROM moved m WHERE m.provider_id IS NOT NULL AND m.provider_invocations <> 0
+              GROUP BY m.user_id, m.metric_date, m.provider_id) x
+        GROUP BY x.user_id, x.metric_date
+    ), folded AS (
+        INSERT INTO memmie.usage_metrics AS um
+            (user_id, metric_date, blobs_created, blobs_processed, deltas_applied,
+             storage_bytes_used, provider_invocations, api_calls, api_errors,
+             total_processing_time_ms, total_response_time_ms, average_response_time_ms)
+        SELECT d.user_id, d.metric_date, d.blobs_created, d.blobs_processed, d.deltas_applied,
+               coalesce(d.storage_bytes_used, old.storage_bytes_used, u.storage_used),
+               memmie._add_counts(old.provider_invocations, i.counts),
+               d.api_calls, d.api_errors, d.processing_time_ms, d.response_time_ms,
+               round((coalesce(old.total_response_time_ms, 0) + d.response_time_ms)
+                     / nullif(coalesce(old.api_calls, 0) + d.api_calls, 0))
+        FROM days d
+        JOIN memmie.user_contexts u ON u.user_id = d.user_id AND u.user_id = p_user   -- a deleted user's rows go
+        LEFT JOIN invocations i ON i.user_id = d.user_id AND i.metric_date = d.metric_date
+        LEFT JOIN memmie.usage_metrics old ON old.user_id = d.user_id AND old.user_id = p_user
+                                           AND old.metric_date = d.metric_date
+        ON CONFLICT ON CONSTRAINT unique_user_date DO UPDATE
+        SET blobs_created = um.blobs_created + excluded.blobs_created,
+            blobs_processed = um.blobs_processed + excluded.blobs_processed,
+            deltas_applied = um.deltas_applied + excluded.deltas_applied,
+            storage_bytes_used = excluded.storage_bytes_used,
+            provider_invocations = excluded.provider_invocations,
+            api_calls = um.api_calls + excluded.api_calls,
+            api_errors = um.api_errors + excluded.api_errors,
+            total_processing_time_ms = um.total_processing_time_ms + excluded.total_processing_time_ms,
+            total_response_time_ms = um.total_response_time_ms + excluded.total_response_time_ms,
+            average_response_time_ms = excluded.average_response_time_ms,
+            updated_at = p_now
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$$;
+
 -- Adds every committed usage increment into usage_metrics and deletes it; returns how many it
 -- folded. One session folds at a time (a second waits for the first, then folds what is left).
 -- A day's storage_bytes_used is the user's storage after the day's last change (or, for a day
@@ -29,9 +89,24 @@ $$;
 CREATE FUNCTION memmie.fold_usage() RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n int;
+    n     int;
+    t_now timestamptz;
+    u     uuid;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('memmie.fold_usage', 0));
+    -- the time once, before: Citus refuses a volatile function in the DO UPDATE SET of an INSERT
+    -- into a distributed table (the rows folded are those committed before the lock was taken)
+    t_now := clock_timestamp();
+    IF memmie._distributed() THEN
+        -- On a Citus cluster one user at a time: each statement then reads and writes the
+        -- co-located rows of one user (one shard); over every user it would need joins Citus
+        -- cannot run between a modifying CTE and distributed tables.
+        n := 0;
+        FOR u IN SELECT DISTINCT x.user_id FROM memmie.usage_increments x LOOP
+            n := n + memmie._fold_usage_of(u, t_now);
+        END LOOP;
+        RETURN n;
+    END IF;
     WITH moved AS (
         DELETE FROM memmie.usage_increments RETURNING *
     ), days AS (
@@ -76,7 +151,7 @@ BEGIN
             total_processing_time_ms = um.total_processing_time_ms + excluded.total_processing_time_ms,
             total_response_time_ms = um.total_response_time_ms + excluded.total_response_time_ms,
             average_response_time_ms = excluded.average_response_time_ms,
-            updated_at = clock_timestamp()
+            updated_at = t_now
         RETURNING 1
     )
     SELECT count(*) INTO n FROM moved;

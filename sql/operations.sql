@@ -38,7 +38,7 @@ DECLARE
     total bigint := 0;
 BEGIN
     FOR r IN
-        SELECT b.id, b.version - q.keep + 1 AS before_version
+        SELECT b.id, b.user_id, b.version - q.keep + 1 AS before_version
         FROM memmie.user_contexts u
         CROSS JOIN LATERAL (SELECT floor((u.quota_limits ->> 'keep_versions')::numeric) AS keep) q
         JOIN memmie.blobs b ON b.user_id = u.user_id AND b.deleted_at IS NULL
@@ -48,7 +48,8 @@ BEGIN
         ORDER BY b.user_id, b.id
     LOOP
         BEGIN
-            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, NULL);
+            -- (with its user as the scope: the blob is locked on its shard)
+            total := total + memmie._squash_history(r.id, r.before_version::int, NULL, r.user_id);
         EXCEPTION WHEN no_data_found THEN
             -- (P0002: deleted since the query read it; nothing to keep)
             NULL;
@@ -65,6 +66,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     report    jsonb := '{}';
     t0        timestamptz := clock_timestamp();
+    t_expired timestamptz;
     n         int;
     retention interval := make_interval(secs => memmie._event_retention_seconds());
 BEGIN
@@ -82,10 +84,10 @@ BEGIN
     report := report || jsonb_build_object('analyzed',
         '["blobs", "blob_versions", "deltas", "events", "provider_processing", "jobs"]'::jsonb);
     report := report || jsonb_build_object('views', memmie.refresh_views());
-    -- jobs past expires_at are never handed out; a running one is left to its worker
-    -- (memmie._clock(): clock_timestamp() as a STABLE function, which Citus accepts in the WHERE
-    -- of a distributed DELETE; a volatile one it refuses)
-    DELETE FROM memmie.jobs j WHERE j.expires_at < memmie._clock() AND j.status <> 'running';
+    -- jobs past expires_at are never handed out; a running one is left to its worker (the
+    -- time in a variable: Citus refuses a volatile function in a distributed DELETE's WHERE)
+    t_expired := clock_timestamp();
+    DELETE FROM memmie.jobs j WHERE j.expires_at < t_expired AND j.status <> 'running';
     GET DIAGNOSTICS n = ROW_COUNT;
     report := report || jsonb_build_object('expired_jobs_removed', n);
     report := report || jsonb_build_object('event_partitions_dropped',

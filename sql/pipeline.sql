@@ -47,18 +47,37 @@ $$;
 -- job, so that no worker claims work nobody can complete.
 CREATE FUNCTION memmie._cancel_orphan_jobs() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now timestamptz := clock_timestamp();
 BEGIN
     UPDATE memmie.jobs j
-    SET status = 'cancelled', completed_at = clock_timestamp(), worker_id = NULL, lease_expires_at = NULL,
-        error_message = format('processing of blob %s was deleted', o.blob_id)
+    SET status = 'cancelled', completed_at = t_now, worker_id = NULL, lease_expires_at = NULL,
+        -- (not format(): Citus refuses a stable function of a column in a distributed UPDATE)
+        error_message = 'processing of blob ' || o.blob_id::text || ' was deleted'
     FROM memmie_old o
-    WHERE j.id = o.id::text AND j.status IN ('queued', 'running');
+    WHERE j.id = o.id::text AND j.user_id = o.user_id AND j.status IN ('queued', 'running');
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER cancel_orphan_jobs AFTER DELETE ON memmie.provider_processing
     REFERENCING OLD TABLE AS memmie_old
     FOR EACH STATEMENT EXECUTE FUNCTION memmie._cancel_orphan_jobs();
+
+-- The same for one row: on a Citus cluster a trigger runs on the shard, where transition tables
+-- do not exist, so distribute() puts this row trigger (cancel_orphan_job) in the statement
+-- trigger's place. The job has the processing's user: its UPDATE goes to the co-located shard.
+CREATE FUNCTION memmie._cancel_orphan_job() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE memmie.jobs j
+    SET status = 'cancelled', completed_at = t_now, worker_id = NULL, lease_expires_at = NULL,
+        error_message = 'processing of blob ' || OLD.blob_id::text || ' was deleted'
+    WHERE j.id = OLD.id::text AND j.user_id = OLD.user_id AND j.status IN ('queued', 'running');
+    RETURN NULL;
+END
+$$;
 
 -- A processing follows its job: claimed -> processing, retried -> pending, failed, cancelled
 -- -> skipped. (Completion is written by complete_processing itself.)
@@ -86,7 +105,7 @@ BEGIN
         error_message = CASE WHEN NEW.status = 'running' THEN pp.error_message ELSE NEW.error_message END,
         completed_at = CASE WHEN NEW.status IN ('failed', 'cancelled') THEN NEW.completed_at END,
         processing_time_ms = CASE WHEN NEW.status = 'failed' THEN ms ELSE pp.processing_time_ms END
-    WHERE pp.id = NEW.id::uuid
+    WHERE pp.id = NEW.id::uuid AND pp.user_id = NEW.user_id
     RETURNING * INTO pr;
     IF ms IS NOT NULL AND pr.id IS NOT NULL THEN
         INSERT INTO memmie.usage_increments (user_id, provider_id, provider_invocations, processing_time_ms)
@@ -402,7 +421,7 @@ BEGIN
     SELECT array_agg(b.id), array_agg(p.id::text), array_agg('{"backfill": true}'::jsonb)
     INTO blobs, providers, metadata
     FROM memmie.blobs b
-    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version
+    JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version AND v.user_id = b.user_id
     WHERE b.deleted_at IS NULL AND memmie._matches(p, b, v);
     ids := memmie._queue_processing(blobs, providers, metadata);
     RETURN cardinality(ids);
@@ -413,10 +432,11 @@ CREATE FUNCTION memmie.reprocess(blob_id uuid, provider_id text) RETURNS uuid
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    p   memmie.providers := memmie._require_provider(reprocess.provider_id);
-    b   memmie.blobs;
-    pr  memmie.provider_processing;
-    ids uuid[];
+    p     memmie.providers := memmie._require_provider(reprocess.provider_id);
+    b     memmie.blobs;
+    pr    memmie.provider_processing;
+    ids   uuid[];
+    t_now timestamptz;
 BEGIN
     SELECT * INTO b FROM memmie.blobs x WHERE x.id = memmie._require(reprocess.blob_id, 'blob_id');
     IF NOT FOUND OR b.deleted_at IS NOT NULL THEN
@@ -429,19 +449,22 @@ BEGIN
     -- processed at this version before: run it again (its job is queued anew), by the
     -- provider's current version, which the processing records and the job's input names
     SELECT * INTO pr FROM memmie.provider_processing x
-    WHERE x.blob_id = b.id AND x.provider_id = p.id AND x.processed_version = b.version;
-    PERFORM memmie._lock_job(pr.job_id);
+    WHERE x.blob_id = b.id AND x.user_id = b.user_id AND x.provider_id = p.id
+      AND x.processed_version = b.version;
+    PERFORM memmie._lock_job(pr.job_id, pr.user_id);
+    -- (the time in a variable: Citus refuses a volatile function in a distributed UPDATE's SET)
+    t_now := clock_timestamp();
     UPDATE memmie.jobs j
-    SET status = 'queued', retry_count = 0, run_after = clock_timestamp(), worker_id = NULL,
+    SET status = 'queued', retry_count = 0, run_after = t_now, worker_id = NULL,
         lease_expires_at = NULL, completed_at = NULL, output = NULL, error_message = NULL, progress = 0,
         input = j.input || jsonb_build_object('provider_version', p.version)
-    WHERE j.id = pr.job_id AND j.status NOT IN ('queued', 'running');
+    WHERE j.id = pr.job_id AND j.user_id = pr.user_id AND j.status NOT IN ('queued', 'running');
     IF FOUND THEN
         UPDATE memmie.provider_processing x
         SET status = 'pending', provider_version = p.version, error_message = NULL,
-            completed_at = NULL, queued_at = clock_timestamp(),
+            completed_at = NULL, queued_at = t_now,
             metadata = x.metadata || '{"reprocess": true}'
-        WHERE x.id = pr.id;
+        WHERE x.id = pr.id AND x.user_id = pr.user_id;
         PERFORM pg_notify('memmie_jobs', 'memmie.process');
     END IF;
     RETURN pr.id;
@@ -469,7 +492,7 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'processing % does not exist', p_processing USING ERRCODE = 'P0002';
     END IF;
-    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id), p_worker);
+    PERFORM memmie._check_lease(memmie._lock_job(pr.job_id, pr.user_id), p_worker);
     RETURN pr;
 END
 $$;
@@ -510,22 +533,29 @@ DECLARE
     pr memmie.provider_processing;
     j  memmie.jobs;
     v  memmie.blob_versions;
+    c  memmie.content_storage;
 BEGIN
     SELECT * INTO pr FROM memmie.provider_processing x
     WHERE x.id = memmie._require(processing_input.processing_id, 'processing_id');
     IF NOT FOUND THEN
         RAISE EXCEPTION 'processing % does not exist', processing_input.processing_id USING ERRCODE = 'P0002';
     END IF;
-    SELECT * INTO j FROM memmie.jobs x WHERE x.id = pr.job_id;
+    SELECT * INTO j FROM memmie.jobs x WHERE x.id = pr.job_id AND x.user_id = pr.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'processing % has no job: worker % does not hold it', pr.id, processing_input.worker_id
             USING ERRCODE = 'MM005';
     END IF;
     PERFORM memmie._check_lease(j, processing_input.worker_id);
     SELECT * INTO v FROM memmie.blob_versions x
-    WHERE x.blob_id = pr.blob_id AND x.version = pr.processed_version;
+    WHERE x.blob_id = pr.blob_id AND x.version = pr.processed_version AND x.user_id = pr.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'blob % has no version %', pr.blob_id, pr.processed_version USING ERRCODE = 'P0002';
+    END IF;
+    -- the content's row first, then the bytes: in one query with content_storage, Citus would
+    -- push _content() down to the shard, where it cannot query a distributed table
+    SELECT * INTO c FROM memmie.content_storage x WHERE x.content_hash = v.content_hash;
+    IF NOT FOUND THEN
+        RETURN;
     END IF;
     RETURN QUERY
     SELECT v.blob_id, v.version, v.content_type::text,
@@ -533,8 +563,7 @@ BEGIN
            v.metadata, pr.provider_id::text, pr.provider_version::text,
            (SELECT pv.definition FROM memmie.provider_versions pv
             WHERE pv.provider_id = pr.provider_id AND pv.version = pr.provider_version),
-           c.storage_backend::text, c.storage_path
-    FROM memmie.content_storage c WHERE c.content_hash = v.content_hash;
+           c.storage_backend::text, c.storage_path;
 END
 $$;
 
@@ -561,6 +590,8 @@ DECLARE
     out_size  bigint := 0;
     content   bytea;
     first_delta uuid;
+    first_out uuid;
+    t_now     timestamptz;
 BEGIN
     -- the job is locked and its lease checked from here on
     pr := memmie._leased_processing(complete_processing.processing_id, complete_processing.worker_id);
@@ -585,18 +616,20 @@ BEGIN
                                       format('output of provider %s', p.id));
     END IF;
 
-    b := memmie._lock_blob(pr.blob_id, NULL);
+    b := memmie._lock_blob(pr.blob_id, pr.user_id);
     IF b.deleted_at IS NOT NULL THEN
         -- the input was deleted while it was processed: nothing to attach the outputs to
+        t_now := clock_timestamp();
         UPDATE memmie.provider_processing x
-        SET status = 'skipped', completed_at = clock_timestamp(),
+        SET status = 'skipped', completed_at = t_now,
             error_message = format('blob %s was deleted before the processing completed', b.id)
-        WHERE x.id = pr.id;
-        PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id, jsonb_build_object('skipped', 'input deleted'), true);
+        WHERE x.id = pr.id AND x.user_id = pr.user_id;
+        PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
+                                     jsonb_build_object('skipped', 'input deleted'), true, pr.user_id);
         RETURN;
     END IF;
     SELECT v.delta_id INTO caused_by FROM memmie.blob_versions v
-    WHERE v.blob_id = b.id AND v.version = pr.processed_version;
+    WHERE v.blob_id = b.id AND v.version = pr.processed_version AND v.user_id = b.user_id;
     cause := jsonb_build_object('processing_id', pr.id, 'provider_id', p.id,
                                 'provider_version', pr.provider_version,
                                 'event_id', pr.metadata -> 'event_id',
@@ -615,9 +648,10 @@ BEGIN
         EXCEPTION WHEN invalid_parameter_value OR SQLSTATE 'MM007' OR SQLSTATE 'MM002'
                        OR program_limit_exceeded THEN
             patch_err := SQLERRM;
-            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err WHERE x.id = patch_id;
+            UPDATE memmie.deltas x SET status = 'failed', error_message = patch_err
+            WHERE x.id = patch_id AND x.user_id = b.user_id;
         END;
-        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id;
+        SELECT * INTO b FROM memmie.blobs x WHERE x.id = b.id AND x.user_id = b.user_id;
     END IF;
 
     -- children: a new derived blob each, or a new version of the child this provider derived
@@ -645,13 +679,16 @@ BEGIN
         SELECT count(*) INTO k FROM jsonb_array_elements(complete_processing.outputs -> 'children')
                                     WITH ORDINALITY o(x, n)
         WHERE o.n <= i AND coalesce(o.x ->> 'transform_type', 'derived') = ttype;
-        SELECT cb.* INTO child FROM memmie.blob_edges e
-        JOIN memmie.blobs cb ON cb.id = e.child_blob_id AND cb.user_id = e.user_id
-        WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND e.provider_id = p.id AND e.transform_type = ttype
-          AND cb.deleted_at IS NULL
+        -- (the edges' children as a list, the blobs of the input's user locked: on a Citus cluster
+        -- a row lock is refused in a join of distributed tables, and this one goes to one shard)
+        SELECT cb.* INTO child FROM memmie.blobs cb
+        WHERE cb.user_id = b.user_id AND cb.deleted_at IS NULL
+          AND cb.id = ANY (ARRAY(SELECT e.child_blob_id FROM memmie.blob_edges e
+                                 WHERE e.parent_blob_id = b.id AND e.user_id = b.user_id AND e.provider_id = p.id
+                                   AND e.transform_type = ttype))
         ORDER BY cb.created_at, cb.id
         OFFSET k LIMIT 1
-        FOR NO KEY UPDATE OF cb;
+        FOR NO KEY UPDATE;
         created := NOT FOUND;
         IF NOT created THEN
             -- a new version of that child: new content, type, metadata and tags
@@ -682,27 +719,34 @@ BEGIN
         RETURN NEXT b;
     END IF;
 
+    -- (the time, the first output and what is added to the metadata computed first: Citus
+    -- refuses volatile functions in a distributed UPDATE's SET and stable ones in a CASE or
+    -- COALESCE there, and Citus 13.2 crashes on an array subscript of a variable there)
+    t_now := clock_timestamp();
+    first_out := out_ids[1];
+    cause := jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
+             || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
+                     ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
+                END
+             || coalesce(complete_processing.outputs -> 'metadata', '{}');
+    out_size := out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0);
     UPDATE memmie.provider_processing x
-    SET status = 'completed', completed_at = clock_timestamp(),
-        processing_time_ms = (extract(epoch FROM clock_timestamp() - x.started_at) * 1000)::int,
-        output_size = out_size + coalesce(length((complete_processing.outputs -> 'patch')::text), 0),
-        output_blob_id = out_ids[1],
+    SET status = 'completed', completed_at = t_now,
+        processing_time_ms = (extract(epoch FROM t_now - x.started_at) * 1000)::int,
+        output_size = out_size,
+        output_blob_id = first_out,
         output_delta_id = coalesce(patch_id, first_delta),
         current_blob_version = b.version,
         error_message = patch_err,
-        metadata = x.metadata || jsonb_build_object('output_blob_ids', to_jsonb(out_ids))
-                 || CASE WHEN patch_id IS NULL THEN '{}'::jsonb
-                         ELSE jsonb_build_object('patch_status', CASE WHEN patch_err IS NULL THEN 'applied' ELSE 'failed' END)
-                    END
-                 || coalesce(complete_processing.outputs -> 'metadata', '{}')
-    WHERE x.id = pr.id
+        metadata = x.metadata || cause
+    WHERE x.id = pr.id AND x.user_id = pr.user_id
     RETURNING * INTO pr;
     INSERT INTO memmie.usage_increments (user_id, blobs_processed, provider_id, provider_invocations,
                                          processing_time_ms)
     VALUES (pr.user_id, 1, pr.provider_id, 1, coalesce(pr.processing_time_ms, 0));
     PERFORM memmie._complete_job(pr.job_id, complete_processing.worker_id,
                                  jsonb_build_object('output_blob_ids', to_jsonb(out_ids), 'output_delta_id', patch_id),
-                                 true);
+                                 true, pr.user_id);
 END
 $$;
 
@@ -717,7 +761,8 @@ BEGIN
     pr := memmie._leased_processing(fail_processing.processing_id, fail_processing.worker_id);
     PERFORM memmie.fail_job(pr.job_id, fail_processing.worker_id, fail_processing.error,
                             fail_processing.retryable);
-    SELECT * INTO pr FROM memmie.provider_processing x WHERE x.id = fail_processing.processing_id;
+    SELECT * INTO pr FROM memmie.provider_processing x
+    WHERE x.id = fail_processing.processing_id AND x.user_id = pr.user_id;
     RETURN pr;
 END
 $$;

@@ -117,3 +117,16 @@ SELECT count(*) FILTER (WHERE user_id <> '00000005-0000-4000-8000-000000000000')
    AND count(*) FILTER (WHERE user_id = '00000005-0000-4000-8000-000000000000') > 0
 FROM memmie.blobs;
 COMMIT;
+
+-- check: no processing names a hard-deleted output blob
+SELECT NOT EXISTS (SELECT 1 FROM memmie.provider_processing p
+                   WHERE p.output_blob_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM memmie.blobs b
+                                     WHERE b.id = p.output_blob_id AND b.user_id = p.user_id))
+   AND EXISTS (SELECT 1 FROM citus_test.ids WHERE kind = 'deleted-output');
+
+-- check: no job of a processing that is gone is left queued or running
+SELECT NOT EXISTS (SELECT 1 FROM memmie.jobs j
+                   WHERE j.job_type = 'memmie.process' AND j.status IN ('queued', 'running')
+                     AND NOT EXISTS (SELECT 1 FROM memmie.provider_processing p
+                                     WHERE p.id::text = j.id AND p.user_id = j.user_id));

@@ -351,6 +351,68 @@ BEGIN
 EXCEPTION WHEN insufficient_privilege THEN NULL;
 END $$;
 
+-- step: squash_history, create_external_blob, update_external_content
+SELECT citus_test.need('json', 8);
+SELECT memmie.squash_history(id::uuid, 2) FROM citus_test.ids WHERE kind = 'json' AND name = 'u5';
+INSERT INTO citus_test.ids
+SELECT 'external', 'u' || i,
+       (memmie.create_external_blob(citus_test.user_n(i), repeat('e', 64), 4096, 'application/pdf', 's3',
+                                    'bucket/shared.pdf')).id::text
+FROM generate_series(6, 7) i;
+SELECT memmie.update_external_content(id::uuid, repeat('f', 64), 2048, 's3', 'bucket/other.pdf')
+FROM citus_test.ids WHERE kind = 'external' AND name = 'u6';
+
+-- step: enqueue_job by id (idempotent; another user's id refused), cancel_job, fail_job
+SELECT memmie.enqueue_job('test.once', citus_test.user_n(5), '{}', job_id => 'once-1');
+DO $$
+BEGIN
+    IF (memmie.enqueue_job('test.once', citus_test.user_n(5), '{"again": true}', job_id => 'once-1')).input <> '{}' THEN
+        RAISE EXCEPTION 'enqueue_job with the same id made another job';
+    END IF;
+    BEGIN
+        PERFORM memmie.enqueue_job('test.once', citus_test.user_n(6), '{}', job_id => 'once-1');
+        RAISE EXCEPTION 'the job id of another user was accepted';
+    EXCEPTION WHEN unique_violation THEN NULL;
+    END;
+    IF (memmie.cancel_job('once-1')).status <> 'cancelled' THEN
+        RAISE EXCEPTION 'cancel_job did not cancel';
+    END IF;
+END $$;
+SELECT memmie.enqueue_job('test.fail', citus_test.user_n(i), '{}') FROM generate_series(7, 8) i;
+INSERT INTO citus_test.ids SELECT 'fail', worker_id, id FROM memmie.claim_jobs('worker-f', 2, '5 minutes', '{test.fail}');
+SELECT citus_test.need('fail', 2);
+SELECT (memmie.fail_job(id, name, 'timeout: test', retryable => false)).status FROM citus_test.ids WHERE kind = 'fail';
+
+-- step: backfill, pending_work
+SELECT memmie.backfill('summarizer');
+SELECT count(*) FROM memmie.pending_work('memmie.process');
+
+-- step: reprocess, delete_blob (hard) of an input with a queued processing and of an output blob
+INSERT INTO citus_test.ids
+SELECT 'orphan-input', 'u6', (memmie.create_blob(citus_test.user_n(6), convert_to('delete me', 'UTF8'), 'text/plain')).id::text;
+INSERT INTO citus_test.ids
+SELECT 'orphan-job', 'u6', memmie.reprocess(id::uuid, 'summarizer')::text FROM citus_test.ids WHERE kind = 'orphan-input';
+DO $$
+BEGIN
+    -- a second reprocess finds the same processing (its job still queued)
+    IF memmie.reprocess((SELECT id::uuid FROM citus_test.ids WHERE kind = 'orphan-input'), 'summarizer')::text
+       <> (SELECT id FROM citus_test.ids WHERE kind = 'orphan-job') THEN
+        RAISE EXCEPTION 'reprocess made a second processing of the same version';
+    END IF;
+END $$;
+SELECT memmie.delete_blob(id::uuid, hard => true) FROM citus_test.ids WHERE kind = 'orphan-input';
+DO $$
+BEGIN
+    IF (SELECT status FROM memmie.jobs WHERE id = (SELECT id FROM citus_test.ids WHERE kind = 'orphan-job')) <> 'cancelled' THEN
+        RAISE EXCEPTION 'the job of a processing deleted with its blob was not cancelled';
+    END IF;
+END $$;
+INSERT INTO citus_test.ids
+SELECT 'deleted-output', 'output', output_blob_id::text FROM memmie.provider_processing
+WHERE output_blob_id IS NOT NULL ORDER BY output_blob_id LIMIT 1;
+SELECT citus_test.need('deleted-output', 1);
+SELECT memmie.delete_blob(id::uuid, hard => true) FROM citus_test.ids WHERE kind = 'deleted-output';
+
 -- step: events_since
 SELECT count(*) FROM memmie.events_since(0, 10000);
 
