@@ -136,11 +136,12 @@ $$;
 -- True when memmie's tables have been placed on a Citus cluster (memmie.distribute()): the
 -- functions that must work differently there (the counting, the queue, GC, the event feed, the
 -- DAG) take their distributed path. False on a single node, and with Citus loaded but memmie's
--- tables still local (the catalog of Citus is read only when the extension is there).
+-- tables still local (the catalog of Citus is read only when it is there: without Citus the
+-- answer is one catalog cache lookup, under a microsecond).
 CREATE FUNCTION memmie._distributed() RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         RETURN false;
     END IF;
     RETURN EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
