@@ -2895,7 +2895,10 @@ BEGIN
         SELECT c.last_accessed INTO seen FROM memmie.content_storage c
         WHERE c.content_hash = h AND c.storage_backend = 'postgres' FOR KEY SHARE;
         IF FOUND THEN
-            PERFORM memmie._touch_content(h, seen);
+            -- (the test here: most contents found were touched within the minute)
+            IF seen < now() - interval '1 minute' THEN
+                PERFORM memmie._touch_content(h, seen);
+            END IF;
             EXIT;
         END IF;
         IF stored IS NULL THEN
