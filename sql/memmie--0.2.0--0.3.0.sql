@@ -3248,6 +3248,8 @@ DECLARE
     i          int := 0;
     batch      constant int := 1000;
 BEGIN
+    -- one at a time (until commit): two recounts would lock the same rows on many shards at once
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('memmie.gc_content', 0));
     PERFORM memmie._recount_references();
     SELECT pg_catalog.array_agg(c.content_hash) INTO candidates
     FROM memmie.content_storage c

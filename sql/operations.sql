@@ -37,6 +37,8 @@ $$;
 -- the content's node but not yet on its user's node when the read runs is not seen: it has
 -- touched last_accessed (memmie._touch_content), so the content is past the cutoff only when the
 -- grace is shorter than a minute plus that writer's transaction (the default grace: an hour).
+-- One run at a time (a transaction advisory lock; a second one waits for the first to commit).
+-- Each run moves one row per referenced content through the coordinator (the recount).
 CREATE FUNCTION memmie._gc_content_distributed(p_cutoff timestamptz)
 RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -49,6 +51,8 @@ DECLARE
     i          int := 0;
     batch      constant int := 1000;
 BEGIN
+    -- one at a time (until commit): two recounts would lock the same rows on many shards at once
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('memmie.gc_content', 0));
     PERFORM memmie._recount_references();
     SELECT pg_catalog.array_agg(c.content_hash) INTO candidates
     FROM memmie.content_storage c
