@@ -61,6 +61,55 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION memmie._citus_counting_triggers() RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- Swaps the counting triggers of one node (sql/counters.sql) for those of a cluster: on
+-- blob_versions and blobs, the single-node ones (transition tables, counts written at commit)
+-- dropped, the row-level ones that apply the counts at once to the co-located rows of the same
+-- user made. Run by distribute() on the coordinator and on every worker's copy before the tables
+-- are placed (the shards get the coordinator's triggers); on a table already placed, Citus takes
+-- the change to its shards (citus.enable_unsafe_triggers). True when it changed something;
+-- nothing when run twice.
+DECLARE
+    t       record;
+    changed boolean := false;
+BEGIN
+    FOR t IN
+        SELECT g.tgname, g.tgrelid::pg_catalog.regclass AS tab FROM pg_catalog.pg_trigger g
+        WHERE (g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+               AND g.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['content_refs', 'content_refs_update', 'user_storage_insert',
+                                                              'user_storage_delete', 'user_storage_update']::pg_catalog.name[]))
+           OR (g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+               AND g.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['count_blobs_insert_delete', 'count_blobs_update']::pg_catalog.name[]))
+        ORDER BY 2, 1
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tab);
+        changed := true;
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'count_refs_at_once') THEN
+        CREATE TRIGGER count_refs_at_once AFTER INSERT OR DELETE ON memmie.blob_versions
+            FOR EACH ROW EXECUTE FUNCTION memmie._count_refs_at_once();
+        CREATE TRIGGER count_refs_at_once_update AFTER UPDATE OF content_hash ON memmie.blob_versions
+            FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+            EXECUTE FUNCTION memmie._count_refs_at_once();
+        changed := true;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'count_blobs_at_once') THEN
+        CREATE TRIGGER count_blobs_at_once AFTER INSERT OR DELETE ON memmie.blobs
+            FOR EACH ROW EXECUTE FUNCTION memmie._count_blobs_at_once();
+        CREATE TRIGGER count_blobs_at_once_update AFTER UPDATE OF deleted_at ON memmie.blobs
+            FOR EACH ROW WHEN ((OLD.deleted_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL))
+            EXECUTE FUNCTION memmie._count_blobs_at_once();
+        changed := true;
+    END IF;
+    RETURN changed;
+END
+$$;
+
 CREATE FUNCTION memmie.distribute() RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -80,6 +129,17 @@ BEGIN
     IF NOT pg_catalog.citus_is_coordinator() THEN
         RAISE EXCEPTION 'memmie.distribute() runs on the Citus coordinator, not on a worker'
             USING ERRCODE = '55000';
+    END IF;
+    -- 0. The counting triggers of a cluster (sql/counters.sql) in place of the single-node ones,
+    -- here and, while the tables are not placed yet, on every worker's copy (the shards get the
+    -- coordinator's at placement). Counted with the keys changed.
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    IF memmie._citus_counting_triggers() THEN
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass) THEN
+        PERFORM memmie._citus_on_workers('SELECT memmie._citus_counting_triggers()');
     END IF;
     -- Every table placed: nothing to do (a second call).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[

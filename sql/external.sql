@@ -54,6 +54,8 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'A blob can reference existing content only by naming the same location and size.';
     END IF;
+    -- (on a Citus cluster: kept by gc_content until the reference is seen everywhere)
+    PERFORM memmie._touch_content(h, c.last_accessed);
     RETURN (s - 'content') || jsonb_build_object('content_hash', h, 'content_size', size,
                                                  'content_type', p_type);
 END

@@ -5160,6 +5160,806 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Counting, content and GC on Citus (issue 16): after distribute() the counts are kept by
+-- row-level triggers that apply them at once to the co-located rows of the same user (swapped in
+-- by distribute(), memmie._citus_counting_triggers); gc_content is there a fan-out that recounts
+-- content_storage.reference_count from user_content_refs and re-checks each candidate on its
+-- shard; writers deduplicating onto old content touch it (memmie._touch_content); check() joins
+-- distributed tables on user_id and checks user_content_refs there; verify_content's work is in
+-- PL/pgSQL; _zero_counters is told its table by its trigger's argument (a shard has another
+-- name). The single-node triggers and paths are unchanged.
+DROP TRIGGER zero_counters ON memmie.content_storage;
+DROP TRIGGER zero_counters ON memmie.user_contexts;
+CREATE OR REPLACE FUNCTION memmie._zero_counters() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_ARGV[0] = 'content_storage' THEN
+        NEW.reference_count := 0;
+    ELSE
+        NEW.storage_used := 0;
+        NEW.blob_count := 0;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._count_refs_at_once() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n    int;
+    size bigint;
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+        INSERT INTO memmie.user_content_refs AS u (user_id, content_hash, content_size, reference_count)
+        VALUES (NEW.user_id, NEW.content_hash, NEW.content_size, 1)
+        ON CONFLICT (user_id, content_hash)
+        DO UPDATE SET reference_count = u.reference_count OPERATOR(pg_catalog.+) 1
+        RETURNING u.reference_count INTO n;
+        IF n OPERATOR(pg_catalog.=) 1 THEN
+            UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.+) NEW.content_size
+            WHERE c.user_id OPERATOR(pg_catalog.=) NEW.user_id;
+        END IF;
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+        DELETE FROM memmie.user_content_refs u
+        WHERE u.user_id OPERATOR(pg_catalog.=) OLD.user_id AND u.content_hash OPERATOR(pg_catalog.=) OLD.content_hash
+          AND u.reference_count OPERATOR(pg_catalog.<=) 1
+        RETURNING u.content_size INTO size;
+        IF FOUND THEN
+            UPDATE memmie.user_contexts c SET storage_used = c.storage_used OPERATOR(pg_catalog.-) size
+            WHERE c.user_id OPERATOR(pg_catalog.=) OLD.user_id;
+        ELSE
+            UPDATE memmie.user_content_refs u SET reference_count = u.reference_count OPERATOR(pg_catalog.-) 1
+            WHERE u.user_id OPERATOR(pg_catalog.=) OLD.user_id AND u.content_hash OPERATOR(pg_catalog.=) OLD.content_hash;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._count_blobs_at_once() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    change int := 0;
+    usr    uuid;
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+        usr := NEW.user_id;
+        IF NEW.deleted_at IS NULL THEN
+            change := 1;
+        END IF;
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+        usr := OLD.user_id;
+        IF OLD.deleted_at IS NULL THEN
+            change := change OPERATOR(pg_catalog.-) 1;
+        END IF;
+    END IF;
+    IF change OPERATOR(pg_catalog.<>) 0 THEN
+        UPDATE memmie.user_contexts c SET blob_count = c.blob_count OPERATOR(pg_catalog.+) change
+        WHERE c.user_id OPERATOR(pg_catalog.=) usr;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._touch_content(p_hash text, p_seen timestamptz) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    stale timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) interval '1 minute';
+BEGIN
+    IF p_seen OPERATOR(pg_catalog.<) stale AND memmie._distributed() THEN
+        UPDATE memmie.content_storage c SET last_accessed = pg_catalog.now()
+        WHERE c.content_hash OPERATOR(pg_catalog.=) p_hash AND c.last_accessed OPERATOR(pg_catalog.<) stale;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.put_content(data bytea, mime_type text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h      text;
+    enc    bytea;
+    stored bytea;   -- what goes into content_storage.content (set once, when first needed)
+    codec  text;
+    seen   timestamptz;
+BEGIN
+    IF data IS NULL THEN
+        RAISE EXCEPTION 'put_content: data must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_content_size(length(data));
+    IF mime_type IS NOT NULL THEN
+        PERFORM memmie._check_mime(mime_type);
+    END IF;
+    h := memmie.sha256(data);
+    LOOP
+        -- An existing content is locked (FOR KEY SHARE) until the caller's transaction ends, so
+        -- gc_content (FOR UPDATE SKIP LOCKED) cannot delete it under the reference being made;
+        -- one that gc_content is deleting right now is waited for, then stored again.
+        SELECT c.last_accessed INTO seen FROM memmie.content_storage c
+        WHERE c.content_hash = h AND c.storage_backend = 'postgres' FOR KEY SHARE;
+        IF FOUND THEN
+            -- (the test here: most contents found were touched within the minute)
+            IF seen < now() - interval '1 minute' THEN
+                PERFORM memmie._touch_content(h, seen);
+            END IF;
+            EXIT;
+        END IF;
+        IF stored IS NULL THEN
+            enc := memmie._encode_content(data);
+            stored := coalesce(enc, data);
+            codec := CASE WHEN enc IS NULL THEN 'none' ELSE 'zstd' END;
+        END IF;
+        -- known as content kept outside PostgreSQL (create_external_blob): now that the bytes
+        -- are here, they are stored here; storage_path still names the outside copy, so that
+        -- gc_content reports it when the content goes
+        UPDATE memmie.content_storage c
+        SET content = stored, compression = codec, compressed_size = length(stored), storage_backend = 'postgres',
+            mime_type = coalesce(c.mime_type, put_content.mime_type), last_accessed = CURRENT_TIMESTAMP
+        WHERE c.content_hash = h AND c.storage_backend <> 'postgres' AND c.original_size = length(data);
+        CONTINUE WHEN FOUND;
+        IF EXISTS (SELECT FROM memmie.content_storage c WHERE c.content_hash = h AND c.storage_backend <> 'postgres') THEN
+            RAISE EXCEPTION 'content % is recorded as kept outside PostgreSQL with a size other than % bytes',
+                h, length(data) USING ERRCODE = 'MM006';
+        END IF;
+        INSERT INTO memmie.content_storage
+            (content_hash, content, compression, original_size, compressed_size, mime_type)
+        VALUES (h, stored, codec, length(data), length(stored), mime_type)
+        ON CONFLICT (content_hash) DO NOTHING;
+        EXIT WHEN FOUND;
+    END LOOP;
+    RETURN h;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._verify_contents(p_hash text)
+RETURNS TABLE (content_hash text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target text := memmie._verify_target(p_hash);
+BEGIN
+    RETURN QUERY
+    SELECT c.content_hash::pg_catalog.text,
+           v.problem IS NULL,
+           coalesce(v.problem,
+                    CASE WHEN c.storage_backend OPERATOR(pg_catalog.=) 'postgres' THEN 'ok'
+                         ELSE 'stored in ' OPERATOR(pg_catalog.||) c.storage_backend OPERATOR(pg_catalog.||) ', not checked here' END)
+    FROM memmie.content_storage c
+    CROSS JOIN LATERAL memmie._verify_content_row(c.content_hash, c.compression, c.storage_backend,
+                                                  c.storage_path, c.content, c.original_size) AS v(problem)
+    WHERE target IS NULL OR c.content_hash OPERATOR(pg_catalog.=) target
+    ORDER BY c.content_hash;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.verify_content(content_hash text DEFAULT NULL)
+RETURNS TABLE (content_hash text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM memmie._verify_contents($1)
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._with_external(s jsonb, p_user uuid, p_location jsonb, p_type text)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h       text := p_location ->> 'content_hash';
+    size    bigint := (p_location ->> 'content_size')::bigint;
+    backend text := p_location ->> 'storage_backend';
+    path    text := p_location ->> 'storage_path';
+    c       memmie.content_storage;
+BEGIN
+    PERFORM memmie._require(h, 'content_hash');
+    PERFORM memmie._check_hash(h);
+    PERFORM memmie._require(size, 'content_size');
+    IF size < 0 THEN
+        RAISE EXCEPTION 'content_size must not be negative, got %', size USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._require(backend, 'storage_backend');
+    IF backend NOT IN ('s3', 'filesystem') THEN
+        RAISE EXCEPTION 'storage_backend must be "s3" or "filesystem", got "%" (content kept in PostgreSQL is stored with create_blob / update_content)',
+            backend USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_text(path, 'storage_path', 4096);
+    -- gc_content returns storage_path for the caller to delete: no control characters, no "."
+    -- or ".." segment that could make it name something outside the store's own root.
+    IF path ~ '[[:cntrl:]]' OR path ~ '(^|/)\.\.?(/|$)' THEN
+        RAISE EXCEPTION 'storage_path must not contain control characters or "." / ".." segments, got %',
+            quote_literal(regexp_replace(path, '[[:cntrl:]]', '?', 'g'))
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM memmie._check_content_quota(p_user, size);
+    INSERT INTO memmie.content_storage (content_hash, content, storage_backend, storage_path,
+                                        compression, original_size, compressed_size, mime_type)
+    VALUES (h, NULL, backend, path, 'none', size, NULL, p_type)
+    ON CONFLICT (content_hash) DO NOTHING;
+    -- locked until the caller commits, so gc_content cannot delete it under the new reference
+    SELECT * INTO c FROM memmie.content_storage x WHERE x.content_hash = h FOR KEY SHARE;
+    IF c.storage_backend IS DISTINCT FROM backend OR c.storage_path IS DISTINCT FROM path
+       OR c.original_size <> size THEN
+        -- says nothing of where the existing content is kept
+        RAISE EXCEPTION 'content % is already recorded with another storage_backend, storage_path or content_size', h
+            USING ERRCODE = '22023',
+                  HINT = 'A blob can reference existing content only by naming the same location and size.';
+    END IF;
+    -- (on a Citus cluster: kept by gc_content until the reference is seen everywhere)
+    PERFORM memmie._touch_content(h, c.last_accessed);
+    RETURN (s - 'content') || jsonb_build_object('content_hash', h, 'content_size', size,
+                                                 'content_type', p_type);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._replay_mismatches()
+RETURNS TABLE (blob_id uuid, version int, problem text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r      record;
+    cur    uuid;
+    s      jsonb;
+    stored jsonb;
+    broken boolean;
+BEGIN
+    FOR r IN
+        SELECT coalesce(v.blob_id, d.blob_id) AS blob_id, coalesce(v.version, d.to_version) AS version,
+               d.patch, v.blob_id IS NOT NULL AS has_version,
+               v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted,
+               k.state AS snapshot
+        FROM memmie.blob_versions v
+        FULL JOIN (SELECT x.blob_id, x.user_id, x.to_version, x.patch FROM memmie.deltas x WHERE x.status = 'applied') d
+               ON d.blob_id = v.blob_id AND d.to_version = v.version AND d.user_id = v.user_id
+        LEFT JOIN memmie.blob_snapshots k ON k.blob_id = v.blob_id AND k.version = v.version AND k.user_id = v.user_id
+        ORDER BY 1, 2
+    LOOP
+        -- made here, not in the query: on a Citus cluster the query runs on the shards, and
+        -- _make_state reads content_storage (distributed by content_hash) for JSON content
+        stored := memmie._make_state(r.content_hash, r.content_size, r.content_type, r.metadata, r.tags, r.deleted);
+        IF r.blob_id IS DISTINCT FROM cur THEN
+            cur := r.blob_id;
+            s := NULL;
+            broken := false;
+            IF r.version > 1 THEN
+                -- a squashed history: it starts from the snapshot of its first version
+                blob_id := r.blob_id;
+                version := r.version;
+                IF r.snapshot IS NULL OR NOT r.has_version THEN
+                    problem := 'the history starts after version 1 without a kept state';
+                    broken := true;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+                s := r.snapshot;
+                IF s IS DISTINCT FROM stored THEN
+                    problem := NULL;
+                    RETURN NEXT;
+                END IF;
+                CONTINUE;
+            END IF;
+        END IF;
+        CONTINUE WHEN broken;
+        IF r.patch IS NOT NULL THEN
+            BEGIN
+                -- replay's own engine and limits, as blob_state uses them (a state may nest 128
+                -- levels, its patch two more: more than jsonb_patch reads), from the state so far
+                s := CASE WHEN s IS NULL THEN memmie._replay(ARRAY[r.patch::pg_catalog.text])::pg_catalog.jsonb
+                          ELSE memmie._replay_from(s, ARRAY[r.patch::pg_catalog.text]) END;
+            EXCEPTION WHEN OTHERS THEN
+                blob_id := r.blob_id;
+                version := r.version;
+                problem := format('its delta does not apply (%s: %s)', SQLSTATE, SQLERRM);
+                broken := true;
+                RETURN NEXT;
+                CONTINUE;
+            END;
+        END IF;
+        IF r.has_version AND s IS DISTINCT FROM stored THEN
+            blob_id := r.blob_id;
+            version := r.version;
+            problem := NULL;
+            RETURN NEXT;
+        ELSIF r.snapshot IS NOT NULL AND s IS DISTINCT FROM r.snapshot THEN
+            blob_id := r.blob_id;
+            version := r.version;
+            problem := 'its kept state (blob_snapshots) is not the replayed one';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.check()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad    bigint;
+    sample text;
+    total  bigint;
+BEGIN
+    IF memmie._distributed() THEN
+        -- On a Citus cluster (docs/schema.md "Counting on Citus"): the exact references are
+        -- user_content_refs, kept at once per user on the user's node; each must equal the user's
+        -- version rows naming the content, and name a stored content.
+        -- content_storage.reference_count is a recount made by gc_content() as of its last run,
+        -- not checked here.
+        SELECT count(*), string_agg(format('user %s, content %s: %s references counted, %s versions name it',
+                                           x.user_id, x.content_hash, x.refs, x.n), '; ')
+               FILTER (WHERE x.rn <= 3)
+        INTO bad, sample
+        FROM (SELECT coalesce(r.user_id, v.user_id) AS user_id, coalesce(r.content_hash, v.content_hash) AS content_hash,
+                     coalesce(r.reference_count, 0) AS refs, coalesce(v.n, 0) AS n,
+                     row_number() OVER (ORDER BY coalesce(r.user_id, v.user_id), coalesce(r.content_hash, v.content_hash)) AS rn
+              FROM (SELECT w.user_id, w.content_hash, count(*) AS n FROM memmie.blob_versions w GROUP BY 1, 2) v
+              FULL JOIN memmie.user_content_refs r ON r.user_id = v.user_id AND r.content_hash = v.content_hash
+              WHERE r.reference_count IS DISTINCT FROM v.n) x;
+        SELECT bad + count(*),
+               concat_ws('; ', sample, string_agg(format('content %s is referenced but not stored', x.content_hash), '; ')
+                                       FILTER (WHERE x.rn <= 3))
+        INTO bad, sample
+        FROM (SELECT r.content_hash, row_number() OVER (ORDER BY r.content_hash) AS rn
+              FROM (SELECT DISTINCT u.content_hash FROM memmie.user_content_refs u) r
+              WHERE r.content_hash NOT IN (SELECT c.content_hash FROM memmie.content_storage c)) x;
+        SELECT count(*) INTO total FROM memmie.user_content_refs;
+        RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
+            format('%s references of users to contents (user_content_refs), each stored; content_storage.reference_count (recounted by gc_content) not checked',
+                   total));
+    ELSE
+        -- reference counts = version rows naming each content (the stored count, plus what this
+        -- transaction has changed and will write when it commits)
+        SELECT count(*), string_agg(format('%s has %s, %s versions name it', x.content_hash, x.reference_count, x.refs), '; ')
+               FILTER (WHERE x.rn <= 3)
+        INTO bad, sample
+        FROM (SELECT c.content_hash, c.reference_count + coalesce(p.n, 0) AS reference_count, coalesce(v.refs, 0) AS refs,
+                     row_number() OVER (ORDER BY c.content_hash) AS rn
+              FROM memmie.content_storage c
+              LEFT JOIN (SELECT content_hash, count(*) AS refs FROM memmie.blob_versions GROUP BY 1) v
+                     ON v.content_hash = c.content_hash
+              LEFT JOIN memmie._pending_references() p ON p.content_hash = c.content_hash
+              WHERE c.reference_count + coalesce(p.n, 0) <> coalesce(v.refs, 0)) x;
+        SELECT count(*) INTO total FROM memmie.content_storage;
+        RETURN QUERY SELECT * FROM memmie._check_row('reference_counts', bad, sample,
+                                                     format('%s contents', total));
+    END IF;
+
+    -- replaying each blob's deltas gives every version's stored state; the head is the last one
+    SELECT count(*), string_agg(format('blob %s version %s', x.blob_id, x.version) || coalesce(': ' || x.problem, ''), '; ')
+                     FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT m.blob_id, m.version, m.problem, row_number() OVER (ORDER BY m.blob_id, m.version) AS rn
+          FROM memmie._replay_mismatches() m) x;
+    SELECT count(*) INTO total FROM memmie.blob_versions;
+    RETURN QUERY SELECT * FROM memmie._check_row('replay', bad, sample, format('%s versions replayed', total));
+
+    SELECT count(*), string_agg(format('blob %s', x.id), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT b.id, row_number() OVER (ORDER BY b.id) AS rn
+          FROM memmie.blobs b
+          LEFT JOIN memmie.blob_versions v ON v.blob_id = b.id AND v.version = b.version AND v.user_id = b.user_id
+          LEFT JOIN (SELECT w.blob_id, w.user_id, count(*) + min(w.version) - 1 AS top
+                     FROM memmie.blob_versions w GROUP BY 1, 2) w
+                 ON w.blob_id = b.id AND w.user_id = b.user_id
+          WHERE v.blob_id IS NULL
+             OR (b.content_hash, b.content_size, b.content_type, b.metadata, b.tags, b.deleted_at IS NOT NULL)
+                IS DISTINCT FROM (v.content_hash, v.content_size, v.content_type, v.metadata, v.tags, v.deleted)
+             OR w.top <> b.version) x;
+    SELECT count(*) INTO total FROM memmie.blobs;
+    RETURN QUERY SELECT * FROM memmie._check_row('heads', bad, sample,
+                                                 format('%s blobs: head = latest version, versions dense', total));
+
+    -- stored bytes still hash to their names
+    SELECT count(*), string_agg(format('%s: %s', x.content_hash, x.detail), '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT r.content_hash, r.detail, row_number() OVER (ORDER BY r.content_hash) AS rn
+          FROM memmie.verify_content() r WHERE NOT r.ok) x;
+    SELECT count(*) INTO total FROM memmie.content_storage WHERE storage_backend = 'postgres';
+    RETURN QUERY SELECT * FROM memmie._check_row('content_hashes', bad, sample, format('%s contents re-hashed', total));
+
+    -- storage_used and blob_count (with this transaction's changes, written at its commit)
+    -- against a recomputation
+    SELECT count(*), string_agg(format('user %s: storage %s (recomputed %s), blobs %s (recomputed %s)',
+                                       x.user_id, x.storage_used, x.storage, x.blob_count, x.blobs), '; ')
+           FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT u.user_id, u.storage_used, u.blob_count, coalesce(s.storage, 0) AS storage,
+                 coalesce(n.blobs, 0) AS blobs, row_number() OVER (ORDER BY u.user_id) AS rn
+          FROM (SELECT c.user_id, c.storage_used + coalesce(p.storage_used, 0) AS storage_used,
+                       c.blob_count + coalesce(p.blob_count, 0) AS blob_count
+                FROM memmie.user_contexts c
+                LEFT JOIN memmie._pending_user_counts() p ON p.user_id = c.user_id) u
+          LEFT JOIN (SELECT d.user_id, sum(d.content_size) AS storage
+                     FROM (SELECT DISTINCT v.user_id, v.content_hash, v.content_size FROM memmie.blob_versions v) d
+                     GROUP BY 1) s ON s.user_id = u.user_id
+          LEFT JOIN (SELECT b.user_id, count(*) AS blobs FROM memmie.blobs b WHERE b.deleted_at IS NULL GROUP BY 1) n
+                 ON n.user_id = u.user_id
+          WHERE u.storage_used <> coalesce(s.storage, 0) OR u.blob_count <> coalesce(n.blobs, 0)) x;
+    SELECT count(*) INTO total FROM memmie.user_contexts;
+    RETURN QUERY SELECT * FROM memmie._check_row('user_accounting', bad, sample, format('%s users', total));
+
+    -- edges join blobs of one user, the edge's; every parent_blob_id has its edge (the joins are
+    -- on user_id, so that on a Citus cluster they stay within each user's shards)
+    SELECT count(*), string_agg(x.what, '; ') FILTER (WHERE x.rn <= 3)
+    INTO bad, sample
+    FROM (SELECT y.what, row_number() OVER (ORDER BY y.what) AS rn FROM (
+              SELECT format('edge %s -> %s crosses users', e.parent_blob_id, e.child_blob_id) AS what
+              FROM memmie.blob_edges e
+              LEFT JOIN memmie.blobs p ON p.id = e.parent_blob_id AND p.user_id = e.user_id
+              LEFT JOIN memmie.blobs c ON c.id = e.child_blob_id AND c.user_id = e.user_id
+              WHERE p.id IS NULL OR c.id IS NULL
+              UNION ALL
+              SELECT format('blob %s has parent %s without an edge', b.id, b.parent_blob_id)
+              FROM memmie.blobs b
+              WHERE b.parent_blob_id IS NOT NULL
+                AND NOT EXISTS (SELECT FROM memmie.blob_edges e
+                                WHERE e.parent_blob_id = b.parent_blob_id AND e.child_blob_id = b.id
+                                  AND e.user_id = b.user_id)) y) x;
+    SELECT count(*) INTO total FROM memmie.blob_edges;
+    RETURN QUERY SELECT * FROM memmie._check_row('edges', bad, sample, format('%s edges', total));
+
+    -- every delta and event lies in a partition of its own period, not in the DEFAULT one
+    SELECT (SELECT count(*) FROM memmie.deltas_default) + (SELECT count(*) FROM memmie.events_default),
+           format('%s deltas and %s events in the DEFAULT partitions (run memmie.create_partitions)',
+                  (SELECT count(*) FROM memmie.deltas_default), (SELECT count(*) FROM memmie.events_default))
+    INTO bad, sample;
+    RETURN QUERY SELECT * FROM memmie._check_row('partitions', bad, sample,
+                                                 'no delta or event in a DEFAULT partition');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._recount_references() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+    m bigint;
+BEGIN
+    UPDATE memmie.content_storage c SET reference_count = r.n
+    FROM (SELECT u.content_hash, pg_catalog.sum(u.reference_count)::pg_catalog.int4 AS n
+          FROM memmie.user_content_refs u GROUP BY u.content_hash) r
+    WHERE c.content_hash OPERATOR(pg_catalog.=) r.content_hash
+      AND c.reference_count OPERATOR(pg_catalog.<>) r.n;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE memmie.content_storage c SET reference_count = 0
+    WHERE c.reference_count OPERATOR(pg_catalog.<>) 0
+      AND c.content_hash OPERATOR(pg_catalog.<>) ALL (SELECT u.content_hash FROM memmie.user_content_refs u);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n OPERATOR(pg_catalog.+) m;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._gc_content_distributed(p_cutoff timestamptz)
+RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    candidates text[];
+    locked     text[];
+    referenced text[];
+    h          text;
+    i          int := 0;
+    batch      constant int := 1000;
+BEGIN
+    -- one at a time (until commit): two recounts would lock the same rows on many shards at once
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('memmie.gc_content', 0));
+    PERFORM memmie._recount_references();
+    SELECT pg_catalog.array_agg(c.content_hash) INTO candidates
+    FROM memmie.content_storage c
+    WHERE c.reference_count OPERATOR(pg_catalog.=) 0 AND c.last_accessed OPERATOR(pg_catalog.<) p_cutoff;
+    WHILE i OPERATOR(pg_catalog.<) coalesce(pg_catalog.cardinality(candidates), 0) LOOP
+        locked := '{}';
+        FOREACH h IN ARRAY candidates[i OPERATOR(pg_catalog.+) 1 : i OPERATOR(pg_catalog.+) batch] LOOP
+            PERFORM FROM memmie.content_storage c
+            WHERE c.content_hash OPERATOR(pg_catalog.=) h AND c.last_accessed OPERATOR(pg_catalog.<) p_cutoff
+            FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                locked := locked OPERATOR(pg_catalog.||) h;
+            END IF;
+        END LOOP;
+        i := i OPERATOR(pg_catalog.+) batch;
+        CONTINUE WHEN pg_catalog.cardinality(locked) OPERATOR(pg_catalog.=) 0;
+        SELECT pg_catalog.array_agg(DISTINCT u.content_hash::pg_catalog.text) INTO referenced
+        FROM memmie.user_content_refs u WHERE u.content_hash OPERATOR(pg_catalog.=) ANY (locked);
+        RETURN QUERY
+        DELETE FROM memmie.content_storage c
+        WHERE c.content_hash OPERATOR(pg_catalog.=) ANY (locked)
+          AND c.content_hash OPERATOR(pg_catalog.<>) ALL (coalesce(referenced, '{}'))
+        RETURNING c.content_hash::pg_catalog.text, c.storage_backend::pg_catalog.text, c.storage_path;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
+RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF gc_content.grace IS NULL OR gc_content.grace < interval '0' THEN
+        RAISE EXCEPTION 'grace must be a non-negative interval, got %', gc_content.grace USING ERRCODE = '22023';
+    END IF;
+    IF memmie._distributed() THEN
+        RETURN QUERY SELECT * FROM memmie._gc_content_distributed(clock_timestamp() - gc_content.grace);
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH garbage AS MATERIALIZED (
+        SELECT c.content_hash FROM memmie.content_storage c
+        WHERE c.reference_count = 0 AND c.last_accessed < clock_timestamp() - gc_content.grace
+          AND c.content_hash NOT IN (SELECT p.content_hash FROM memmie._pending_references() p WHERE p.n > 0)
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM memmie.content_storage c USING garbage g
+    WHERE c.content_hash = g.content_hash AND c.reference_count = 0
+    RETURNING c.content_hash::text, c.storage_backend::text, c.storage_path;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie._citus_counting_triggers() RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- Swaps the counting triggers of one node (sql/counters.sql) for those of a cluster: on
+-- blob_versions and blobs, the single-node ones (transition tables, counts written at commit)
+-- dropped, the row-level ones that apply the counts at once to the co-located rows of the same
+-- user made. Run by distribute() on the coordinator and on every worker's copy before the tables
+-- are placed (the shards get the coordinator's triggers); on a table already placed, Citus takes
+-- the change to its shards (citus.enable_unsafe_triggers). True when it changed something;
+-- nothing when run twice.
+DECLARE
+    t       record;
+    changed boolean := false;
+BEGIN
+    FOR t IN
+        SELECT g.tgname, g.tgrelid::pg_catalog.regclass AS tab FROM pg_catalog.pg_trigger g
+        WHERE (g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+               AND g.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['content_refs', 'content_refs_update', 'user_storage_insert',
+                                                              'user_storage_delete', 'user_storage_update']::pg_catalog.name[]))
+           OR (g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+               AND g.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['count_blobs_insert_delete', 'count_blobs_update']::pg_catalog.name[]))
+        ORDER BY 2, 1
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tab);
+        changed := true;
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'count_refs_at_once') THEN
+        CREATE TRIGGER count_refs_at_once AFTER INSERT OR DELETE ON memmie.blob_versions
+            FOR EACH ROW EXECUTE FUNCTION memmie._count_refs_at_once();
+        CREATE TRIGGER count_refs_at_once_update AFTER UPDATE OF content_hash ON memmie.blob_versions
+            FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash)
+            EXECUTE FUNCTION memmie._count_refs_at_once();
+        changed := true;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'count_blobs_at_once') THEN
+        CREATE TRIGGER count_blobs_at_once AFTER INSERT OR DELETE ON memmie.blobs
+            FOR EACH ROW EXECUTE FUNCTION memmie._count_blobs_at_once();
+        CREATE TRIGGER count_blobs_at_once_update AFTER UPDATE OF deleted_at ON memmie.blobs
+            FOR EACH ROW WHEN ((OLD.deleted_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL))
+            EXECUTE FUNCTION memmie._count_blobs_at_once();
+        changed := true;
+    END IF;
+    RETURN changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memmie.distribute() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    placed  jsonb := '{}';
+    changed int := 0;
+    fks     jsonb;
+    k       record;
+    t       record;
+    part    regclass;
+    pkey    text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'memmie.distribute() needs the citus extension in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'on a Citus coordinator: CREATE EXTENSION citus, citus_add_node() for each worker, then memmie.distribute()';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'memmie.distribute() runs on the Citus coordinator, not on a worker'
+            USING ERRCODE = '55000';
+    END IF;
+    -- 0. The counting triggers of a cluster (sql/counters.sql) in place of the single-node ones,
+    -- here and, while the tables are not placed yet, on every worker's copy (the shards get the
+    -- coordinator's at placement). Counted with the keys changed.
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    IF memmie._citus_counting_triggers() THEN
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass) THEN
+        PERFORM memmie._citus_on_workers('SELECT memmie._citus_counting_triggers()');
+    END IF;
+    -- Every table placed: nothing to do (a second call).
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
+                       'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
+                       'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
+                       'memmie.blob_edges', 'memmie.user_content_refs',
+                       'memmie.deltas', 'memmie.events', 'memmie.provider_processing', 'memmie.jobs',
+                       'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
+                   WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                     WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
+        RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+            'coordinator_only', pg_catalog.jsonb_build_array());
+    END IF;
+    -- DDL on distributed and reference tables in one transaction: one connection per node
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- memmie's counting and bookkeeping triggers go with the tables (they run on the shards)
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    -- 1. Every foreign key between memmie's tables is dropped and made again once all are placed
+    -- (a table placed while a local table references it, or it references a local one, makes
+    -- Citus convert the local one, which fails: the extension made it on every node). On the way
+    -- the foreign keys to blobs become (id, user_id) pairs (a derived blob has its parent's
+    -- user; an edge joins two blobs of its user), and some are not made again: blob_versions to
+    -- content_storage (not co-located) and provider_processing.output_blob_id (ON DELETE SET
+    -- NULL: Citus refuses SET NULL in a key with the distribution column).
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'tab', c.conrelid::pg_catalog.regclass::pg_catalog.text, 'name', c.conname,
+               'def', CASE WHEN c.conname OPERATOR(pg_catalog.=) 'blob_versions_content_hash_fkey'
+                             OR c.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['n', 'd']::"char"[]) THEN NULL
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass
+                               THEN 'FOREIGN KEY (blob_id, version, user_id) REFERENCES memmie.blob_versions(blob_id, version, user_id) ON DELETE CASCADE'
+                           WHEN c.confrelid OPERATOR(pg_catalog.=) 'memmie.blobs'::pg_catalog.regclass
+                               THEN pg_catalog.format('FOREIGN KEY (%I, user_id) REFERENCES memmie.blobs(id, user_id)%s',
+                                        (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.conrelid
+                                           AND a.attnum OPERATOR(pg_catalog.=) c.conkey[1]),
+                                        CASE c.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' ELSE '' END)
+                           ELSE pg_catalog.pg_get_constraintdef(c.oid) END,
+               'old', pg_catalog.pg_get_constraintdef(c.oid)))
+    INTO fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.conparentid OPERATOR(pg_catalog.=) 0
+      AND c.connamespace OPERATOR(pg_catalog.=) 'memmie'::pg_catalog.regnamespace;
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', k.tab, k.name);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, NULL)', k.tab, k.name));
+        IF k.def IS DISTINCT FROM k.old THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+
+    -- 2. Primary keys and unique constraints with user_id, on the tables not placed yet.
+    FOR k IN SELECT * FROM (VALUES
+        ('memmie.blobs', 'blobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_versions', 'blob_versions_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_snapshots', 'blob_snapshots_pkey', 'PRIMARY KEY (blob_id, version, user_id)'),
+        ('memmie.blob_edges', 'blob_edges_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.blob_edges', 'unique_edge', 'UNIQUE (parent_blob_id, child_blob_id, provider_id, user_id)'),
+        ('memmie.provider_processing', 'provider_processing_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.provider_processing', 'unique_processing', 'UNIQUE (blob_id, provider_id, processed_version, user_id)'),
+        ('memmie.jobs', 'jobs_pkey', 'PRIMARY KEY (id, user_id)'),
+        ('memmie.usage_metrics', 'usage_metrics_pkey', 'PRIMARY KEY (id, user_id)')) AS v(tab, name, def)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    LOOP
+        IF memmie._citus_key(k.tab::pg_catalog.regclass, k.name, k.def) THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)', k.tab, k.name, k.def));
+    END LOOP;
+    -- deltas and events keep their primary keys on each partition (sql/partitions.sql)
+    FOR part IN
+        SELECT i.inhrelid::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.deltas'::pg_catalog.regclass, 'memmie.events'::pg_catalog.regclass])
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                          WHERE d.logicalrelid OPERATOR(pg_catalog.=) i.inhrelid::pg_catalog.regclass)
+    LOOP
+        pkey := (SELECT c.conname FROM pg_catalog.pg_constraint c
+                 WHERE c.conrelid OPERATOR(pg_catalog.=) part AND c.contype OPERATOR(pg_catalog.=) 'p');
+        IF memmie._citus_key(part, pkey, 'PRIMARY KEY (id, created_at, user_id)') THEN
+            changed := changed OPERATOR(pg_catalog.+) 1;
+        END IF;
+        PERFORM memmie._citus_on_workers(pg_catalog.format('SELECT memmie._citus_key(%L, %L, %L)',
+                                         part, pkey, 'PRIMARY KEY (id, created_at, user_id)'));
+    END LOOP;
+
+    -- 3. Row-level security: Citus refuses subqueries in the policies of distributed tables,
+    -- and the policies run on the workers, in the query on a shard, where nothing distributed
+    -- may be read. The tenant tables' policy without its scalar subqueries (the same rows; the
+    -- functions are then called per row), with _unrestricted_on_node() (the admin level from
+    -- this node's placement of grantees, sql/access.sql) for _unrestricted();
+    -- content_storage's (an EXISTS over user_content_refs) cannot do without a subquery, so
+    -- there only the admin level reads the table directly (functions read content for the
+    -- bound user as before). blob_edges has a user_id since 0.3.0 and gets the tenant tables'
+    -- policy (a table without one would be admin-level only, as content_storage).
+    FOR k IN
+        SELECT pc.relid::pg_catalog.regclass::pg_catalog.text AS tab,
+               CASE WHEN pc.relid OPERATOR(pg_catalog.=) 'memmie.content_storage'::pg_catalog.regclass
+                      OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                     WHERE a.attrelid OPERATOR(pg_catalog.=) pc.relid
+                                       AND a.attname OPERATOR(pg_catalog.=) 'user_id' AND NOT a.attisdropped)
+                    THEN 'memmie._unrestricted_on_node()'
+                    ELSE 'user_id OPERATOR(pg_catalog.=) memmie._bound_user() OR memmie._unrestricted_on_node()' END AS qual
+        FROM (SELECT pol.polrelid AS relid FROM pg_catalog.pg_policy pol
+              WHERE pol.polname OPERATOR(pg_catalog.=) 'tenant_read'
+                AND pg_catalog.pg_get_expr(pol.polqual, pol.polrelid) OPERATOR(pg_catalog.!~~) '%_unrestricted_on_node()%'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                                WHERE d.logicalrelid OPERATOR(pg_catalog.=) pol.polrelid)) pc
+    LOOP
+        EXECUTE pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual);
+        PERFORM memmie._citus_on_workers(pg_catalog.format('ALTER POLICY tenant_read ON %s USING (%s)', k.tab, k.qual));
+        changed := changed OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+
+    -- The access levels' function grants on every node: a trigger on grantees (a reference
+    -- table) grants them on each node's placement (sql/access.sql _grantees_on_node). Made
+    -- before placement, so that Citus gives it to every placement.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                   WHERE g.tgrelid OPERATOR(pg_catalog.=) 'memmie.grantees'::pg_catalog.regclass
+                     AND g.tgname OPERATOR(pg_catalog.=) 'grants_on_node') THEN
+        CREATE TRIGGER grants_on_node AFTER INSERT OR UPDATE OR DELETE ON memmie.grantees
+            FOR EACH ROW EXECUTE FUNCTION memmie._grantees_on_node();
+    END IF;
+    -- 3b. Triggers with transition tables cannot run on a shard: provider_processing's
+    -- cancel_orphan_jobs (statement level) becomes cancel_orphan_job (row level), on the
+    -- coordinator and on the workers' copies, before the table is placed (its shards get it).
+    PERFORM memmie._citus_on_workers(
+        'DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing; '
+        'CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing '
+        'FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job()');
+    DROP TRIGGER IF EXISTS cancel_orphan_jobs ON memmie.provider_processing;
+    CREATE OR REPLACE TRIGGER cancel_orphan_job AFTER DELETE ON memmie.provider_processing
+        FOR EACH ROW EXECUTE FUNCTION memmie._cancel_orphan_job();
+
+    -- 4. Placement, in dependency order: the reference tables, then user_contexts, then the
+    -- tables co-located with it, then content_storage.
+    FOR t IN SELECT * FROM (VALUES
+        (1, 'memmie.providers', 'reference', NULL),
+        (2, 'memmie.provider_versions', 'reference', NULL),
+        (3, 'memmie.provider_metrics', 'reference', NULL),
+        (3, 'memmie.grantees', 'reference', NULL),
+        (4, 'memmie.user_contexts', 'distributed', 'user_id'),
+        (5, 'memmie.blobs', 'distributed', 'user_id'),
+        (6, 'memmie.blob_versions', 'distributed', 'user_id'),
+        (6, 'memmie.blob_snapshots', 'distributed', 'user_id'),
+        (6, 'memmie.blob_edges', 'distributed', 'user_id'),
+        (7, 'memmie.user_content_refs', 'distributed', 'user_id'),
+        (8, 'memmie.deltas', 'distributed', 'user_id'),
+        (9, 'memmie.events', 'distributed', 'user_id'),
+        (10, 'memmie.provider_processing', 'distributed', 'user_id'),
+        (11, 'memmie.jobs', 'distributed', 'user_id'),
+        (12, 'memmie.usage_metrics', 'distributed', 'user_id'),
+        (13, 'memmie.usage_increments', 'distributed', 'user_id'),
+        (14, 'memmie.content_storage', 'by content', 'content_hash')) AS v(n, tab, how, col)
+    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) v.tab::pg_catalog.regclass)
+    ORDER BY n
+    LOOP
+        IF t.how OPERATOR(pg_catalog.=) 'reference' THEN
+            PERFORM pg_catalog.create_reference_table(t.tab::pg_catalog.regclass);
+        ELSIF t.tab OPERATOR(pg_catalog.=) 'memmie.user_contexts' OR t.how OPERATOR(pg_catalog.=) 'by content' THEN
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col, colocate_with => 'none');
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(t.tab::pg_catalog.regclass, t.col,
+                                                        colocate_with => 'memmie.user_contexts');
+        END IF;
+        placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
+    END LOOP;
+
+    -- 5. The foreign keys again, between placed tables.
+    FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text)
+             WHERE x.def IS NOT NULL LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.tab, k.name, k.def);
+    END LOOP;
+
+    -- 6. The access levels of the roles granted before: the same privileges on every node
+    -- (the functions' EXECUTE on the workers through the trigger above).
+    PERFORM memmie._reapply_grants();
+
+    RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
+        'coordinator_only', pg_catalog.jsonb_build_array());
+END
+$$;
+
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.content_storage
+    FOR EACH ROW WHEN (NEW.reference_count <> 0) EXECUTE FUNCTION memmie._zero_counters('content_storage');
+CREATE TRIGGER zero_counters BEFORE INSERT ON memmie.user_contexts
+    FOR EACH ROW WHEN (NEW.storage_used <> 0 OR NEW.blob_count <> 0)
+    EXECUTE FUNCTION memmie._zero_counters('user_contexts');
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are not PUBLIC's; every function that reads or changes users'
 -- data runs as the owner (sql/privileges.sql).
 DO $$

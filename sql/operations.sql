@@ -1,10 +1,91 @@
 -- Operations: garbage collection of content, the routine upkeep (maintenance()) and its schedule.
 -- (The view refreshes maintenance() runs are in views.sql.)
 
+-- On a Citus cluster: content_storage.reference_count := the number of version rows naming each
+-- content, summed from user_content_refs (the exact references, per user, kept at once on the
+-- users' nodes), for the contents whose stored count differs. Returns how many it changed. A
+-- recount as of this statement: references made or removed by transactions still running are
+-- not in it (docs/schema.md "Counting on Citus").
+CREATE FUNCTION memmie._recount_references() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+    m bigint;
+BEGIN
+    UPDATE memmie.content_storage c SET reference_count = r.n
+    FROM (SELECT u.content_hash, pg_catalog.sum(u.reference_count)::pg_catalog.int4 AS n
+          FROM memmie.user_content_refs u GROUP BY u.content_hash) r
+    WHERE c.content_hash OPERATOR(pg_catalog.=) r.content_hash
+      AND c.reference_count OPERATOR(pg_catalog.<>) r.n;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE memmie.content_storage c SET reference_count = 0
+    WHERE c.reference_count OPERATOR(pg_catalog.<>) 0
+      AND c.content_hash OPERATOR(pg_catalog.<>) ALL (SELECT u.content_hash FROM memmie.user_content_refs u);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n OPERATOR(pg_catalog.+) m;
+END
+$$;
+
+-- gc_content on a Citus cluster, a fan-out that trusts no stored count: content_storage is
+-- distributed by content_hash and a content's references (user_content_refs) lie on the nodes of
+-- its users, so no row lock can cover both, and Citus refuses row locks in multi-shard queries.
+-- 1. the reference counts recounted (_recount_references); 2. the candidates, without locks:
+-- count 0 and last touched before p_cutoff; 3. each locked on its own shard (FOR UPDATE SKIP
+-- LOCKED: a writer referencing it holds it FOR KEY SHARE, put_content, and is skipped), in
+-- batches; 4. the locked ones still not named by any user_content_refs row (a multi-shard read,
+-- after the locks: a reference committed before is seen) are deleted. A writer that committed on
+-- the content's node but not yet on its user's node when the read runs is not seen: it has
+-- touched last_accessed (memmie._touch_content), so the content is past the cutoff only when the
+-- grace is shorter than a minute plus that writer's transaction (the default grace: an hour).
+-- One run at a time (a transaction advisory lock; a second one waits for the first to commit).
+-- Each run moves one row per referenced content through the coordinator (the recount).
+CREATE FUNCTION memmie._gc_content_distributed(p_cutoff timestamptz)
+RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    candidates text[];
+    locked     text[];
+    referenced text[];
+    h          text;
+    i          int := 0;
+    batch      constant int := 1000;
+BEGIN
+    -- one at a time (until commit): two recounts would lock the same rows on many shards at once
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('memmie.gc_content', 0));
+    PERFORM memmie._recount_references();
+    SELECT pg_catalog.array_agg(c.content_hash) INTO candidates
+    FROM memmie.content_storage c
+    WHERE c.reference_count OPERATOR(pg_catalog.=) 0 AND c.last_accessed OPERATOR(pg_catalog.<) p_cutoff;
+    WHILE i OPERATOR(pg_catalog.<) coalesce(pg_catalog.cardinality(candidates), 0) LOOP
+        locked := '{}';
+        FOREACH h IN ARRAY candidates[i OPERATOR(pg_catalog.+) 1 : i OPERATOR(pg_catalog.+) batch] LOOP
+            PERFORM FROM memmie.content_storage c
+            WHERE c.content_hash OPERATOR(pg_catalog.=) h AND c.last_accessed OPERATOR(pg_catalog.<) p_cutoff
+            FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                locked := locked OPERATOR(pg_catalog.||) h;
+            END IF;
+        END LOOP;
+        i := i OPERATOR(pg_catalog.+) batch;
+        CONTINUE WHEN pg_catalog.cardinality(locked) OPERATOR(pg_catalog.=) 0;
+        SELECT pg_catalog.array_agg(DISTINCT u.content_hash::pg_catalog.text) INTO referenced
+        FROM memmie.user_content_refs u WHERE u.content_hash OPERATOR(pg_catalog.=) ANY (locked);
+        RETURN QUERY
+        DELETE FROM memmie.content_storage c
+        WHERE c.content_hash OPERATOR(pg_catalog.=) ANY (locked)
+          AND c.content_hash OPERATOR(pg_catalog.<>) ALL (coalesce(referenced, '{}'))
+        RETURNING c.content_hash::pg_catalog.text, c.storage_backend::pg_catalog.text, c.storage_path;
+    END LOOP;
+END
+$$;
+
 -- Deletes content no blob version references (reference_count = 0) that nobody touched for
 -- longer than grace, and returns it (storage_path: external bytes for the caller to delete).
 -- Contents a writer is referencing right now are locked by put_content and skipped; contents
--- this transaction itself has started to reference (counted when it commits) are kept.
+-- this transaction itself has started to reference (counted when it commits) are kept. On a
+-- Citus cluster: a fan-out over candidates, each deleted on its own shard after a re-check
+-- (_gc_content_distributed), which also recounts reference_count.
 CREATE FUNCTION memmie.gc_content(grace interval DEFAULT '1 hour')
 RETURNS TABLE (content_hash text, storage_backend text, storage_path text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -12,6 +93,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF gc_content.grace IS NULL OR gc_content.grace < interval '0' THEN
         RAISE EXCEPTION 'grace must be a non-negative interval, got %', gc_content.grace USING ERRCODE = '22023';
+    END IF;
+    IF memmie._distributed() THEN
+        RETURN QUERY SELECT * FROM memmie._gc_content_distributed(clock_timestamp() - gc_content.grace);
+        RETURN;
     END IF;
     RETURN QUERY
     WITH garbage AS MATERIALIZED (

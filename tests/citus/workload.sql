@@ -416,9 +416,43 @@ SELECT memmie.delete_blob(id::uuid, hard => true) FROM citus_test.ids WHERE kind
 -- step: events_since
 SELECT count(*) FROM memmie.events_since(0, 10000);
 
+-- step: [distributed] the counts are applied at once, nothing is left for the commit
+BEGIN;
+SELECT memmie.create_blob(citus_test.user_n(6), convert_to('counted at once', 'UTF8'), 'text/plain') IS NOT NULL;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM memmie._pending_user_counts()) OR EXISTS (SELECT FROM memmie._pending_references()) THEN
+        RAISE EXCEPTION 'counts pending for the commit on the cluster';
+    END IF;
+    IF (SELECT storage_used FROM memmie.user_contexts WHERE user_id = citus_test.user_n(6))
+       <> (SELECT sum(content_size) FROM memmie.user_content_refs WHERE user_id = citus_test.user_n(6))
+       OR (SELECT blob_count FROM memmie.user_contexts WHERE user_id = citus_test.user_n(6))
+       <> (SELECT count(*) FROM memmie.blobs WHERE user_id = citus_test.user_n(6) AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'the counts of user 6 are not up to date inside the writing transaction';
+    END IF;
+END $$;
+COMMIT;
+
 -- step: put_content, gc_content
 INSERT INTO citus_test.ids SELECT 'orphan', 'orphan', memmie.put_content(convert_to('nobody refers to me', 'UTF8'));
 SELECT count(*) FROM memmie.gc_content('0 seconds');
+
+-- step: put_content of a content nobody references yet
+INSERT INTO citus_test.ids SELECT 'gc-race', 'content', memmie.put_content(convert_to('wanted again', 'UTF8'));
+
+-- step: gc_content while a writer deduplicates onto its candidate
+-- (the writer holds the content row FOR KEY SHARE until it commits: gc_content skips it)
+BEGIN;
+INSERT INTO citus_test.ids
+SELECT 'gc-race', 'blob', (memmie.create_blob(citus_test.user_n(5), convert_to('wanted again', 'UTF8'), 'text/plain')).id::text;
+SELECT pg_sleep(2);
+COMMIT;
+-- and:
+SELECT pg_sleep(0.5);
+INSERT INTO citus_test.ids SELECT 'gc-race', 'collected', content_hash FROM memmie.gc_content('0 seconds');
+
+-- step: gc_content again: the writer's reference, committed now, keeps the content (and is counted)
+INSERT INTO citus_test.ids SELECT 'gc-race', 'collected', content_hash FROM memmie.gc_content('0 seconds');
 
 -- step: ensure_partitions while DEFAULT holds rows
 DO $$
