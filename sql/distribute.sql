@@ -309,6 +309,15 @@ BEGIN
         placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
     END LOOP;
 
+    -- 4b. Citus copies the rows a table held into its shards and leaves them in the
+    -- coordinator's table too, where nothing reads them but PostgreSQL's own checks do (a new
+    -- partition is checked against the DEFAULT partition's stale rows there): a database that
+    -- had data before distribute() (an upgraded one) drops them, before the foreign keys are
+    -- made again (the truncation would cascade along them).
+    FOR t IN SELECT x.key AS tab FROM pg_catalog.jsonb_each(placed) x LOOP
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(t.tab::pg_catalog.regclass);
+    END LOOP;
+
     -- 5. The foreign keys again, between placed tables.
     FOR k IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(fks, '[]')) AS x(tab text, name text, def text, old text)
              WHERE x.def IS NOT NULL LOOP

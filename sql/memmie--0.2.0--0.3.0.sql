@@ -819,11 +819,15 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- undelete_blob(); delete_blob() and revert_blob() take expected_version (MM001), last and
 -- defaulted so that existing calls keep working. A new signature is a new function: the old one
--- is dropped and whatever was granted on it is granted on the new one.
-CREATE TEMP TABLE _memmie_old_acl ON COMMIT DROP AS
-SELECT p.proname::pg_catalog.text AS name, p.proacl AS acl FROM pg_catalog.pg_proc p
-WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.delete_blob(uuid,boolean)'::pg_catalog.regprocedure,
-                                            'memmie.revert_blob(uuid,integer,text)'::pg_catalog.regprocedure]);
+-- is dropped and whatever was granted on it is granted on the new one (the grants are kept in
+-- a transaction-local setting, not a temporary table: on a Citus cluster ALTER EXTENSION runs on
+-- every node in one two-phase transaction, and a transaction that used a temporary table cannot
+-- PREPARE).
+SELECT pg_catalog.set_config('memmie.upgrade_acl', coalesce((
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('name', p.proname, 'acl', p.proacl))::pg_catalog.text
+    FROM pg_catalog.pg_proc p
+    WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY['memmie.delete_blob(uuid,boolean)'::pg_catalog.regprocedure,
+                                                'memmie.revert_blob(uuid,integer,text)'::pg_catalog.regprocedure])), '[]'), true);
 DROP FUNCTION memmie.delete_blob(uuid, boolean);
 DROP FUNCTION memmie.revert_blob(uuid, integer, text);
 
@@ -935,7 +939,9 @@ DECLARE
     g record;
 BEGIN
     FOR g IN SELECT o.name, a.grantee, a.privilege_type, a.is_grantable
-             FROM pg_temp._memmie_old_acl o, pg_catalog.aclexplode(o.acl) a
+             FROM pg_catalog.jsonb_to_recordset(pg_catalog.current_setting('memmie.upgrade_acl')::pg_catalog.jsonb)
+                      AS o (name pg_catalog.text, acl pg_catalog.aclitem[]),
+                  pg_catalog.aclexplode(o.acl) a
              WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
         EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', g.privilege_type,
             CASE g.name WHEN 'delete_blob' THEN 'memmie.delete_blob(uuid,boolean,integer)'
@@ -945,7 +951,6 @@ BEGIN
     END LOOP;
 END
 $$;
-DROP TABLE pg_temp._memmie_old_acl;
 
 -- a deleted blob's hint names undelete_blob()
 CREATE OR REPLACE FUNCTION memmie._check_live(b memmie.blobs) RETURNS void
@@ -1166,11 +1171,12 @@ ALTER TABLE memmie.user_contexts DROP CONSTRAINT user_contexts_quota_limits_chec
 -- cursor's sort value: the page_after row need not exist any more), last and defaulted so that
 -- existing calls keep working. A new signature is a new function: the old one is dropped and
 -- whatever was granted on it is granted on the new one (_find_blobs_sql likewise).
-CREATE TEMP TABLE _memmie_old_acl ON COMMIT DROP AS
-SELECT p.proname::pg_catalog.text AS name, p.proacl AS acl FROM pg_catalog.pg_proc p
-WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-    'memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer)'::pg_catalog.regprocedure,
-    'memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean)'::pg_catalog.regprocedure]);
+SELECT pg_catalog.set_config('memmie.upgrade_acl', coalesce((
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('name', p.proname, 'acl', p.proacl))::pg_catalog.text
+    FROM pg_catalog.pg_proc p
+    WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+        'memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer)'::pg_catalog.regprocedure,
+        'memmie._find_blobs_sql(boolean,boolean,boolean,boolean,boolean,boolean,boolean)'::pg_catalog.regprocedure])), '[]'), true);
 DROP FUNCTION memmie.find_blobs(uuid, text[], text, uuid, jsonb, text, boolean, uuid, integer);
 DROP FUNCTION memmie._find_blobs_sql(boolean, boolean, boolean, boolean, boolean, boolean, boolean);
 
@@ -1278,7 +1284,9 @@ DECLARE
     g record;
 BEGIN
     FOR g IN SELECT o.name, a.grantee, a.privilege_type, a.is_grantable
-             FROM pg_temp._memmie_old_acl o, pg_catalog.aclexplode(o.acl) a
+             FROM pg_catalog.jsonb_to_recordset(pg_catalog.current_setting('memmie.upgrade_acl')::pg_catalog.jsonb)
+                      AS o (name pg_catalog.text, acl pg_catalog.aclitem[]),
+                  pg_catalog.aclexplode(o.acl) a
              WHERE a.grantee OPERATOR(pg_catalog.<>) a.grantor LOOP
         EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', g.privilege_type,
             CASE g.name WHEN 'find_blobs' THEN 'memmie.find_blobs(uuid,text[],text,uuid,jsonb,text,boolean,uuid,integer,text,boolean,text,timestamp with time zone)'
@@ -1288,7 +1296,6 @@ BEGIN
     END LOOP;
 END
 $$;
-DROP TABLE pg_temp._memmie_old_acl;
 
 -- ---------------------------------------------------------------------------------------------
 -- Providers' processing_rules.content_changes_only: dispatch skips a blob.updated that kept the
@@ -5936,6 +5943,15 @@ BEGIN
                                                         colocate_with => 'memmie.user_contexts');
         END IF;
         placed := placed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(t.tab, t.how);
+    END LOOP;
+
+    -- 4b. Citus copies the rows a table held into its shards and leaves them in the
+    -- coordinator's table too, where nothing reads them but PostgreSQL's own checks do (a new
+    -- partition is checked against the DEFAULT partition's stale rows there): a database that
+    -- had data before distribute() (an upgraded one) drops them, before the foreign keys are
+    -- made again (the truncation would cascade along them).
+    FOR t IN SELECT x.key AS tab FROM pg_catalog.jsonb_each(placed) x LOOP
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(t.tab::pg_catalog.regclass);
     END LOOP;
 
     -- 5. The foreign keys again, between placed tables.

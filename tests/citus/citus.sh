@@ -103,6 +103,50 @@ for i in "${!NODES[@]}"; do
     n=$(node_psql "$i" -d "$DB" -At -c "SELECT count(*) FROM pg_prepared_xacts")
     if [ "$n" = 0 ]; then ok "no prepared transaction left on ${NODES[$i]}"; else not_ok "$n prepared transactions left on ${NODES[$i]}"; fi
 done
+# The upgrade on a cluster (README "Scaling out"): a database where memmie 0.2.0 runs with Citus
+# (0.2.0 had no distribute(): its tables are the coordinator's), some writes, ALTER EXTENSION
+# memmie UPDATE on the coordinator (Citus runs it on every node), then the post-upgrade step
+# memmie.distribute(); the data is still there, writes work, check() finds nothing wrong.
+if [ -f "$("$PGBIN/pg_config" --sharedir)/extension/memmie--0.2.0.sql" ]; then
+    upgraded=$(citus_database memmie_citus_upgrade 2>&1 && node_psql 0 -d memmie_citus_upgrade -v ON_ERROR_STOP=1 -At <<'SQL' 2>&1
+SET client_min_messages = warning;
+CREATE EXTENSION memmie VERSION '0.2.0';
+SELECT count(*) FROM (
+    SELECT memmie.apply_delta((memmie.create_blob(format('%s-0000-4000-8000-000000000000', lpad(i::text, 8, '0'))::uuid,
+                                                  convert_to('{"steps": ["write"]}', 'UTF8'), 'application/json')).id,
+                              '[{"op": "add", "path": "/content/steps/-", "value": "review"}]')
+    FROM generate_series(1, 6) i) s;
+ALTER EXTENSION memmie UPDATE;
+SELECT memmie.distribute() IS NOT NULL;
+SELECT memmie.ensure_partitions() IS NOT NULL;   -- (the rows written so far wait in DEFAULT)
+DO $$
+DECLARE
+    b uuid;
+BEGIN   -- (memmie's functions called on the coordinator: in a query over a distributed table
+        -- Citus would push the call into the query on each shard)
+    FOR b IN SELECT id FROM memmie.blobs LOOP
+        PERFORM memmie.apply_delta(b, '[{"op": "add", "path": "/content/steps/-", "value": "ship"}]');
+    END LOOP;
+END $$;
+SELECT (SELECT string_agg(DISTINCT extversion, ',') FROM pg_extension WHERE extname = 'memmie')
+       || ' ' || (SELECT count(*) FROM pg_dist_partition d WHERE d.logicalrelid::text LIKE 'memmie.%'
+                    AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = d.logicalrelid))
+       || ' ' || (SELECT count(*) FROM memmie.blob_versions) || ' ' || (SELECT bool_and(ok) FROM memmie.check())
+       || ' ' || (SELECT string_agg(DISTINCT result, ',') FROM run_command_on_workers(
+                      $$SELECT extversion FROM pg_extension WHERE extname = 'memmie'$$));
+SQL
+)
+    want="$(sed -n 's/^default_version = .\(.*\)./\1/p' "$("$PGBIN/pg_config" --sharedir)/extension/memmie.control") 17 18 true"
+    if [ "$(printf '%s\n' "$upgraded" | tail -1)" = "$want $(echo "$want" | cut -d' ' -f1)" ]; then
+        ok "upgrade on the cluster: 0.2.0, ALTER EXTENSION memmie UPDATE, distribute(): $(printf '%s\n' "$upgraded" | tail -1)"
+    else
+        not_ok "upgrade on the cluster: 0.2.0, ALTER EXTENSION memmie UPDATE, distribute() (want: $want on every node)"
+        printf '%s\n' "$upgraded" | tail -8 | sed 's/^/#   /'
+    fi
+else
+    not_ok "upgrade on the cluster: memmie--0.2.0.sql is not installed (tests/upgrade/memmie--0.2.0.sql; .ci/dev installs it)"
+fi
+
 if [ -n "${MEMMIE_CITUS_KEEP:-}" ]; then
     echo "# the nodes keep running: $PGBIN/psql -h 127.0.0.1 -p $(citus_port_of 0) -U postgres $DB"; finish
 fi

@@ -9,6 +9,7 @@
 #                                          only (and the node's own Unix socket); database DB with
 #                                          CREATE EXTENSION citus on every node and the workers
 #                                          added. Returns non-zero (with what failed on stderr).
+#   citus_database DB                      one more database on the same nodes, likewise
 #   citus_cluster_stop                     stops every node
 #   node_psql I ARGS...                    psql on node I (0 coordinator, 1-2 workers), over TCP
 #   citus_dir_of I                         node I's directory (server.log is there)
@@ -61,6 +62,13 @@ CONF
         if ! citus_as_owner "$CITUS_PGBIN/pg_ctl" -D "$d/data" -w -l "$d/server.log" start >/dev/null; then
             tail -20 "$d/server.log" >&2; echo "${CITUS_NODES[$i]} did not start on port $port" >&2; return 1
         fi
+    done
+    citus_database "$db"
+}
+
+citus_database() {   # citus_database DB: database DB on every node, with citus, the workers added
+    local db=$1 i
+    for i in "${!CITUS_NODES[@]}"; do
         node_psql "$i" -d postgres -c "CREATE DATABASE $db" -c "\\c $db" -c "CREATE EXTENSION citus" >/dev/null \
             || { echo "CREATE EXTENSION citus on ${CITUS_NODES[$i]} failed" >&2; return 1; }
     done
