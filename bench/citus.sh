@@ -3,7 +3,9 @@
 # workers, tests/citus/cluster.sh) against a single node, on this machine (PostgreSQL 15).
 # Builds memmie in release mode and Citus (tests/citus/build.sh, cached), then, for each side
 # and call, BENCH_RUNS (3) pgbench runs of PGBENCH_SECONDS (10) with 1 and 4 clients over 64
-# users (bench/citus/*.sql), and prints the median tps, ms per call per client and the ratio
+# users (bench/citus/*.sql: each call with no user bound, as an admin would, and "_bound", with
+# memmie.user_id set per transaction, as an application does; BENCH_CALLS picks some), and
+# prints the median tps, ms per call per client and the ratio
 # cluster / single node. Both sides run on the same 2 cores, so the cluster cannot be faster
 # here: the ratio is the per-call cost of distribution (routing, 2PC across nodes). Timings are
 # never asserted anywhere.
@@ -33,7 +35,7 @@ node_psql 0 -d memmie_bench -v ON_ERROR_STOP=1 -c "CREATE EXTENSION memmie" -c "
 
 results=$OUT/results
 : >"$results"
-for call in create_blob apply_delta; do
+for call in ${BENCH_CALLS:-create_blob create_blob_bound apply_delta apply_delta_bound}; do
     for clients in 1 4; do
         for run in $(seq "$RUNS"); do
             for side in single citus; do

@@ -5777,7 +5777,8 @@ BEGIN
                    WHERE d.logicalrelid OPERATOR(pg_catalog.=) 'memmie.blob_versions'::pg_catalog.regclass) THEN
         PERFORM memmie._citus_on_workers('SELECT memmie._citus_counting_triggers()');
     END IF;
-    -- Every table placed: nothing to do (a second call).
+    -- Every table placed (a second call): nothing to place, but the recorded grantees' levels
+    -- are given again on every node (a worker added since gets the functions' grants).
     IF NOT EXISTS (SELECT FROM pg_catalog.unnest(ARRAY[
                        'memmie.providers', 'memmie.provider_versions', 'memmie.provider_metrics',
                        'memmie.grantees', 'memmie.user_contexts', 'memmie.blobs', 'memmie.blob_versions', 'memmie.blob_snapshots',
@@ -5786,6 +5787,8 @@ BEGIN
                        'memmie.usage_metrics', 'memmie.usage_increments', 'memmie.content_storage']) x
                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                                      WHERE d.logicalrelid OPERATOR(pg_catalog.=) x::pg_catalog.regclass)) THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+        PERFORM memmie._reapply_grants();
         RETURN pg_catalog.jsonb_build_object('placed', placed, 'keys_changed', changed,
             'coordinator_only', pg_catalog.jsonb_build_array());
     END IF;
