@@ -10,7 +10,7 @@
 //! `memmie._index_partition`, its storage parameters (autovacuum) copied from its table's DEFAULT
 //! partition. The catalog queries this file runs are `sql/queries/*.sql`.
 
-use crate::error::{or_raise, MemmieError, Result};
+use crate::error::{guarded, or_raise, MemmieError, Result};
 use pgrx::datum::{Date, Interval};
 use pgrx::prelude::*;
 use pgrx::search_path;
@@ -414,12 +414,13 @@ fn create_partitions_impl(parent: pg_sys::Oid, start: Date, count: i32) -> Resul
 #[pg_extern(name = "_create_partitions")]
 #[search_path(pg_catalog, pg_temp)]
 fn create_partitions(parent: Option<pg_sys::Oid>, start_date: Option<Date>, count: Option<i32>) -> i32 {
-    or_raise((|| {
+    // (guarded: an ERROR raised by the DDL reaches the client with its SQLSTATE and message only)
+    or_raise(guarded(|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
         let start = start_date.ok_or_else(|| MemmieError::InvalidParameter("start_date must not be NULL".into()))?;
         let count = count.ok_or_else(|| MemmieError::InvalidParameter("count must not be NULL".into()))?;
         create_partitions_impl(parent, start, count)
-    })())
+    }))
 }
 
 /// The current UTC date.
@@ -434,7 +435,8 @@ fn today_utc() -> Result<Date> {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
-    or_raise((|| {
+    // (guarded: an ERROR raised by the DDL reaches the client with its SQLSTATE and message only)
+    or_raise(guarded(|| {
         let premake = premake.ok_or_else(|| MemmieError::InvalidParameter("premake must not be NULL".into()))?;
         if !(0..=3650).contains(&premake) {
             return Err(MemmieError::InvalidParameter(format!(
@@ -449,7 +451,7 @@ fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
             n += create_partitions_impl(parent, today, premake + 1)?;
         }
         Ok(n)
-    })())
+    }))
 }
 
 /// Drops the partitions of `events` that end before `now() - older_than` and hold no unprocessed
@@ -458,7 +460,8 @@ fn ensure_partitions(premake: default!(Option<i32>, 3)) -> i32 {
 #[pg_extern(name = "_drop_old_partitions")]
 #[search_path(pg_catalog, pg_temp)]
 fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>) -> i32 {
-    or_raise((|| {
+    // (guarded: an ERROR raised by the DDL reaches the client with its SQLSTATE and message only)
+    or_raise(guarded(|| {
         let parent = parent.ok_or_else(|| MemmieError::InvalidParameter("parent must not be NULL".into()))?;
         let older_than =
             older_than.ok_or_else(|| MemmieError::InvalidParameter("older_than must not be NULL".into()))?;
@@ -508,7 +511,7 @@ fn drop_old_partitions(parent: Option<pg_sys::Oid>, older_than: Option<Interval>
             dropped += 1;
         }
         Ok(dropped)
-    })())
+    }))
 }
 
 #[cfg(test)]
