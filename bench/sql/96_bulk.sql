@@ -89,6 +89,27 @@ BEGIN
     END LOOP;
 END $$;
 
+-- apply_delta over many blobs: 400 blobs, each batch edits every one once (a bulk edit, as an
+-- import or a migration does), so each blob gets 5 new versions in the transaction
+CREATE PROCEDURE bench.bulk_apply_many(runs int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR r IN 1..runs LOOP
+        CREATE TEMP TABLE bulk_many AS
+        SELECT i, (memmie.create_blob('00000000-0000-0000-0000-0000000bd003', convert_to('{"n": 0}', 'UTF8'),
+                                      'application/json')).id
+        FROM generate_series(0, 399) i;
+        CREATE INDEX ON bulk_many (i);
+        COMMIT;
+        PERFORM bench.batches('apply_delta over 400 blobs (metadata edit, each blob once a batch), 5 x 400 calls in one transaction', r,
+               $q$SELECT memmie.apply_delta((SELECT id FROM pg_temp.bulk_many WHERE i = $1 % 400),
+                                           jsonb_build_array(jsonb_build_object('op', 'add', 'path', '/metadata/n', 'value', $1)))$q$,
+               5, 400, NULL);
+        COMMIT;
+        DROP TABLE pg_temp.bulk_many;
+        COMMIT;
+    END LOOP;
+END $$;
+
 -- the same on a plain table shaped as memmie.blobs' head row, a new row per run
 CREATE TABLE bench.plain_heads (id uuid PRIMARY KEY, version int NOT NULL, updated_at timestamptz NOT NULL,
                                 metadata jsonb NOT NULL, hits int NOT NULL DEFAULT 0);
@@ -116,6 +137,7 @@ CALL bench.bulk_create(:bench_runs);
 CALL bench.bulk_derive(:bench_runs);
 CALL bench.bulk_apply(:bench_runs, 'metadata');
 CALL bench.bulk_apply(:bench_runs, 'content');
+CALL bench.bulk_apply_many(:bench_runs);
 CALL bench.bulk_plain(:bench_runs, 'unindexed column, HOT');
 CALL bench.bulk_plain(:bench_runs, 'indexed columns, as memmie.blobs');
 
